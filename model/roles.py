@@ -1,0 +1,80 @@
+"""Role labels for heads: a head gets a role when one of its metrics passes that role's threshold.
+
+A role is a short name for a pattern a reader can check by eye ("previous_token": most of the
+head's attention goes to the token just before). A head can have several roles, or none.
+Thresholds were chosen on all-MiniLM-L6-v2 (docs/metrics.md, "Roles", says how) and are the
+same for every model. Roles of one sentence are anecdotes; roles of corpus averages are evidence.
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class RoleRule:
+    """The head has the role when  value >= threshold,  where value is the sum of `metrics`
+    (divided by the token count when `per_token`), unless the head already has a role in `unless`
+    or the text has fewer than `min_tokens` tokens. NaN (undefined) terms of the sum count as 0;
+    when every term is NaN the head cannot have the role.
+    """
+
+    metrics: tuple[str, ...]
+    threshold: float
+    description: str
+    per_token: bool = False
+    unless: tuple[str, ...] = ()
+    min_tokens: int = 0
+
+
+ROLE_RULES: dict[str, RoleRule] = {
+    "previous_token": RoleRule(("previous_token",), 0.5, "at least half of the attention on the token just before"),
+    "next_token": RoleRule(("next_token",), 0.5, "at least half of the attention on the token just after"),
+    "self": RoleRule(("self",), 0.5, "at least half of the attention on the query's own token"),
+    "first_token": RoleRule(("first_token",), 0.5, "at least half of the attention on the first key ([CLS], BOS): a sink"),
+    "last_token": RoleRule(("last_token",), 0.5, "at least half of the attention on the last key ([SEP], EOS): a sink"),
+    "punctuation": RoleRule(("punctuation",), 0.3, "at least 30% of the attention on . , ; : ! ? (few keys: far above chance)"),
+    "broad": RoleRule(("entropy_normalized",), 0.8, "attention spread widely: row entropy at least 80% of ln(keys)"),
+    "local": RoleRule(
+        ("previous_token", "self", "next_token"),
+        0.5,
+        "at least half of the attention within one position (previous + self + next); texts of 12+ tokens",
+        min_tokens=12,  # 3 of T keys hold 3/T of uniform attention: 0.25 at T = 12, so 0.5 is twice chance
+    ),
+    "long_range": RoleRule(
+        ("distance",),
+        0.4,
+        "mean distance at least 0.4 × token count (uniform attention gives about 1/3), and not a sink",
+        per_token=True,
+        unless=("first_token", "last_token"),  # a sink at either end has mean distance ≈ T/2 by construction
+    ),
+    "induction": RoleRule(("induction",), 0.5, "where text repeats, at least half of the attention on what followed last time"),
+}
+ROLES = tuple(ROLE_RULES)
+
+
+def role_value(rule: RoleRule, metrics: dict[str, torch.Tensor], num_tokens: int) -> torch.Tensor:
+    """The number a rule compares with its threshold, for every head: (L, H), NaN where undefined."""
+    terms = torch.stack([metrics[name].float() for name in rule.metrics])  # (M, L, H)
+    value = terms.nan_to_num(0.0).sum(0)  # (L, H)
+    value[terms.isnan().all(0)] = torch.nan
+    if rule.per_token:
+        value = value / num_tokens
+    return value
+
+
+def head_roles(metrics: dict[str, torch.Tensor], num_tokens: int) -> list[list[list[str]]]:
+    """Roles of every head, indexed [layer][head], each list in the order of ROLES.
+
+    metrics: head_metrics' output (or per-head corpus means), name -> (L, H).
+    num_tokens: key tokens of the text (or the mean over a corpus), for per-token rules.
+    """
+    passes = {  # (L, H) each; NaN fails every threshold
+        role: (role_value(rule, metrics, num_tokens) >= rule.threshold) & (num_tokens >= rule.min_tokens)
+        for role, rule in ROLE_RULES.items()
+    }
+    for role, rule in ROLE_RULES.items():
+        for other in rule.unless:
+            passes[role] = passes[role] & ~passes[other]  # (L, H)
+    L, H = next(iter(metrics.values())).shape
+    return [[[role for role in ROLES if passes[role][layer, head]] for head in range(H)] for layer in range(L)]
