@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from model.analysis import TooManyTokens
-from model.minilm import default_path
+from tests.conftest import hf_attention
 
 TOL = 1e-5
 
@@ -31,34 +31,18 @@ def long_text(pieces: int = 510) -> str:
     return " ".join(WORDS[i % len(WORDS)] for i in range(pieces))
 
 
-@pytest.fixture(scope="module")
-def hf():
-    from transformers import BertModel
-    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
-
-    path = str(default_path())
-    model = BertModel.from_pretrained(path, attn_implementation="eager").eval()
-    # the pure-Python WordPiece tokenizer: independent of the `tokenizers` library we use
-    tokenizer = BertTokenizerLegacy(vocab_file=f"{path}/vocab.txt", do_lower_case=True)
-    return model, tokenizer
-
-
 @pytest.mark.parametrize("text", SENTENCES + [long_text()])
-def test_tokens_and_weights_equal_transformers(minilm, hf, text):
-    model, tokenizer = hf
-    ids = tokenizer(text)["input_ids"]
+def test_tokens_and_weights_equal_transformers(minilm, hf_bert, text):
+    tokens, reference = hf_attention(hf_bert, text)  # (L, H, T, T)
     analysis = minilm.analyze(text)
-    assert analysis.tokens == tokenizer.convert_ids_to_tokens(ids)
-    with torch.no_grad():
-        out = model(input_ids=torch.tensor([ids]), output_attentions=True)
-    reference = torch.stack(out.attentions)[:, 0]  # (L, H, T, T)
+    assert analysis.tokens == tokens
     pattern = analysis.patterns["encoder"]
-    assert pattern.shape == (6, 12, len(ids), len(ids))
+    assert pattern.shape == (6, 12, len(tokens), len(tokens))
     torch.testing.assert_close(pattern, reference, atol=TOL, rtol=0)
 
 
-def test_hidden_state_equals_transformers(minilm, hf):
-    model, tokenizer = hf
+def test_hidden_state_equals_transformers(minilm, hf_bert):
+    model, tokenizer = hf_bert
     ids = torch.tensor([tokenizer(SENTENCES[1])["input_ids"]])
     with torch.no_grad():
         ours, _ = minilm.encoder(ids)

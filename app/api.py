@@ -1,0 +1,148 @@
+"""The JSON API: /api/models, /api/attention, /api/corpus. Routes validate, call model/, return."""
+
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import StreamingResponse
+
+from app.encoding import compact, json_response
+from app.errors import ApiError
+from app.runner import Busy, ModelRunner
+from app.schemas import (
+    AttentionRequest,
+    AttentionResponse,
+    CorpusRequest,
+    CorpusResponse,
+    ErrorResponse,
+    ModelsResponse,
+)
+from app.settings import Settings
+from model.analysis import DIMS, AttentionModel
+from model.heads import CorpusAverage, head_similarity, plan_corpus, summarize_heads
+
+
+def get_models(request: Request) -> dict[str, AttentionModel]:
+    return request.app.state.models
+
+
+def get_runner(request: Request) -> ModelRunner:
+    return request.app.state.runner
+
+
+def get_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+ModelsDep = Annotated[dict[str, AttentionModel], Depends(get_models)]
+RunnerDep = Annotated[ModelRunner, Depends(get_runner)]
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+ERRORS = {
+    code: {"model": ErrorResponse, "description": description}
+    for code, description in {
+        400: "Malformed JSON",
+        408: "The body arrived too slowly",
+        413: "Body larger than the server's limit",
+        415: "Body is not JSON",
+        422: "Invalid field, unknown model, or too many tokens",
+        503: "Too many requests waiting; retry after the Retry-After header",
+    }.items()
+}
+
+router = APIRouter(prefix="/api", responses=ERRORS)
+
+
+def pick_model(models: dict[str, AttentionModel], name: str) -> AttentionModel:
+    if name not in models:
+        raise ApiError(422, "unknown_model", f"unknown model {name!r}; available: {', '.join(models)}",
+                       available=list(models))
+    return models[name]
+
+
+@router.get("/models", response_model=ModelsResponse)
+def list_models(models: ModelsDep):
+    """Every model this server runs, with its size and attention kinds; the first is the default."""
+    return {
+        "default": next(iter(models)),
+        "models": [{**m.info.__dict__, "kinds": list(m.info.kinds)} for m in models.values()],
+    }
+
+
+def attention_payload(model: AttentionModel, req: AttentionRequest) -> dict:
+    """Everything /api/attention returns; runs on the model's worker thread."""
+    analysis = model.analyze(req.text, truncate=req.truncate)
+    encode = compact if req.format == "compact" else (lambda pattern: pattern.numpy())
+    return {
+        "model": analysis.model,
+        "tokens": analysis.tokens,
+        "offsets": analysis.offsets,
+        "special": analysis.special,
+        "truncated": analysis.truncated,
+        "dims": list(DIMS),
+        "format": req.format,
+        "attention": {kind: encode(pattern) for kind, pattern in analysis.patterns.items()},
+        "heads": summarize_heads(analysis),
+        "similarity": head_similarity(analysis) if req.similarity else None,
+        "output_text": analysis.output_text,
+        "output_tokens": analysis.output_tokens,
+    }
+
+
+@router.post("/attention", response_model=AttentionResponse)
+async def attention(req: AttentionRequest, models: ModelsDep, runner: RunnerDep):
+    """Every layer's and head's attention pattern for one text, with per-head metrics and roles."""
+    model = pick_model(models, req.model)
+    return json_response(await runner.run(attention_payload, model, req))
+
+
+CORPUS_STREAM = {
+    200: {
+        "description": "With `stream: true`: newline-delimited JSON, one `{\"done\": n, \"total\": N}` line per "
+        "batch, then `{\"result\": CorpusResponse}`, or `{\"error\": code, \"detail\": words}` if it fails.",
+        "content": {"application/x-ndjson": {}},
+    }
+}
+
+
+@router.post("/corpus", response_model=CorpusResponse, responses=CORPUS_STREAM)
+async def corpus(req: CorpusRequest, request: Request, models: ModelsDep, runner: RunnerDep, settings: SettingsDep):
+    """Per-head metrics averaged over many sentences, run in batches; bad entries are reported, not fatal."""
+    model = pick_model(models, req.model)
+    if len(req.texts) > settings.corpus_max_texts:
+        raise ApiError(422, "too_many_texts", f"{len(req.texts)} texts sent; the limit is "
+                       f"{settings.corpus_max_texts} per request", count=len(req.texts), limit=settings.corpus_max_texts)
+    batches, errors, tokens = await runner.run(plan_corpus, model, req.texts, req.truncate, settings.corpus_batch_size)
+    if tokens > settings.corpus_max_tokens:
+        raise ApiError(422, "too_many_tokens", f"the texts have {tokens} tokens together; the limit is "
+                       f"{settings.corpus_max_tokens} per request", count=tokens, limit=settings.corpus_max_tokens)
+    events = corpus_events(runner, model, batches, errors, req.truncate)
+    if req.stream:
+        return StreamingResponse(ndjson(events), media_type="application/x-ndjson")
+    async for event in events:
+        if "result" in event:
+            return json_response(event["result"])
+        if await request.is_disconnected():  # nobody to answer: stop spending the model on it
+            await events.aclose()
+            raise ApiError(400, "client_disconnected", "the client went away before the corpus finished")
+
+
+async def corpus_events(runner: ModelRunner, model: AttentionModel, batches, errors, truncate):
+    """Progress after every batch, then the result. One model job per batch, so other requests
+    get their turn in between."""
+    total = sum(map(len, batches))
+    average = CorpusAverage()
+    async with runner.admitted():
+        for batch in batches:
+            await runner.call(average.add_batch, model, batch, truncate)
+            yield {"done": average.sentences, "total": total}
+    summary = await runner.call(average.summary)
+    yield {"result": {"model": model.info.name, "sentences": average.sentences, "errors": errors, "heads": summary}}
+
+
+async def ndjson(events):
+    try:
+        async for event in events:
+            yield orjson.dumps(event) + b"\n"
+    except Busy as e:
+        yield orjson.dumps({"error": "busy", "detail": str(e)}) + b"\n"

@@ -1,0 +1,79 @@
+"""The `headscope` command (also `python -m app`).
+
+  headscope serve [--host 127.0.0.1] [--port 8000]    start the web app
+  headscope heads corpus.txt --out heads.csv           per-head metrics averaged over a corpus
+"""
+
+import argparse
+import csv
+import json
+import sys
+from pathlib import Path
+
+from model.metrics import METRICS
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    models = tuple(args.models.split(",")) if args.models else Settings.models
+    app = create_app(Settings(models=models))
+    print(f"Headscope: models {', '.join(app.state.models)} loaded; open http://{args.host}:{args.port}/", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, limit_concurrency=args.max_connections)
+
+
+def heads(args: argparse.Namespace) -> None:
+    from model.heads import CorpusAverage, plan_corpus
+    from model.registry import load_model
+
+    texts = Path(args.corpus).read_text(encoding="utf-8").splitlines()
+    model = load_model(args.model)
+    batches, errors, _ = plan_corpus(model, texts, args.truncate, args.batch_size)
+    errors = [e for e in errors if texts[e["index"]].strip()]  # blank lines are not errors in a file
+    average = CorpusAverage()
+    for batch in batches:
+        average.add_batch(model, batch, args.truncate)
+        print(f"\r{average.sentences}/{sum(map(len, batches))} sentences", end="", file=sys.stderr, flush=True)
+    print(file=sys.stderr)
+    for e in errors:
+        print(f"skipped line {e['index'] + 1}: {e['error']}", file=sys.stderr)
+    summary = average.summary()
+    out = Path(args.out)
+    if out.suffix == ".json":
+        out.write_text(json.dumps({"model": model.info.name, "sentences": average.sentences, "heads": summary}, indent=1))
+    else:
+        with out.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["kind", "layer", "head", "name", *METRICS, "roles"])
+            for kind, records in summary.items():
+                for r in records:
+                    values = ["" if r["metrics"][m] is None else f"{r['metrics'][m]:.6g}" for m in METRICS]
+                    writer.writerow([kind, r["layer"], r["head"], r["name"], *values, " ".join(r["roles"])])
+    print(f"wrote {out}: {average.sentences} sentences averaged", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="headscope", description="See what every attention head looks at.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="start the web app")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--models", help="comma-separated model names to load (default: all)")
+    p.add_argument("--log-level", default="info")
+    p.add_argument("--max-connections", type=int, default=200, help="open connections beyond this get 503")
+    p.set_defaults(func=serve)
+
+    p = sub.add_parser("heads", help="average per-head metrics over a text file, one sentence per line")
+    p.add_argument("corpus", help="text file, one sentence per line")
+    p.add_argument("--out", required=True, help="output file: .csv or .json")
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--truncate", action="store_true", help="cut lines longer than the model's maximum")
+    p.set_defaults(func=heads)
+
+    args = parser.parse_args(argv)
+    args.func(args)

@@ -1,0 +1,39 @@
+"""The app factory: `create_app(settings)` builds a FastAPI app with its models loaded once."""
+
+from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+from fastapi.staticfiles import StaticFiles
+from starlette.middleware.gzip import GZipMiddleware
+
+from app import api, pages
+from app.errors import install_error_handlers
+from app.limits import BodyLimits
+from app.runner import ModelRunner
+from app.settings import Settings
+from model.analysis import AttentionModel
+from model.registry import load_models
+
+
+def create_app(settings: Settings | None = None, models: dict[str, AttentionModel] | None = None) -> FastAPI:
+    """Build the app. `models` (name -> model) skips loading, for tests that share loaded models."""
+    settings = settings or Settings()
+    app = FastAPIOffline(  # a FastAPI app whose /docs and /redoc load Swagger UI from our server, not a CDN
+        title="Headscope",
+        summary="Every attention head of a transformer, for any sentence.",
+        description="Attention weights of every layer and head, per-head metrics and roles, and corpus "
+        "averages. Arrays are indexed [layer][head][query_pos][key_pos]. Errors are JSON: "
+        '`{"error": code, "detail": words}`.',
+        version="1.0.0",
+    )
+    app.state.settings = settings
+    app.state.models = models if models is not None else load_models(settings.models)
+    app.state.runner = ModelRunner(settings.max_waiting)
+
+    install_error_handlers(app)
+    app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=5)
+    app.add_middleware(BodyLimits, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)
+
+    app.include_router(api.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.ROOT / "static"), name="static")
+    return app

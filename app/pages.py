@@ -1,0 +1,33 @@
+"""The page at `/` and the files it loads. Page state lives in the URL (?text=&model=&layer=&head=);
+the page fetches its numbers from the JSON API, so every view has a JSON twin."""
+
+from pathlib import Path
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.templating import Jinja2Templates
+
+from app.api import ModelsDep
+
+ROOT = Path(__file__).resolve().parent.parent
+templates = Jinja2Templates(directory=ROOT / "templates")
+
+router = APIRouter(include_in_schema=False)
+
+
+def plotly_path() -> Path:
+    """plotly.min.js as shipped inside the `plotly` Python package: served by us, no CDN."""
+    import plotly
+
+    return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+
+
+@router.get("/", response_class=HTMLResponse)
+def index(request: Request, models: ModelsDep):
+    infos = [{**m.info.__dict__, "kinds": list(m.info.kinds)} for m in models.values()]
+    return templates.TemplateResponse(request, "index.html", {"models": infos, "default_model": infos[0]["name"]})
+
+
+@router.get("/vendor/plotly.min.js")
+def plotly_js():
+    return FileResponse(plotly_path(), media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})

@@ -1,0 +1,31 @@
+// Every element the scripts use, by id, in one place. The browser tests use the same ids and
+// the data-* attributes documented here:
+//   canvas.head[data-kind][data-layer][data-head]   one thumbnail per head in the grid
+//   button.map-cell[data-layer][data-head]          one cell per head in the head map
+//   tr[data-layer][data-head]                        one row per head in the table
+//   body[data-state]                                 idle | loading | ready | error
+//   body[data-paint-ms]                              ms from Analyze to the last head painted
+//   body[data-ready-ms]                              ms from navigation start to the page being interactive
+const ids = [
+  'input-form', 'text', 'hover-name', 'model', 'truncate', 'analyze', 'status', 'tabs', 'grids',
+  'opt-words', 'opt-nospecial', 'transform-label', 'output', 'output-text', 'step', 'step-label',
+  'map-metric', 'map-kind', 'map-source', 'head-map', 'table-kind', 'table-source', 'head-table',
+  'similarity-kind', 'similarity-plot', 'compare-a', 'compare-b', 'compare-heads', 'compare-text',
+  'compare-texts', 'compare-plots', 'corpus-text', 'corpus-file', 'corpus-run', 'corpus-cancel',
+  'corpus-progress', 'corpus-status', 'detail', 'detail-title', 'detail-roles', 'detail-note',
+  'heatmap', 'prev-layer', 'prev-head', 'next-head', 'next-layer', 'detail-close',
+  'export-png', 'export-svg', 'export-csv',
+];
+
+const camel = (id) => id.replace(/-(\w)/g, (_, c) => c.toUpperCase());
+
+export const el = Object.fromEntries(ids.map((id) => [camel(id), document.getElementById(id)]));
+
+// Make an element with text content only: user text never goes through innerHTML.
+export function make(tag, { text, className, attrs } = {}) {
+  const node = document.createElement(tag);
+  if (text !== undefined) node.textContent = text;
+  if (className) node.className = className;
+  for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, v);
+  return node;
+}

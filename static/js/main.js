@@ -1,0 +1,274 @@
+// The page: reads its state from the URL, runs the analysis, draws the grid and the views.
+// State in the URL (?text=&model=&layer=&head=&kind=&tab=&words=&nospecial=&step=) means any
+// view can be shared, bookmarked and tested.
+import { el, make } from './dom.js';
+import { ApiError, fetchAttention } from './api.js';
+import { drawGrids, headName, highlightRow } from './grid.js';
+import { drawHeatmap, loadPlotly } from './heatmap.js';
+import { drawHeadMap, drawHeadTable, drawSimilarity, drawCompareHeads, drawCompareTexts, fillKindSelects, hasCorpus, setupCorpus } from './heads.js';
+
+const state = { text: '', model: el.model.value, truncate: false, layer: null, head: null, kind: 'encoder',
+  tab: 'grid', words: false, nospecial: false, step: null };
+let result = null; // the last /api/attention answer, decoded
+let views = {}; // kind -> view of the grid (after the word / special-token options)
+let controller = null;
+
+function readState() {
+  const q = new URLSearchParams(location.search);
+  const int = (name) => (q.has(name) && /^\d+$/.test(q.get(name)) ? +q.get(name) : null);
+  state.text = q.get('text') || '';
+  if (q.has('model') && [...el.model.options].some((o) => o.value === q.get('model'))) state.model = q.get('model');
+  state.truncate = q.get('truncate') === '1';
+  state.layer = int('layer');
+  state.head = int('head');
+  state.kind = q.get('kind') || 'encoder';
+  state.tab = q.get('tab') || 'grid';
+  state.words = q.get('words') === '1';
+  state.nospecial = q.get('nospecial') === '1';
+  state.step = int('step');
+}
+
+function writeState() {
+  const q = new URLSearchParams();
+  if (state.text) q.set('text', state.text);
+  q.set('model', state.model);
+  if (state.truncate) q.set('truncate', '1');
+  if (state.tab !== 'grid') q.set('tab', state.tab);
+  if (state.words) q.set('words', '1');
+  if (state.nospecial) q.set('nospecial', '1');
+  if (state.layer !== null && state.head !== null) {
+    q.set('kind', state.kind);
+    q.set('layer', state.layer);
+    q.set('head', state.head);
+  }
+  if (state.step !== null) q.set('step', state.step);
+  history.replaceState(null, '', `${location.pathname}?${q}`);
+}
+
+function setStatus(text, kind = 'info') {
+  el.status.textContent = text;
+  el.status.dataset.kind = kind;
+}
+
+export function roles(kind, layer, head) {
+  const heads = result?.heads?.[kind];
+  const record = heads && heads[layer * result.kinds[kind].H + head];
+  return record ? record.roles : [];
+}
+
+// ---- analysis -------------------------------------------------------------------------------
+
+async function analyze() {
+  const started = performance.now();
+  state.text = el.text.value;
+  state.model = el.model.value;
+  state.truncate = el.truncate.checked;
+  if (!state.text.trim()) {
+    setStatus('Type or paste some text first.', 'error');
+    return;
+  }
+  controller?.abort();
+  controller = new AbortController();
+  document.body.dataset.state = 'loading';
+  setStatus('Analyzing…');
+  try {
+    result = await fetchAttention(state, controller.signal);
+  } catch (e) {
+    if (e.name === 'AbortError') return;
+    document.body.dataset.state = 'error';
+    setStatus(e instanceof ApiError ? e.message : `Error: ${e.message}`, 'error');
+    return;
+  }
+  drawAll();
+  const ms = performance.now() - started;
+  document.body.dataset.paintMs = ms.toFixed(1);
+  document.body.dataset.state = 'ready';
+  const n = result.tokens.length;
+  const first = Object.values(result.kinds)[0];
+  setStatus(`${n} tokens · ${first.L} layers × ${first.H} heads${result.truncated ? ' · text cut to fit' : ''} · ${ms.toFixed(0)} ms`);
+  writeState();
+  if (state.layer !== null && state.head !== null && result.kinds[state.kind]) {
+    openDetail(state.kind, state.layer, state.head);
+  }
+}
+
+function drawAll() {
+  views = drawGrids(el.grids, result, { words: state.words, nospecial: state.nospecial },
+    { onOpen: openDetail, onHover: showHoverName, roles });
+  const notes = [...new Set(Object.values(views).map((v) => v.note).filter(Boolean))];
+  el.transformLabel.textContent = notes.length ? `Transformed view: ${notes.join('; ')}` : '';
+  fillKindSelects(Object.keys(result.kinds));
+  drawOutput();
+  drawTab();
+}
+
+function showHoverName(kind, layer, head) {
+  const r = roles(kind, layer, head);
+  el.hoverName.textContent = `${headName(layer, head)} (${kind})${r.length ? ': ' + r.join(', ') : ''}`;
+}
+
+// ---- generation steps (models with a decoder) -------------------------------------------------
+
+function drawOutput() {
+  const rows = result.output_tokens;
+  el.output.hidden = !rows;
+  if (!rows) { state.step = null; return; }
+  el.step.max = rows.length;
+  if (state.step === null || state.step > rows.length) state.step = rows.length;
+  el.step.value = state.step;
+  showStep();
+}
+
+function showStep() {
+  const rows = result.output_tokens;
+  const row = state.step - 1;
+  const produced = state.step < rows.length ? rows[state.step] : '</s>';
+  el.stepLabel.textContent = `${state.step}/${rows.length}: row ${row} (${rows[row]}) produced ${produced}`;
+  el.outputText.replaceChildren(...rows.slice(1).map((t, i) =>
+    make('span', { text: t, className: i === row ? 'current' : i < row ? 'done' : 'todo' })));
+  if (views.cross) highlightRow(el.grids, views.cross, row);
+  if (el.detail.open && state.kind !== 'encoder') drawDetail();
+}
+
+// ---- detail view -------------------------------------------------------------------------------
+
+function openDetail(kind, layer, head) {
+  Object.assign(state, { kind, layer, head });
+  writeState();
+  if (!el.detail.open) el.detail.showModal();
+  return drawDetail();
+}
+
+async function drawDetail() {
+  const view = views[state.kind];
+  if (!view) return;
+  const { layer, head } = state;
+  const name = headName(layer, head);
+  el.detailTitle.textContent = `${name} · ${state.kind}`;
+  el.detailRoles.replaceChildren(...roles(state.kind, layer, head).map((r) => make('span', { text: r, className: 'badge' })));
+  const matrix = view.matrix(layer, head);
+  const zmax = matrix.reduce((a, b) => Math.max(a, b), 0);
+  el.detailNote.textContent = [view.note && `Transformed view: ${view.note}.`,
+    `Rows are queries, columns keys. Colour from 0 to this head's largest weight, ${zmax.toFixed(3)}; page values are 8-bit (within ${(zmax / 510).toFixed(4)}), the API's json format gives exact floats.`]
+    .filter(Boolean).join(' ');
+  const highlight = state.step !== null && state.kind !== 'encoder' ? state.step - 1 : -1;
+  try {
+    await drawHeatmap(el.heatmap, { matrix, rows: view.rows, cols: view.cols, title: `${name} ${state.kind}`, zmax, highlightRow: highlight });
+    el.heatmap.dataset.head = name;
+    el.heatmap.dataset.kind = state.kind;
+  } catch (e) {
+    setStatus(`Cannot draw the heatmap: ${e.message}`, 'error');
+  }
+}
+
+function closeDetail() {
+  if (el.detail.open) el.detail.close();
+  state.layer = state.head = null;
+  writeState();
+}
+
+function step(dLayer, dHead) {
+  const view = views[state.kind];
+  if (!view || state.layer === null) return;
+  let layer = state.layer, head = state.head + dHead;
+  if (head < 0) { head = view.H - 1; layer -= 1; }
+  if (head >= view.H) { head = 0; layer += 1; }
+  layer += dLayer;
+  if (layer < 0 || layer >= view.L) return;
+  openDetail(state.kind, layer, head);
+}
+
+function download(name, text, type) {
+  const url = URL.createObjectURL(new Blob([text], { type }));
+  const a = make('a', { attrs: { href: url, download: name } });
+  a.click();
+  setTimeout(() => URL.revokeObjectURL(url), 1000);
+}
+
+function csvCell(text) {
+  return /[",\n\r]/.test(text) ? `"${String(text).replace(/"/g, '""')}"` : String(text);
+}
+
+function exportCsv() {
+  const view = views[state.kind];
+  const m = view.matrix(state.layer, state.head);
+  const lines = [['query \\ key', ...view.cols].map(csvCell).join(',')];
+  view.rows.forEach((r, i) => lines.push([csvCell(r), ...Array.from(m.subarray(i * view.C, (i + 1) * view.C), (v) => v.toFixed(4))].join(',')));
+  download(`${headName(state.layer, state.head)}-${state.kind}.csv`, lines.join('\n') + '\n', 'text/csv');
+}
+
+async function exportImage(format) {
+  const Plotly = await loadPlotly();
+  Plotly.downloadImage(el.heatmap, { format, filename: `${headName(state.layer, state.head)}-${state.kind}`, width: 900, height: 800 });
+}
+
+// ---- tabs ----------------------------------------------------------------------------------------
+
+function showTab(tab) {
+  state.tab = tab;
+  for (const b of el.tabs.querySelectorAll('[data-tab]')) b.setAttribute('aria-selected', String(b.dataset.tab === tab));
+  for (const s of document.querySelectorAll('main > .tab')) s.hidden = s.dataset.tab !== tab;
+  writeState();
+  drawTab();
+}
+
+function drawTab() {
+  const context = { result, views, state, openDetail, setStatus, options: { words: state.words, nospecial: state.nospecial } };
+  if (state.tab === 'map' || state.tab === 'table') { if (!result && !hasCorpus()) return; } else if (!result) return;
+  if (state.tab === 'map') drawHeadMap(context);
+  else if (state.tab === 'table') drawHeadTable(context);
+  else if (state.tab === 'similarity') drawSimilarity(context);
+}
+
+// ---- wiring ----------------------------------------------------------------------------------------
+
+function wire() {
+  el.inputForm.addEventListener('submit', (e) => { e.preventDefault(); state.layer = state.head = state.step = null; analyze(); });
+  el.text.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); el.inputForm.requestSubmit(); }
+  });
+  el.tabs.addEventListener('click', (e) => { const b = e.target.closest('[data-tab]'); if (b) showTab(b.dataset.tab); });
+  for (const [box, key] of [[el.optWords, 'words'], [el.optNospecial, 'nospecial']]) {
+    box.addEventListener('change', () => {
+      state[key] = box.checked;
+      writeState();
+      if (result) { drawAll(); if (el.detail.open) drawDetail(); }
+    });
+  }
+  el.step.addEventListener('input', () => { state.step = +el.step.value; writeState(); showStep(); });
+  el.detailClose.addEventListener('click', closeDetail);
+  el.detail.addEventListener('close', () => { if (state.layer !== null) closeDetail(); });
+  el.prevHead.addEventListener('click', () => step(0, -1));
+  el.nextHead.addEventListener('click', () => step(0, 1));
+  el.prevLayer.addEventListener('click', () => step(-1, 0));
+  el.nextLayer.addEventListener('click', () => step(1, 0));
+  el.detail.addEventListener('keydown', (e) => {
+    const moves = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0] };
+    if (moves[e.key]) { e.preventDefault(); step(...moves[e.key]); }
+  });
+  el.exportPng.addEventListener('click', () => exportImage('png'));
+  el.exportSvg.addEventListener('click', () => exportImage('svg'));
+  el.exportCsv.addEventListener('click', exportCsv);
+  el.compareHeads.addEventListener('click', () => drawCompareHeads({ result, views, state, setStatus }));
+  el.compareTexts.addEventListener('click', () => drawCompareTexts({ result, views, state, setStatus }));
+  for (const select of [el.mapMetric, el.mapKind, el.mapSource, el.tableKind, el.tableSource, el.similarityKind]) {
+    select.addEventListener('change', drawTab);
+  }
+  setupCorpus(drawTab);
+}
+
+function start() {
+  readState();
+  el.text.value = state.text;
+  el.model.value = state.model;
+  el.truncate.checked = state.truncate;
+  el.optWords.checked = state.words;
+  el.optNospecial.checked = state.nospecial;
+  wire();
+  showTab(state.tab);
+  document.body.dataset.state = 'idle';
+  document.body.dataset.readyMs = performance.now().toFixed(1); // page interactive, for bench/page.py
+  if (state.text.trim()) analyze();
+}
+
+start();

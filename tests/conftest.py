@@ -1,0 +1,120 @@
+"""Shared fixtures: the real models (loaded once), an app and client, a live server, Chromium."""
+
+import threading
+import time
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+
+from app.main import create_app
+from app.settings import Settings
+from model.registry import load_models
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+
+
+@pytest.fixture(scope="session")
+def models():
+    return load_models(Settings().models)
+
+
+@pytest.fixture(scope="session")
+def minilm(models):
+    return models["minilm"]
+
+
+@pytest.fixture(scope="session")
+def dates(models):
+    return models["dates"]
+
+
+@pytest.fixture(scope="session")
+def hf_bert():
+    """The independent reference: transformers' BertModel and pure-Python BertTokenizer on the same files."""
+    from transformers import BertModel
+    from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
+
+    from model.minilm import default_path
+
+    path = str(default_path())
+    model = BertModel.from_pretrained(path, attn_implementation="eager").eval()
+    tokenizer = BertTokenizerLegacy(vocab_file=f"{path}/vocab.txt", do_lower_case=True)
+    return model, tokenizer
+
+
+def hf_attention(hf_bert, text: str):
+    """(tokens, (L, H, T, T) weights) from transformers, for comparisons."""
+    import torch
+
+    model, tokenizer = hf_bert
+    ids = tokenizer(text)["input_ids"]
+    with torch.no_grad():
+        out = model(input_ids=torch.tensor([ids]), output_attentions=True)
+    return tokenizer.convert_ids_to_tokens(ids), torch.stack(out.attentions)[:, 0]
+
+
+@pytest.fixture(scope="session")
+def app(models):
+    return create_app(Settings(), models=models)
+
+
+@pytest.fixture(scope="session")
+def client(app):
+    with TestClient(app) as c:
+        yield c
+
+
+class LiveServer:
+    """uvicorn serving an app on a free port in a background thread."""
+
+    def __init__(self, app):
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the live server did not start")
+            time.sleep(0.02)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def live_server(app):
+    with LiveServer(app) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, live_server):
+    """A fresh page on the live server; the test fails if the page logs any console error."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.base_url = live_server.url
+    page.console_errors = errors
+    yield page
+    context.close()
+    assert errors == [], f"console errors: {errors}"

@@ -1,0 +1,229 @@
+"""The JSON API: response invariants and truth of the numbers, the compact encoding, and errors."""
+
+import base64
+import gzip
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import hf_attention
+
+SENTENCE = "The cat sat on the mat, and the cat was happy."
+
+
+def attention(client, **body):
+    return client.post("/api/attention", json={"text": SENTENCE, **body})
+
+
+def decode_compact(c: dict) -> np.ndarray:
+    data = np.frombuffer(base64.b64decode(c["data"]), dtype=np.uint8).reshape(c["shape"])
+    return data / 255.0 * np.asarray(c["scale"])[..., None, None]
+
+
+# ---- models -------------------------------------------------------------------------------------
+
+
+def test_models_lists_minilm_first_with_its_shape(client):
+    body = client.get("/api/models").json()
+    assert body["default"] == "minilm"
+    minilm = body["models"][0]
+    assert minilm == {
+        "name": "minilm", "description": minilm["description"], "layers": 6, "heads": 12,
+        "max_tokens": 512, "kinds": ["encoder"],
+    }
+    assert "MiniLM" in minilm["description"]
+
+
+# ---- /api/attention: invariants and truth ---------------------------------------------------------
+
+
+def test_attention_json_has_the_documented_shape_and_invariants(client):
+    r = attention(client)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["model"] == "minilm" and body["format"] == "json" and body["truncated"] is False
+    assert body["dims"] == ["layer", "head", "query_pos", "key_pos"]
+    tokens = body["tokens"]
+    assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
+    a = np.asarray(body["attention"]["encoder"])
+    assert a.shape == (6, 12, len(tokens), len(tokens))
+    assert np.isfinite(a).all() and (a >= 0).all()
+    np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-5)
+    assert body["offsets"][0] is None and body["offsets"][-1] is None
+    for token, (start, end) in zip(tokens[1:-1], body["offsets"][1:-1]):
+        assert SENTENCE[start:end].lower() == token.removeprefix("##")
+    assert body["output_text"] is None and body["output_tokens"] is None
+
+
+@pytest.mark.parametrize("text", [SENTENCE, "Zürich's café, 東京 and 🍕! Numbers: 1 1 2 3 5 8."])
+def test_attention_weights_equal_transformers(client, hf_bert, text):
+    body = client.post("/api/attention", json={"text": text}).json()
+    tokens, reference = hf_attention(hf_bert, text)
+    assert body["tokens"] == tokens
+    np.testing.assert_allclose(np.asarray(body["attention"]["encoder"]), reference.numpy(), atol=1e-5, rtol=0)
+
+
+def test_compact_encoding_decodes_to_the_weights_within_its_stated_error(client):
+    exact = np.asarray(attention(client).json()["attention"]["encoder"])
+    c = attention(client, format="compact").json()["attention"]["encoder"]
+    assert c["dtype"] == "uint8" and c["shape"] == list(exact.shape)
+    scale = np.asarray(c["scale"])
+    np.testing.assert_allclose(scale, exact.max(axis=(-2, -1)), atol=1e-6)
+    err = np.abs(decode_compact(c) - exact)
+    assert (err <= scale[..., None, None] / 510 + 1e-7).all()
+
+
+def test_page_data_is_gzipped_on_the_wire(client):
+    words = "the model reads every token and each head looks somewhere else".split()
+    text = " ".join(words[i % len(words)] for i in range(126))
+    r = client.post("/api/attention", json={"text": text, "format": "compact"}, headers={"Accept-Encoding": "gzip"})
+    assert r.headers["content-encoding"] == "gzip"
+    assert len(r.json()["tokens"]) == 128
+
+
+def test_heads_have_every_metric_and_roles(client):
+    heads = attention(client).json()["heads"]["encoder"]
+    assert len(heads) == 72
+    assert [(h["layer"], h["head"]) for h in heads] == [(l, h) for l in range(6) for h in range(12)]
+    assert heads[2]["name"] == "L0H2"
+    for h in heads:
+        assert set(h["metrics"]) >= {"entropy", "distance", "previous_token", "next_token", "self", "first_token",
+                                     "last_token", "punctuation", "confidence", "induction"}
+        assert all(v is None or math.isfinite(v) for v in h["metrics"].values())
+    assert "previous_token" in heads[2]["roles"]
+
+
+def test_similarity_only_when_asked_and_symmetric(client):
+    assert attention(client).json()["similarity"] is None
+    sim = attention(client, format="compact", similarity=True).json()["similarity"]["encoder"]
+    d = np.asarray(sim["distance"])
+    assert d.shape == (72, 72) and sim["heads"][2] == "L0H2"
+    np.testing.assert_allclose(d, d.T, atol=1e-6)
+    assert (np.diag(d) == 0).all() and ((d >= 0) & (d <= 1)).all()
+    assert sorted(sim["order"]) == list(range(72))
+
+
+def test_identical_concurrent_requests_get_identical_bodies(live_server):
+    import httpx
+    from concurrent.futures import ThreadPoolExecutor
+
+    def fetch(_):
+        return httpx.post(f"{live_server.url}/api/attention", json={"text": SENTENCE}, timeout=60).content
+
+    with ThreadPoolExecutor(8) as pool:
+        bodies = list(pool.map(fetch, range(8)))
+    assert len(set(bodies)) == 1 and json.loads(bodies[0])["tokens"][0] == "[CLS]"
+
+
+# ---- truncation -----------------------------------------------------------------------------------
+
+
+def test_too_many_tokens_names_the_count_and_the_limit(client):
+    r = client.post("/api/attention", json={"text": "word " * 600})
+    assert r.status_code == 422
+    body = r.json()
+    assert body["error"] == "too_many_tokens" and body["count"] == 602 and body["limit"] == 512
+    assert "602" in body["detail"] and "512" in body["detail"]
+
+
+def test_truncate_cuts_to_fit_and_says_so(client):
+    body = client.post("/api/attention", json={"text": "word " * 600, "truncate": True}).json()
+    assert body["truncated"] is True and len(body["tokens"]) == 512 and body["tokens"][-1] == "[SEP]"
+
+
+# ---- errors ---------------------------------------------------------------------------------------
+
+BAD_BODIES = [
+    (b'{"text": ""}', 422, "validation_error", "empty"),
+    (b'{"text": "  \\n\\t "}', 422, "validation_error", "empty"),
+    (b'{"text": 5}', 422, "validation_error", "string"),
+    (b'{"text": null}', 422, "validation_error", "string"),
+    (b'{"text": ["a"]}', 422, "validation_error", "string"),
+    (b'{}', 422, "validation_error", "text"),
+    (b'{"text": "hi", "truncate": "yes"}', 422, "validation_error", "truncate"),
+    (b'{"text": "hi", "format": "xml"}', 422, "validation_error", "format"),
+    (b'{"text": "hi", "model": 3}', 422, "validation_error", "model"),
+    (b'{"text": "hi", "model": "gpt-9"}', 422, "unknown_model", "gpt-9"),
+    (b'{"text": "hi", "colour": 1}', 422, "validation_error", "colour"),
+    (b'{"text": "\\ud800"}', 422, "validation_error", "surrogate"),
+    (b'{"text": "hi"', 400, "invalid_json", "JSON"),
+    (b'{bad json}', 400, "invalid_json", "JSON"),
+    (b'', 422, "validation_error", "body"),
+    (b'[]', 422, "validation_error", "object"),
+    (b'"text"', 422, "validation_error", "object"),
+    (b'\xff\xfe\x00garbage', 400, "invalid_json", "JSON"),
+    (b'{"text": NaN}', 422, "validation_error", "string"),
+]
+
+
+@pytest.mark.parametrize("body,status,code,word", BAD_BODIES)
+def test_bad_bodies_get_a_clear_json_4xx(client, body, status, code, word):
+    r = client.post("/api/attention", content=body, headers={"Content-Type": "application/json"})
+    assert r.status_code == status, r.text
+    err = r.json()
+    assert err["error"] == code
+    assert word.lower() in err["detail"].lower()
+
+
+def test_non_json_bodies_are_refused_clearly_even_undecodable_bytes(client):
+    """FastAPI's default handler answers 500 here: it echoes the bytes back and cannot decode them."""
+    for content_type in ("text/plain", "application/octet-stream", "multipart/form-data"):
+        r = client.post("/api/attention", content=b"\xff\xfe\x80 not json", headers={"Content-Type": content_type})
+        assert r.status_code == 415, (content_type, r.text)
+        assert "application/json" in r.json()["detail"]
+
+
+def test_unknown_routes_and_methods_answer_json(client):
+    r = client.get("/api/nothing")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    r = client.get("/api/attention")
+    assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+
+
+def test_body_over_the_limit_is_413(client, app):
+    limit = app.state.settings.max_body_bytes
+    r = client.post("/api/attention", content=b"x" * (limit + 1), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["limit"] == limit and str(limit) in r.json()["detail"]
+
+
+def test_chunked_body_over_the_limit_is_413(client, app):
+    limit = app.state.settings.max_body_bytes
+
+    def chunks():
+        for _ in range(limit // 65536 + 2):
+            yield b" " * 65536
+
+    r = client.post("/api/attention", content=chunks(), headers={"Content-Type": "application/json"})
+    assert r.status_code == 413 and r.json()["error"] == "body_too_large"
+
+
+def test_server_keeps_serving_after_bad_input(client):
+    for body, *_ in BAD_BODIES:
+        client.post("/api/attention", content=body, headers={"Content-Type": "application/json"})
+    assert attention(client).status_code == 200
+
+
+# ---- OpenAPI --------------------------------------------------------------------------------------
+
+
+def test_openapi_documents_the_contract(client):
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    assert "8-bit" in json.dumps(spec["paths"]["/api/attention"]) or "uint8" in json.dumps(schemas["CompactAttention"])
+    assert "byte / 255 * scale" in schemas["CompactAttention"]["description"]
+    metrics = schemas["HeadMetrics"]["properties"]
+    assert "A[i, i-1]" in metrics["previous_token"]["description"]
+    for status in ("413", "422", "503"):
+        assert status in spec["paths"]["/api/attention"]["post"]["responses"]
+    assert "application/x-ndjson" in spec["paths"]["/api/corpus"]["post"]["responses"]["200"]["content"]
+
+
+def test_docs_page_is_served_without_a_cdn(client):
+    html = client.get("/docs").text
+    assert "swagger-ui-bundle.js" in html and "cdn." not in html
+    script = html.split('src="')[1].split('"')[0]
+    assert client.get(script).status_code == 200
