@@ -119,7 +119,7 @@ export function drawHeadTable({ result, openDetail }) {
     const roles = make('td');
     roles.append(...r.roles.map((role) => make('span', { text: role, className: 'badge' })));
     tr.append(roles);
-    for (const m of names) tr.append(make('td', { text: fmt(r.metrics[m]), className: 'num' }));
+    for (const m of names) tr.append(make('td', { text: fmt(r.metrics[m]), className: 'num', attrs: { 'data-key': m } }));
     tr.addEventListener('click', () => result?.kinds[kind] && openDetail(kind, r.layer, r.head));
     return tr;
   }));
@@ -144,7 +144,7 @@ export async function drawSimilarity({ result, state, setStatus }) {
   const matrix = new Float32Array(order.length * order.length);
   order.forEach((a, i) => order.forEach((b, j) => { matrix[i * order.length + j] = sim.distance[a][b]; }));
   await drawHeatmap(el.similarityPlot, { matrix, rows: labels, cols: labels, title: `Head distance (${kind}), clustered`,
-    zmax: Math.max(...matrix), colorbarTitle: 'JS distance' });
+    zmax: Math.max(...matrix), colorbarTitle: 'JS distance', xTitle: 'head', yTitle: 'head', joiner: ' vs ' });
   el.similarityPlot.dataset.order = labels.join(' ');
   if (!el.similarityPlot.dataset.clicks) {
     el.similarityPlot.dataset.clicks = '1';

@@ -40,14 +40,14 @@ export function thinTicks(labels, lo, hi, pixels) {
 // A heatmap of `matrix` (rows x cols, Float32Array) with tokens on both axes. Axes are numeric
 // positions with tick labels, so repeated or number-like tokens never merge into one category.
 export async function drawHeatmap(div, { matrix, rows, cols, title, zmax, colorscale = SEQUENTIAL,
-  zmin = 0, colorbarTitle = 'weight', highlightRow = -1 }) {
+  zmin = 0, colorbarTitle = 'weight', highlightRow = -1, xTitle = 'key', yTitle = 'query', joiner = ' → ' }) {
   const Plotly = await loadPlotly();
   const R = rows.length, C = cols.length;
   const z = [], text = [];
   const er = rows.map(escapeLabel), ec = cols.map(escapeLabel);
   for (let i = 0; i < R; i++) {
     z.push(Array.from(matrix.subarray(i * C, (i + 1) * C)));
-    text.push(ec.map((c) => `${er[i]} → ${c}`));
+    text.push(ec.map((c) => `${er[i]}${joiner}${c}`));
   }
   const trace = {
     type: 'heatmap', z, text, x: [...Array(C).keys()], y: [...Array(R).keys()],
@@ -62,8 +62,8 @@ export async function drawHeatmap(div, { matrix, rows, cols, title, zmax, colors
   const layout = {
     title: { text: escapeLabel(title) },
     margin: { l: 110, r: 20, t: 40, b: 110 },
-    xaxis: { title: { text: 'key' }, side: 'bottom', tickangle: -60, automargin: true, range: [-0.5, C - 0.5] },
-    yaxis: { title: { text: 'query' }, autorange: false, range: [R - 0.5, -0.5], automargin: true },
+    xaxis: { title: { text: xTitle }, side: 'bottom', tickangle: -60, automargin: true, range: [-0.5, C - 0.5] },
+    yaxis: { title: { text: yTitle }, autorange: false, range: [R - 0.5, -0.5], automargin: true },
     shapes,
     hoverlabel: { namelength: -1 },
   };

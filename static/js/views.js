@@ -1,8 +1,11 @@
 // What the page draws for one attention kind: row and column labels plus a matrix per head,
 // after the optional transforms, which are always labelled:
-//   hide special tokens  drop [CLS]/[SEP]-like positions of the input, rescale rows to sum to 1
+//   hide special tokens  drop [CLS]/[SEP]-like positions of the input, rescale rows to sum to 1;
+//                        a row with under 1% of its weight left is drawn empty, not blown up
 //   words                merge WordPiece pieces (##...) into words: attention *to* a word is the
 //                        sum of its pieces' columns, attention *from* a word the mean of its rows
+
+const MIN_KEPT = 0.01; // rows keeping less weight than this after hiding special tokens stay empty
 
 // Weights of one head from the compact bytes: byte / 255 * scale.
 export function rawMatrix(kd, layer, head) {
@@ -41,7 +44,7 @@ export function makeView(kd, result, { words = false, nospecial = false } = {}) 
   const merged = words && (rowGroups.length < rowKeep.filter(Boolean).length
     || colGroups.length < colKeep.filter(Boolean).length);
   const notes = [];
-  if (hidden) notes.push('special tokens hidden, rows rescaled to sum to 1');
+  if (hidden) notes.push('special tokens hidden, rows rescaled to sum to 1 (rows left with under 1% stay empty)');
   if (merged) notes.push('words: columns summed over pieces, rows averaged over pieces');
   const transformed = hidden || merged;
   const R = rowGroups.length, C = colGroups.length;
@@ -55,7 +58,7 @@ export function makeView(kd, result, { words = false, nospecial = false } = {}) 
       for (const i of rows) {
         let total = 0;
         if (hidden) for (let j = 0; j < Tk; j++) if (colKeep[j]) total += raw[i * Tk + j];
-        const norm = hidden && total > 0 ? 1 / total : 1;
+        const norm = !hidden ? 1 : total >= MIN_KEPT ? 1 / total : 0;
         colGroups.forEach((cols, c) => {
           let sum = 0;
           for (const j of cols) sum += raw[i * Tk + j];
