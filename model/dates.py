@@ -1,0 +1,132 @@
+"""The dates model: a small encoder–decoder that rewrites a written date as ISO (YYYY-MM-DD).
+
+Tokens are single characters. The vocabulary is four special tokens, then printable ASCII:
+  <pad> 0, <s> 1, </s> 2, <unk> 3, then chr(32) .. chr(126) as ids 4 .. 98.
+Any other character becomes <unk> but keeps its own position, so offsets stay exact.
+The encoder sees `<s> c1 c2 ... cn </s>`; the decoder starts from `<s>` and writes characters
+until it predicts `</s>` (greedy decoding). See docs/dates.md.
+"""
+
+import json
+from pathlib import Path
+
+import torch
+
+from model.analysis import Analysis, ModelInfo, TooManyTokens
+from model.seq2seq import Seq2Seq, Seq2SeqConfig
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+SPECIALS = (PAD, BOS, EOS, UNK)
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
+CHARS = tuple(chr(i) for i in range(32, 127))
+VOCAB = SPECIALS + CHARS  # id -> token
+CHAR_ID = {c: i + len(SPECIALS) for i, c in enumerate(CHARS)}
+DEFAULT_WEIGHTS = Path(__file__).parent / "weights" / "dates.safetensors"
+
+
+def encode_chars(text: str) -> list[int]:
+    return [CHAR_ID.get(c, UNK_ID) for c in text]
+
+
+def encode_source(text: str) -> list[int]:
+    """`<s>` + one id per character + `</s>`."""
+    return [BOS_ID, *encode_chars(text), EOS_ID]
+
+
+def decode_ids(ids) -> str:
+    """Characters of the ids, specials dropped."""
+    return "".join(VOCAB[i] for i in ids if i >= len(SPECIALS))
+
+
+def pad_batch(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists: ids (B, T) long and pad mask (B, T) bool, True at padding."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)  # (B, T)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return ids, ids == PAD_ID  # (B, T), (B, T)
+
+
+def config_to_metadata(config: Seq2SeqConfig) -> dict[str, str]:
+    """safetensors metadata: one key, so the file's bytes do not depend on the order of a map."""
+    return {"config": json.dumps(vars(config), sort_keys=True)}
+
+
+def config_from_metadata(metadata: dict[str, str]) -> Seq2SeqConfig:
+    return Seq2SeqConfig(**json.loads(metadata["config"]))
+
+
+class DatesModel:
+    """Adapter: text -> Analysis with encoder, decoder and cross patterns for one text."""
+
+    def __init__(self, net: Seq2Seq):
+        self.net = net.eval()
+        config = net.config
+        self.info = ModelInfo(
+            name="dates",
+            description=(
+                "Character-level encoder-decoder transformer trained here to rewrite written dates "
+                "(1900-2099, e.g. 'Wednesday, the 25th of November 2026', '25/11/2026') as ISO "
+                "YYYY-MM-DD; numeric dates are read day first."
+            ),
+            layers=max(config.encoder_layers, config.decoder_layers),
+            heads=config.heads,
+            max_tokens=config.max_source,
+            kinds=("encoder", "decoder", "cross"),
+        )
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "DatesModel":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        path = Path(path) if path is not None else DEFAULT_WEIGHTS
+        with safe_open(str(path), framework="pt") as f:
+            config = config_from_metadata(f.metadata())
+        net = Seq2Seq(config)
+        net.load_state_dict(load_file(str(path)))
+        return cls(net)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text) + 2  # one token per character, plus <s> and </s>
+
+    def analyze(self, text: str, truncate: bool = False) -> Analysis:
+        limit = self.info.max_tokens
+        count = self.count_tokens(text)
+        truncated = False
+        if count > limit:
+            if not truncate:
+                raise TooManyTokens(count, limit, self.info.name)
+            text, truncated = text[: limit - 2], True
+
+        ids = encode_source(text)
+        tokens = [BOS, *(c if c in CHAR_ID else UNK for c in text), EOS]
+        offsets = [None, *((i, i + 1) for i in range(len(text))), None]
+        special = [True, *(False for _ in text), True]
+
+        source = torch.tensor([ids], dtype=torch.long)  # (1, S)
+        with torch.no_grad():  # plain tensors out (inference-mode tensors refuse later in-place use)
+            generated = self.net.generate(source, BOS_ID, EOS_ID)[0].tolist()  # [<s>, predictions...]
+            predictions = generated[1:]
+            stopped = "end" if EOS_ID in predictions else "length"
+            if stopped == "end":
+                predictions = predictions[: predictions.index(EOS_ID) + 1]
+            # Decoder positions: <s> and every prediction but the last (the last one, </s> or the
+            # character made at the final position, is produced by the last row).
+            target = torch.tensor([[BOS_ID, *predictions[:-1]]], dtype=torch.long)  # (1, T)
+            _, patterns = self.net(source, target)  # kind -> (L, 1, H, Tq, Tk)
+        output_text = decode_ids(p for p in predictions if p != EOS_ID)
+        return Analysis(
+            model=self.info.name,
+            tokens=tokens,
+            offsets=offsets,
+            special=special,
+            patterns={kind: p[:, 0].float().contiguous() for kind, p in patterns.items()},  # (L, H, Tq, Tk)
+            truncated=truncated,
+            output_text=output_text,
+            output_tokens=[VOCAB[i] for i in target[0].tolist()],
+            extra={"stopped": stopped},  # "end": the last row produced </s>; "length": ran out of positions
+        )
+
+    def analyze_batch(self, texts: list[str], truncate: bool = False) -> list[Analysis]:
+        return [self.analyze(text, truncate) for text in texts]
