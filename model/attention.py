@@ -53,11 +53,14 @@ class MultiHeadAttention(nn.Module):
         context: torch.Tensor | None = None,
         key_padding_mask: torch.Tensor | None = None,
         causal: bool = False,
+        pattern_out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Attend from `x` (B, Tq, C) to `context` (B, Tk, C), or to `x` itself when `context` is None.
 
         key_padding_mask: (B, Tk) bool, True where a key is padding and must not be attended to.
         causal: query i sees only keys j <= i (the decoder's autoregressive mask).
+        pattern_out: optional (B, H, Tq, Tk) tensor to write the pattern into, such as one layer
+            of a model's stacked (L, B, H, Tq, Tk) result, which then needs no copying.
         Returns (output (B, Tq, C), pattern (B, H, Tq, Tk)); masked weights are exactly 0.
         """
         B, Tq, C = x.shape
@@ -73,7 +76,7 @@ class MultiHeadAttention(nn.Module):
         if causal:
             future = torch.ones(Tq, Tk, dtype=torch.bool, device=x.device).triu(1)  # (Tq, Tk)
             attn_scores = attn_scores.masked_fill(future, float("-inf"))
-        pattern = torch.softmax(attn_scores, dim=-1)  # (B, H, Tq, Tk), every row sums to 1
+        pattern = torch.softmax(attn_scores, dim=-1, out=pattern_out)  # (B, H, Tq, Tk), every row sums to 1
         z = pattern @ v  # (B, H, Tq, D), one result per head
 
         z = z.transpose(1, 2).reshape(B, Tq, C)  # (B, Tq, C), the heads concatenated

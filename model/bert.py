@@ -79,11 +79,11 @@ class EncoderBlock(nn.Module):
         self.mlp = MLP(config)
         self.ln_mlp = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
 
-    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None):
-        attn_out, pattern = self.attn(x, key_padding_mask=key_padding_mask)  # (B, T, C), (B, H, T, T)
+    def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None, pattern_out: torch.Tensor):
+        attn_out, _ = self.attn(x, key_padding_mask=key_padding_mask, pattern_out=pattern_out)  # (B, T, C)
         x = self.ln_attn(x + attn_out)  # (B, T, C)
         x = self.ln_mlp(x + self.mlp(x))  # (B, T, C)
-        return x, pattern
+        return x
 
 
 class BertEncoder(nn.Module):
@@ -98,12 +98,13 @@ class BertEncoder(nn.Module):
 
         Returns the last hidden state (B, T, C) and every layer's pattern (L, B, H, T, T).
         """
+        B, T = input_ids.shape
         x = self.embeddings(input_ids)  # (B, T, C)
-        patterns = []
-        for block in self.blocks:
-            x, pattern = block(x, key_padding_mask)  # (B, T, C), (B, H, T, T)
-            patterns.append(pattern)
-        return x, torch.stack(patterns)  # (B, T, C), (L, B, H, T, T)
+        # Each layer writes its pattern straight into its slice: no copy to stack them after.
+        patterns = x.new_empty(len(self.blocks), B, self.config.heads, T, T)  # (L, B, H, T, T)
+        for block, pattern in zip(self.blocks, patterns):
+            x = block(x, key_padding_mask, pattern_out=pattern)  # (B, T, C), pattern filled (B, H, T, T)
+        return x, patterns  # (B, T, C), (L, B, H, T, T)
 
 
 def load_bert_weights(encoder: BertEncoder, path: Path) -> None:

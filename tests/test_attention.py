@@ -79,3 +79,16 @@ def test_cross_attention_equals_torch(T, B, C):
 def test_width_must_divide_into_heads():
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadAttention(30, 4)
+
+
+def test_pattern_out_receives_the_pattern_in_place():
+    ours, _ = pair(64, 4, seed=1)
+    x = torch.randn(2, 10, 64)
+    buffer = torch.full((3, 2, 4, 10, 10), -1.0)  # a stacked result with room for three layers
+    with torch.no_grad():
+        out, pattern = ours(x)
+        out_into, pattern_into = ours(x, pattern_out=buffer[1])
+    assert pattern_into.data_ptr() == buffer[1].data_ptr()
+    torch.testing.assert_close(buffer[1], pattern, atol=0, rtol=0)
+    torch.testing.assert_close(out_into, out, atol=0, rtol=0)
+    assert (buffer[0] == -1).all() and (buffer[2] == -1).all()
