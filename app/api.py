@@ -1,14 +1,25 @@
 """The JSON API: /api/models, /api/attention, /api/corpus. Routes validate, call model/, return."""
 
+import time
+from functools import partial
 from typing import Annotated
 
+import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
-from app.encoding import compact, json_response
+from app.encoding import (
+    COMPACT_MEDIA_TYPE,
+    choose_encoding,
+    compact_body,
+    compress,
+    dumps,
+    encoded_response,
+    json_response,
+)
 from app.errors import ApiError
-from app.runner import Busy, ModelRunner
+from app.runner import Busy, ModelRunner, Pending
 from app.schemas import (
     AttentionRequest,
     AttentionResponse,
@@ -18,7 +29,7 @@ from app.schemas import (
     ModelsResponse,
 )
 from app.settings import Settings
-from model.analysis import DIMS, AttentionModel
+from model.analysis import DIMS, Analysis, AttentionModel, TooManyTokens
 from model.heads import CorpusAverage, head_similarity, plan_corpus, summarize_heads
 
 
@@ -69,10 +80,8 @@ def list_models(models: ModelsDep):
     }
 
 
-def attention_payload(model: AttentionModel, req: AttentionRequest) -> dict:
-    """Everything /api/attention returns; runs on the model's worker thread."""
-    analysis = model.analyze(req.text, truncate=req.truncate)
-    encode = compact if req.format == "compact" else (lambda pattern: pattern.numpy())
+def attention_fields(analysis: Analysis, req: AttentionRequest) -> dict:
+    """Everything /api/attention returns for one analysis, but the attention arrays."""
     return {
         "model": analysis.model,
         "tokens": analysis.tokens,
@@ -81,7 +90,6 @@ def attention_payload(model: AttentionModel, req: AttentionRequest) -> dict:
         "truncated": analysis.truncated,
         "dims": list(DIMS),
         "format": req.format,
-        "attention": {kind: encode(pattern) for kind, pattern in analysis.patterns.items()},
         "heads": summarize_heads(analysis),
         "similarity": head_similarity(analysis) if req.similarity else None,
         "output_text": analysis.output_text,
@@ -89,11 +97,41 @@ def attention_payload(model: AttentionModel, req: AttentionRequest) -> dict:
     }
 
 
-@router.post("/attention", response_model=AttentionResponse)
-async def attention(req: AttentionRequest, models: ModelsDep, runner: RunnerDep):
+def attention_body(analysis: Analysis, req: AttentionRequest, encoding: str | None) -> bytes:
+    """The answer's bytes, compressed for the client; runs on the model's worker thread."""
+    fields = attention_fields(analysis, req)
+    if req.format == "compact":
+        return compress(compact_body(analysis.patterns, fields), encoding)
+    attention = {kind: pattern.numpy() for kind, pattern in analysis.patterns.items()}
+    return compress(dumps({**fields, "attention": attention}), encoding)
+
+
+COMPACT_RESPONSE = {
+    200: {
+        "description": "`format: json`: the JSON below. `format: compact`: one binary body, "
+        "`[header length n: uint32 little-endian][header: n bytes of UTF-8 JSON][attention bytes]`; the header "
+        "is the JSON answer with each attention kind given as a CompactAttention (where its bytes are).",
+        "content": {COMPACT_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+@router.post("/attention", response_model=AttentionResponse, responses=COMPACT_RESPONSE)
+async def attention(req: AttentionRequest, request: Request, models: ModelsDep, runner: RunnerDep):
     """Every layer's and head's attention pattern for one text, with per-head metrics and roles."""
+    started = time.perf_counter()
     model = pick_model(models, req.model)
-    return json_response(await runner.run(attention_payload, model, req))
+    count = await anyio.to_thread.run_sync(model.count_tokens, req.text)  # long texts: off the event loop
+    limit = model.info.max_tokens
+    if count > limit and not req.truncate:
+        raise TooManyTokens(count, limit, model.info.name)
+    encoding = choose_encoding(request.headers.get("accept-encoding", ""))
+    key = (req.model, req.text, req.truncate, req.format, req.similarity, encoding)
+    build = partial(attention_body, req=req, encoding=encoding)
+    body = await runner.analyze(key, Pending(model, req.text, req.truncate, min(count, limit), build))
+    response = encoded_response(body, encoding, COMPACT_MEDIA_TYPE if req.format == "compact" else "application/json")
+    response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"  # waiting included
+    return response
 
 
 CORPUS_STREAM = {

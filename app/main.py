@@ -3,7 +3,7 @@
 from fastapi import FastAPI
 from fastapi_offline import FastAPIOffline
 from fastapi.staticfiles import StaticFiles
-from starlette.middleware.gzip import GZipMiddleware
+from starlette_compress import CompressMiddleware
 
 from app import api, pages
 from app.errors import install_error_handlers
@@ -26,11 +26,12 @@ def create_app(settings: Settings | None = None, models: dict[str, AttentionMode
         version="1.0.0",
     )
     app.state.settings = settings
-    app.state.models = models if models is not None else load_models(settings.models)
     app.state.runner = ModelRunner(settings.max_waiting)
+    app.state.models = models if models is not None else app.state.runner.run_now(load_models, settings.models)
 
     install_error_handlers(app)
-    app.add_middleware(GZipMiddleware, minimum_size=1000, compresslevel=5)
+    # the page, scripts, docs and small answers; /api/attention compresses its own, off the event loop
+    app.add_middleware(CompressMiddleware, minimum_size=1000, zstd_level=3, brotli=False, gzip_level=6)
     app.add_middleware(BodyLimits, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)
 
     app.include_router(api.router)

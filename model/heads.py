@@ -32,10 +32,11 @@ def head_records(metrics: dict[str, torch.Tensor], num_tokens: float) -> list[di
     """
     roles = head_roles(metrics, num_tokens)
     L, H = metrics[METRICS[0]].shape
+    table = {name: metrics[name].tolist() for name in METRICS}  # name -> [layer][head] floats
     records = []
     for layer in range(L):
         for head in range(H):
-            values = {name: float(metrics[name][layer, head]) for name in METRICS}
+            values = {name: table[name][layer][head] for name in METRICS}
             records.append(
                 {
                     "layer": layer,

@@ -93,7 +93,10 @@ class MiniLM:
         lengths = torch.tensor([len(t["ids"]) for t in toks])  # (B,)
         padding = torch.arange(T)[None, :] >= lengths[:, None]  # (B, T), True at padding
         _, patterns = self.encoder(ids, key_padding_mask=padding)  # (L, B, H, T, T)
-        return [self._analysis(t, patterns[:, b, :, : len(t["ids"]), : len(t["ids"])]) for b, t in enumerate(toks)]
+        return [
+            self._analysis(t, patterns[:, b, :, : len(t["ids"]), : len(t["ids"])].contiguous())  # (L, H, T, T)
+            for b, t in enumerate(toks)
+        ]
 
     def _analysis(self, tok: dict, pattern: torch.Tensor) -> Analysis:
         return Analysis(

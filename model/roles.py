@@ -77,4 +77,5 @@ def head_roles(metrics: dict[str, torch.Tensor], num_tokens: int) -> list[list[l
         for other in rule.unless:
             passes[role] = passes[role] & ~passes[other]  # (L, H)
     L, H = next(iter(metrics.values())).shape
-    return [[[role for role in ROLES if passes[role][layer, head]] for head in range(H)] for layer in range(L)]
+    table = {role: passes[role].tolist() for role in ROLES}  # role -> [layer][head] bools
+    return [[[role for role in ROLES if table[role][layer][head]] for head in range(H)] for layer in range(L)]

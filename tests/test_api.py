@@ -1,14 +1,14 @@
 """The JSON API: response invariants and truth of the numbers, the compact encoding, and errors."""
 
-import base64
-import gzip
 import json
 import math
 
 import numpy as np
 import pytest
 import torch
+import zstandard
 
+from app.encoding import read_compact
 from tests.conftest import hf_attention
 
 SENTENCE = "The cat sat on the mat, and the cat was happy."
@@ -16,11 +16,6 @@ SENTENCE = "The cat sat on the mat, and the cat was happy."
 
 def attention(client, **body):
     return client.post("/api/attention", json={"text": SENTENCE, **body})
-
-
-def decode_compact(c: dict) -> np.ndarray:
-    data = np.frombuffer(base64.b64decode(c["data"]), dtype=np.uint8).reshape(c["shape"])
-    return data / 255.0 * np.asarray(c["scale"])[..., None, None]
 
 
 # ---- models -------------------------------------------------------------------------------------
@@ -66,22 +61,44 @@ def test_attention_weights_equal_transformers(client, hf_bert, text):
     np.testing.assert_allclose(np.asarray(body["attention"]["encoder"]), reference.numpy(), atol=1e-5, rtol=0)
 
 
+def read_compact_by_hand(body: bytes):
+    """The documented layout, decoded independently of app.encoding.read_compact."""
+    n = int.from_bytes(body[:4], "little")
+    header = json.loads(body[4 : 4 + n].decode("utf-8"))
+    return header, body[4 + n :]
+
+
 def test_compact_encoding_decodes_to_the_weights_within_its_stated_error(client):
-    exact = np.asarray(attention(client).json()["attention"]["encoder"])
-    c = attention(client, format="compact").json()["attention"]["encoder"]
-    assert c["dtype"] == "uint8" and c["shape"] == list(exact.shape)
-    scale = np.asarray(c["scale"])
+    full = attention(client).json()
+    exact = np.asarray(full["attention"]["encoder"])
+    r = attention(client, format="compact")
+    assert r.headers["content-type"] == "application/octet-stream"
+    header, body = read_compact_by_hand(r.content)
+    entry = header["attention"]["encoder"]
+    assert entry["dtype"] == "uint8" and entry["shape"] == list(exact.shape) and entry["offset"] == 0
+    assert entry["length"] == exact.size
+    data = np.frombuffer(body[entry["offset"] : entry["offset"] + entry["length"]], np.uint8).reshape(entry["shape"])
+    scale = np.asarray(entry["scale"])
     np.testing.assert_allclose(scale, exact.max(axis=(-2, -1)), atol=1e-6)
-    err = np.abs(decode_compact(c) - exact)
+    err = np.abs(data / 255.0 * scale[..., None, None] - exact)
     assert (err <= scale[..., None, None] / 510 + 1e-7).all()
+    assert {k: v for k, v in header.items() if k not in ("attention", "format")} == \
+        {k: v for k, v in full.items() if k not in ("attention", "format")}
+    np.testing.assert_allclose(read_compact(r.content)["attention"]["encoder"], data / 255.0 * scale[..., None, None],
+                               atol=1e-7)
 
 
-def test_page_data_is_gzipped_on_the_wire(client):
+@pytest.mark.parametrize("accept,encoding", [("gzip, deflate, br, zstd", "zstd"), ("gzip", "gzip"),
+                                             ("zstd;q=0, gzip", "gzip"), ("identity", None), ("", None)])
+def test_answers_are_compressed_as_the_client_accepts(client, accept, encoding):
     words = "the model reads every token and each head looks somewhere else".split()
     text = " ".join(words[i % len(words)] for i in range(126))
-    r = client.post("/api/attention", json={"text": text, "format": "compact"}, headers={"Accept-Encoding": "gzip"})
-    assert r.headers["content-encoding"] == "gzip"
-    assert len(r.json()["tokens"]) == 128
+    r = client.post("/api/attention", json={"text": text, "format": "compact"}, headers={"Accept-Encoding": accept})
+    assert r.headers.get("content-encoding") == encoding
+    body = r.content  # the test client undoes gzip itself, but not zstd
+    if encoding == "zstd":
+        body = zstandard.ZstdDecompressor().decompressobj().decompress(body)
+    assert len(read_compact(body)["tokens"]) == 128
 
 
 def test_heads_have_every_metric_and_roles(client):
@@ -98,7 +115,7 @@ def test_heads_have_every_metric_and_roles(client):
 
 def test_similarity_only_when_asked_and_symmetric(client):
     assert attention(client).json()["similarity"] is None
-    sim = attention(client, format="compact", similarity=True).json()["similarity"]["encoder"]
+    sim = read_compact(attention(client, format="compact", similarity=True).content)["similarity"]["encoder"]
     d = np.asarray(sim["distance"])
     assert d.shape == (72, 72) and sim["heads"][2] == "L0H2"
     np.testing.assert_allclose(d, d.T, atol=1e-6)
@@ -213,8 +230,10 @@ def test_server_keeps_serving_after_bad_input(client):
 def test_openapi_documents_the_contract(client):
     spec = client.get("/openapi.json").json()
     schemas = spec["components"]["schemas"]
-    assert "8-bit" in json.dumps(spec["paths"]["/api/attention"]) or "uint8" in json.dumps(schemas["CompactAttention"])
-    assert "byte / 255 * scale" in schemas["CompactAttention"]["description"]
+    assert "byte / 255 *" in schemas["CompactAttention"]["description"]
+    ok = spec["paths"]["/api/attention"]["post"]["responses"]["200"]
+    assert set(ok["content"]) == {"application/json", "application/octet-stream"}
+    assert "[header length n: uint32 little-endian]" in ok["description"]
     metrics = schemas["HeadMetrics"]["properties"]
     assert "A[i, i-1]" in metrics["previous_token"]["description"]
     for status in ("413", "422", "503"):

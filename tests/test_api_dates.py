@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+from app.encoding import read_compact
+
 TEXT = "Wednesday, the 25th of November 2026"
 
 
@@ -54,10 +56,14 @@ def test_heads_per_kind_with_causal_aware_metrics(body):
 
 
 def test_compact_and_similarity_for_three_kinds(client):
-    body = client.post("/api/attention", json={"text": "5.3.1999", "model": "dates", "format": "compact",
-                                               "similarity": True}).json()
+    r = client.post("/api/attention", json={"text": "5.3.1999", "model": "dates", "format": "compact",
+                                            "similarity": True})
+    body = read_compact(r.content)
+    exact = client.post("/api/attention", json={"text": "5.3.1999", "model": "dates"}).json()["attention"]
     assert set(body["attention"]) == {"encoder", "decoder", "cross"}
-    assert body["attention"]["cross"]["shape"] == [3, 4, len(body["output_tokens"]), len(body["tokens"])]
+    assert body["attention"]["cross"].shape == (3, 4, len(body["output_tokens"]), len(body["tokens"]))
+    for kind in ("encoder", "decoder", "cross"):
+        np.testing.assert_allclose(body["attention"][kind], np.asarray(exact[kind]), atol=1 / 510 + 1e-6)
     assert len(body["similarity"]["decoder"]["distance"]) == 12
 
 

@@ -7,6 +7,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import numpy as np
 import pytest
 
 from app.main import create_app
@@ -72,9 +73,9 @@ def test_client_that_never_reads_does_not_stall_others(live_server):
 
 
 def test_overload_is_refused_at_once_with_503(strict_server):
-    def post(_):
+    def post(i):
         started = time.monotonic()
-        r = httpx.post(f"{strict_server.url}/api/attention", json={"text": LONG}, timeout=120)
+        r = httpx.post(f"{strict_server.url}/api/attention", json={"text": f"{LONG} {i}"}, timeout=120)
         return r.status_code, r.headers.get("retry-after"), time.monotonic() - started, r.json()
 
     with ThreadPoolExecutor(8) as pool:
@@ -88,6 +89,33 @@ def test_overload_is_refused_at_once_with_503(strict_server):
             assert retry_after == "1" and body["error"] == "busy"
             assert elapsed < slowest_ok  # refused without waiting its turn
     assert httpx.post(f"{strict_server.url}/api/attention", json={"text": "after"}, timeout=30).status_code == 200
+
+
+def test_identical_waiting_requests_share_one_computation(strict_server):
+    """Eight identical requests in a line of one: they share one place, so nobody is refused."""
+    def post(_):
+        return httpx.post(f"{strict_server.url}/api/attention", json={"text": LONG}, timeout=120)
+
+    with ThreadPoolExecutor(8) as pool:
+        responses = list(pool.map(post, range(8)))
+    assert [r.status_code for r in responses] == [200] * 8
+    assert len({r.content for r in responses}) == 1
+
+
+def test_requests_batched_together_keep_their_true_weights(live_server, minilm):
+    """Concurrent requests run as padded batches; each answer still equals its own single run."""
+    texts = [f"Request {i} has {'a few more words ' * (i % 4)}in it." for i in range(12)]
+
+    def post(text):
+        return httpx.post(f"{live_server.url}/api/attention", json={"text": text}, timeout=60).json()
+
+    with ThreadPoolExecutor(12) as pool:
+        bodies = list(pool.map(post, texts))
+    for text, body in zip(texts, bodies):
+        single = minilm.analyze(text)
+        assert body["tokens"] == single.tokens
+        np.testing.assert_allclose(np.asarray(body["attention"]["encoder"]), single.patterns["encoder"].numpy(),
+                                   atol=1e-5, rtol=0)
 
 
 def test_many_concurrent_small_requests_all_succeed(live_server):

@@ -1,5 +1,6 @@
-// Talking to the JSON API. The page asks for the compact encoding: per head, 8-bit bytes
-// scaled to the head's maximum (weight = byte / 255 * scale), never JSON floats.
+// Talking to the API. The page asks for the compact encoding: one binary body,
+// [header length n, uint32 little-endian][header: n bytes of JSON][attention bytes], 8-bit per head
+// scaled to the head's maximum (weight = byte / 255 * scale): never JSON floats.
 
 export class ApiError extends Error {}
 
@@ -24,29 +25,24 @@ async function post(path, body, signal) {
   return response;
 }
 
-function base64ToBytes(text) {
-  if (Uint8Array.fromBase64) return Uint8Array.fromBase64(text);
-  const binary = atob(text);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return bytes;
-}
-
-// One attention kind: {L, H, Tq, Tk, bytes, scale, queries, keys}.
-function decodeKind(kind, compact, result) {
-  const [L, H, Tq, Tk] = compact.shape;
-  const queries = kind === 'encoder' ? result.tokens : result.output_tokens;
-  const keys = kind === 'decoder' ? result.output_tokens : result.tokens;
-  return { kind, L, H, Tq, Tk, bytes: base64ToBytes(compact.data), scale: compact.scale, queries, keys };
+// One attention kind: {kind, L, H, Tq, Tk, bytes, scale, queries, keys}.
+function decodeKind(kind, entry, body, start, header) {
+  const [L, H, Tq, Tk] = entry.shape;
+  const queries = kind === 'encoder' ? header.tokens : header.output_tokens;
+  const keys = kind === 'decoder' ? header.output_tokens : header.tokens;
+  const bytes = new Uint8Array(body, start + entry.offset, entry.length);
+  return { kind, L, H, Tq, Tk, bytes, scale: entry.scale, queries, keys };
 }
 
 export async function fetchAttention({ text, model, truncate, similarity = false }, signal) {
   const response = await post('/api/attention', { text, model, truncate, format: 'compact', similarity }, signal);
-  const result = await response.json();
-  result.kinds = Object.fromEntries(
-    Object.entries(result.attention).map(([kind, c]) => [kind, decodeKind(kind, c, result)]));
-  delete result.attention;
-  return result;
+  const body = await response.arrayBuffer();
+  const length = new DataView(body).getUint32(0, true);
+  const header = JSON.parse(new TextDecoder().decode(new Uint8Array(body, 4, length)));
+  header.kinds = Object.fromEntries(
+    Object.entries(header.attention).map(([kind, entry]) => [kind, decodeKind(kind, entry, body, 4 + length, header)]));
+  delete header.attention;
+  return header;
 }
 
 // Streams progress lines, calls onProgress(done, total), resolves with the final result.
