@@ -39,8 +39,9 @@ def report(title: str, rows: list[dict]) -> None:
 class ServerProcess:
     """`python -m app serve` on a free port, as a user would start it; stopped on exit."""
 
-    def __init__(self, models: str = "minilm"):
+    def __init__(self, models: str = "minilm", env: dict | None = None):
         self.models = models
+        self.env = env
 
     def __enter__(self):
         import socket
@@ -53,8 +54,10 @@ class ServerProcess:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         self.url = f"http://127.0.0.1:{port}"
+        import os
+
         self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port), "--models",
-                                      self.models, "--log-level", "warning"])
+                                      self.models, "--log-level", "warning"], env={**os.environ, **(self.env or {})})
         deadline = time.monotonic() + 120
         while True:
             try:
