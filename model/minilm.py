@@ -83,6 +83,8 @@ class MiniLM:
     @torch.inference_mode()
     def analyze_batch(self, texts: list[str], truncate: bool = False) -> list[Analysis]:
         """Run texts together, padded to the longest; padding keys are masked out exactly."""
+        if len(texts) == 1:  # nothing to pad: no mask, no copies
+            return [self.analyze(texts[0], truncate)]
         toks = [self.tokenize(t, truncate) for t in texts]
         if not toks:
             return []
