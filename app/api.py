@@ -90,6 +90,7 @@ def attention_fields(analysis: Analysis, req: AttentionRequest) -> dict:
         "truncated": analysis.truncated,
         "dims": list(DIMS),
         "format": req.format,
+        "attention": None,  # filled in by the chosen encoding
         "heads": summarize_heads(analysis),
         "similarity": head_similarity(analysis) if req.similarity else None,
         "output_text": analysis.output_text,

@@ -1,8 +1,8 @@
 """The app factory: `create_app(settings)` builds a FastAPI app with its models loaded once."""
 
 from fastapi import FastAPI
-from fastapi_offline import FastAPIOffline
 from fastapi.staticfiles import StaticFiles
+from fastapi_offline import FastAPIOffline
 from starlette_compress import CompressMiddleware
 
 from app import api, pages

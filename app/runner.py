@@ -12,13 +12,12 @@ queueing without bound. The event loop never runs the model, so slow clients and
 requests never stall each other.
 """
 
+import asyncio
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
-
-import asyncio
-from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 

@@ -25,7 +25,16 @@ from pathlib import Path
 
 import torch
 
-from model.dates import BOS_ID, DEFAULT_WEIGHTS, EOS_ID, PAD_ID, config_to_metadata, encode_chars, encode_source, pad_batch
+from model.dates import (
+    BOS_ID,
+    DEFAULT_WEIGHTS,
+    EOS_ID,
+    PAD_ID,
+    config_to_metadata,
+    encode_chars,
+    encode_source,
+    pad_batch,
+)
 from model.dates_data import heldout_examples, training_stream
 from model.seq2seq import Seq2Seq, Seq2SeqConfig
 

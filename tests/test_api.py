@@ -5,7 +5,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 import zstandard
 
 from app.encoding import read_compact
@@ -124,8 +123,9 @@ def test_similarity_only_when_asked_and_symmetric(client):
 
 
 def test_identical_concurrent_requests_get_identical_bodies(live_server):
-    import httpx
     from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
 
     def fetch(_):
         return httpx.post(f"{live_server.url}/api/attention", json={"text": SENTENCE}, timeout=60).content

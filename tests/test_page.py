@@ -2,7 +2,8 @@
 analyze from the text box, the 72-head grid, the detail heatmap, URL state, hostile text,
 long inputs, and nothing loaded from another origin."""
 
-from urllib.parse import quote, urlencode
+from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 from playwright.sync_api import expect
@@ -189,3 +190,23 @@ def test_errors_show_in_the_page_and_it_keeps_working(page):
 def test_model_picker_lists_the_models(page, models):
     open_page(page)
     assert page.locator("#model option").evaluate_all("os => os.map(o => o.value)") == list(models)
+
+
+def test_export_csv_png_and_svg_of_the_open_head(page, minilm):
+    open_page(page, text=SENTENCE, layer=0, head=2)
+    page.wait_for_selector("#heatmap .xtick text")
+    with page.expect_download() as info:
+        page.click("#export-csv")
+    csv_text = Path(info.value.path()).read_text(encoding="utf-8")
+    assert info.value.suggested_filename == "L0H2-encoder.csv"
+    lines = csv_text.strip().split("\n")
+    tokens = minilm.analyze(SENTENCE).tokens
+    assert lines[0].split(",")[1:] == tokens and len(lines) == len(tokens) + 1
+    pattern = minilm.analyze(SENTENCE).patterns["encoder"][0, 2]
+    row = [float(v) for v in lines[4].split(",")[1:]]
+    assert row == pytest.approx(pattern[3].tolist(), abs=0.003)  # 8-bit page values, 4 decimals
+    for button, suffix, magic in (("#export-png", ".png", b"\x89PNG"), ("#export-svg", ".svg", b"<svg")):
+        with page.expect_download() as info:
+            page.click(button)
+        assert info.value.suggested_filename == "L0H2-encoder" + suffix
+        assert Path(info.value.path()).read_bytes()[:4] == magic[:4]

@@ -54,7 +54,7 @@ def test_step_slider_walks_through_generation(page):
     before = cross_pixels(page)
 
     def set_step(value):
-        page.evaluate(f"s => {{ const e = document.getElementById('step'); e.value = s; e.dispatchEvent(new Event('input')); }}", value)
+        page.evaluate("s => { const e = document.getElementById('step'); e.value = s; e.dispatchEvent(new Event('input')); }", value)
 
     set_step(3)
     expect(page.locator("#step-label")).to_have_text("3/11: row 2 (0) produced 2")
