@@ -8,6 +8,7 @@ from playwright.sync_api import expect
 pytestmark = pytest.mark.browser
 
 TEXT = "Wednesday, the 25th of November 2026"
+SHOWN = TEXT.replace(" ", "␣")  # a space token is drawn as a visible sign
 
 
 def ticks(page, axis):
@@ -29,16 +30,16 @@ def test_dates_model_from_the_picker_shows_output_and_three_grids(page):
 
 
 @pytest.mark.parametrize("kind,rows,cols", [
-    ("encoder", ["<s>", *TEXT, "</s>"], ["<s>", *TEXT, "</s>"]),
+    ("encoder", ["<s>", *SHOWN, "</s>"], ["<s>", *SHOWN, "</s>"]),
     ("decoder", ["<s>", *"2026-11-25"], ["<s>", *"2026-11-25"]),
-    ("cross", ["<s>", *"2026-11-25"], ["<s>", *TEXT, "</s>"]),
+    ("cross", ["<s>", *"2026-11-25"], ["<s>", *SHOWN, "</s>"]),
 ])
 def test_detail_axes_come_from_the_right_token_lists(page, kind, rows, cols):
     page.goto(f"{page.base_url}/?{urlencode({'text': TEXT, 'model': 'dates', 'kind': kind, 'layer': 1, 'head': 2})}")
     page.wait_for_selector("#heatmap .xtick text")
     expect(page.locator("#detail-title")).to_have_text(f"L1H2 · {kind}")
     assert ticks(page, "y") == rows
-    assert ticks(page, "x")[:5] == cols[:5] and len(ticks(page, "x")) == len(cols)
+    assert ticks(page, "x") == cols
 
 
 def cross_pixels(page):

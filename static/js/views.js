@@ -27,8 +27,13 @@ function groups(tokens, keep, words) {
   return out;
 }
 
+// A token that is only whitespace (the dates model reads characters) would be an invisible
+// label: draw it as a visible sign instead.
+const WHITESPACE = { ' ': '␣', '\t': '⇥', '\n': '↵' };
+const visible = (token) => (/^\s+$/.test(token) ? [...token].map((c) => WHITESPACE[c] || '·').join('') : token);
+
 function label(tokens, group) {
-  if (group.length === 1) return tokens[group[0]];
+  if (group.length === 1) return visible(tokens[group[0]]);
   return group.map((i, n) => (n && tokens[i].startsWith('##') ? tokens[i].slice(2) : tokens[i])).join('');
 }
 
