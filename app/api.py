@@ -1,11 +1,11 @@
 """The JSON API: /api/models, /api/attention, /api/corpus. Routes validate, call model/, return."""
 
 import time
+from dataclasses import asdict
 from functools import partial
 from typing import Annotated
 
 import anyio.to_thread
-import orjson
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
@@ -76,7 +76,7 @@ def list_models(models: ModelsDep):
     """Every model this server runs, with its size and attention kinds; the first is the default."""
     return {
         "default": next(iter(models)),
-        "models": [{**m.info.__dict__, "kinds": list(m.info.kinds)} for m in models.values()],
+        "models": [asdict(m.info) for m in models.values()],
     }
 
 
@@ -182,6 +182,6 @@ async def corpus_events(runner: ModelRunner, model: AttentionModel, batches, err
 async def ndjson(events):
     try:
         async for event in events:
-            yield orjson.dumps(event) + b"\n"
+            yield dumps(event) + b"\n"
     except Busy as e:
-        yield orjson.dumps({"error": "busy", "detail": str(e)}) + b"\n"
+        yield dumps({"error": "busy", "detail": str(e)}) + b"\n"

@@ -1,6 +1,7 @@
 """The page at `/` and the files it loads. Page state lives in the URL (?text=&model=&layer=&head=);
 the page fetches its numbers from the JSON API, so every view has a JSON twin."""
 
+from dataclasses import asdict
 from pathlib import Path
 
 from fastapi import APIRouter, Request
@@ -24,7 +25,7 @@ def plotly_path() -> Path:
 
 @router.get("/", response_class=HTMLResponse)
 def index(request: Request, models: ModelsDep):
-    infos = [{**m.info.__dict__, "kinds": list(m.info.kinds)} for m in models.values()]
+    infos = [asdict(m.info) for m in models.values()]
     return templates.TemplateResponse(request, "index.html", {"models": infos, "default_model": infos[0]["name"]})
 
 
