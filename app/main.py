@@ -26,7 +26,7 @@ def create_app(settings: Settings | None = None, models: dict[str, AttentionMode
         version="1.0.0",
     )
     app.state.settings = settings
-    app.state.runner = ModelRunner(settings.max_waiting)
+    app.state.runner = ModelRunner(settings.max_waiting, settings.max_batch_tokens)
     app.state.models = models if models is not None else app.state.runner.run_now(load_models, settings.models)
 
     install_error_handlers(app)

@@ -43,7 +43,7 @@ class Pending:
 
 
 class ModelRunner:
-    def __init__(self, max_waiting: int, max_batch_tokens: int = 1024):
+    def __init__(self, max_waiting: int, max_batch_tokens: int):
         self.max_waiting = max_waiting
         self.max_batch_tokens = max_batch_tokens  # padded tokens per batch: bounds memory and latency
         self.lock = anyio.Lock()  # the model runs one job at a time...
@@ -103,6 +103,10 @@ class ModelRunner:
                                     done.done.set()
                 finally:
                     del self.shared[key]
+                    if item in self.pending:  # left the line (cancelled) before any batch took it
+                        self.pending.remove(item)
+                        item.error = RuntimeError("the request was cancelled before it ran")
+                        item.done.set()  # releases identical requests that were sharing it
         await item.done.wait()
         if item.error is not None:
             raise item.error

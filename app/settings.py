@@ -9,6 +9,7 @@ class Settings:
     max_body_bytes: int = 2_000_000  # larger request bodies get 413 before they are read
     body_timeout_s: float = 30.0  # a request body that takes longer to arrive gets 408
     max_waiting: int = 16  # requests allowed to wait for the model; beyond that, 503 at once
+    max_batch_tokens: int = 1024  # waiting requests run together up to this many padded tokens
     corpus_max_texts: int = 2000  # sentences per /api/corpus request
     corpus_max_tokens: int = 100_000  # tokens per /api/corpus request, all sentences together
     corpus_batch_size: int = 32  # sentences run through the model together
