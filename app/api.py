@@ -29,7 +29,7 @@ from app.schemas import (
     ModelsResponse,
 )
 from app.settings import Settings
-from model.analysis import DIMS, Analysis, AttentionModel, TooManyTokens
+from model.analysis import DIMS, MAX_NEW_TOKENS, Analysis, AttentionModel, TooManyTokens
 from model.heads import CorpusAverage, head_similarity, plan_corpus, summarize_heads
 
 
@@ -64,7 +64,10 @@ ERRORS = {
 router = APIRouter(prefix="/api", responses=ERRORS)
 
 
-def pick_model(models: dict[str, AttentionModel], name: str) -> AttentionModel:
+def pick_model(models: dict[str, AttentionModel], name: str | None) -> AttentionModel:
+    """The named model, or the default (the first served) when no name is given."""
+    if name is None:
+        return next(iter(models.values()))
     if name not in models:
         raise ApiError(422, "unknown_model", f"unknown model {name!r}; available: {', '.join(models)}",
                        available=list(models))
@@ -72,12 +75,38 @@ def pick_model(models: dict[str, AttentionModel], name: str) -> AttentionModel:
 
 
 @router.get("/models", response_model=ModelsResponse)
-def list_models(models: ModelsDep):
-    """Every model this server runs, with its size and attention kinds; the first is the default."""
-    return {
+def list_models(models: ModelsDep, settings: SettingsDep):
+    """Every model this server runs, with its size, its attention kinds and their layouts, and the limits
+    of a request; the first model is the default."""
+    return json_response({
         "default": next(iter(models)),
         "models": [asdict(m.info) for m in models.values()],
-    }
+        "limits": {
+            "max_body_bytes": settings.max_body_bytes,
+            "corpus_max_texts": settings.corpus_max_texts,
+            "corpus_max_tokens": settings.corpus_max_tokens,
+            "max_new_tokens": MAX_NEW_TOKENS,
+        },
+    })
+
+
+def new_tokens(model: AttentionModel, req: AttentionRequest) -> int | None:
+    """How many tokens the request asks `model` to generate (None: the model's default); 422 for a
+    generation field the model has no use for."""
+    generation = model.info.generation
+    if req.max_new_tokens is not None and generation != "output":
+        raise ApiError(422, "not_generating", f"{model.info.name} does not write an output: max_new_tokens is for "
+                       "encoder-decoder models (see `generation` in GET /api/models)")
+    if req.generate and generation != "continuation":
+        raise ApiError(422, "not_generating", f"{model.info.name} does not continue text: generate is for causal "
+                       "(decoder-only) models (see `generation` in GET /api/models)")
+    if req.max_new_tokens is not None and req.max_new_tokens > model.info.max_new_tokens:
+        raise ApiError(422, "too_many_new_tokens", f"{model.info.name} generates at most "
+                       f"{model.info.max_new_tokens} tokens; max_new_tokens is {req.max_new_tokens}",
+                       limit=model.info.max_new_tokens)
+    if generation == "continuation":
+        return req.generate
+    return req.max_new_tokens
 
 
 def attention_fields(analysis: Analysis, req: AttentionRequest) -> dict:
@@ -87,14 +116,20 @@ def attention_fields(analysis: Analysis, req: AttentionRequest) -> dict:
         "tokens": analysis.tokens,
         "offsets": analysis.offsets,
         "special": analysis.special,
+        "words": analysis.words,
+        "generated": analysis.generated,
         "truncated": analysis.truncated,
         "dims": list(DIMS),
+        "layout": {kind: asdict(layout) for kind, layout in analysis.layout.items()},
         "format": req.format,
         "attention": None,  # filled in by the chosen encoding
         "heads": summarize_heads(analysis),
         "similarity": head_similarity(analysis) if req.similarity else None,
         "output_text": analysis.output_text,
         "output_tokens": analysis.output_tokens,
+        "output_special": analysis.output_special,
+        "output_words": analysis.output_words,
+        "stopped": analysis.stopped,
     }
 
 
@@ -122,14 +157,15 @@ async def attention(req: AttentionRequest, request: Request, models: ModelsDep, 
     """Every layer's and head's attention pattern for one text, with per-head metrics and roles."""
     started = time.perf_counter()
     model = pick_model(models, req.model)
+    generate = new_tokens(model, req)
     count = await anyio.to_thread.run_sync(model.count_tokens, req.text)  # long texts: off the event loop
     limit = model.info.max_tokens
     if count > limit and not req.truncate:
         raise TooManyTokens(count, limit, model.info.name)
     encoding = choose_encoding(request.headers.get("accept-encoding", ""))
-    key = (req.model, req.text, req.truncate, req.format, req.similarity, encoding)
+    key = (model.info.name, req.text, req.truncate, generate, req.format, req.similarity, encoding)
     build = partial(attention_body, req=req, encoding=encoding)
-    body = await runner.analyze(key, Pending(model, req.text, req.truncate, min(count, limit), build))
+    body = await runner.analyze(key, Pending(model, req.text, req.truncate, generate, min(count, limit), build))
     response = encoded_response(body, encoding, COMPACT_MEDIA_TYPE if req.format == "compact" else "application/json")
     response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"  # waiting included
     return response

@@ -1,7 +1,10 @@
 """The `headscope` command (also `python -m app`).
 
-  headscope serve [--host 127.0.0.1] [--port 8000]    start the web app
-  headscope heads corpus.txt --out heads.csv           per-head metrics averaged over a corpus
+  headscope serve [--host 127.0.0.1] [--port 8000] [--model NAME[=PATH]]...   start the web app
+  headscope heads corpus.txt --out heads.csv [--model NAME[=PATH]]           per-head corpus averages
+
+`--model` names a built-in (minilm, dates, ...) or serves a local Hugging Face checkpoint
+directory as NAME=PATH; repeat it for several. Without it: every built-in. The first is the default.
 """
 
 import argparse
@@ -19,8 +22,7 @@ def serve(args: argparse.Namespace) -> None:
     from app.main import create_app
     from app.settings import Settings
 
-    models = tuple(args.models.split(",")) if args.models else Settings.models
-    app = create_app(Settings(models=models))
+    app = create_app(Settings(models=args.model))
     print(f"Headscope: models {', '.join(app.state.models)} loaded; open http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, limit_concurrency=args.max_connections)
 
@@ -30,7 +32,7 @@ def heads(args: argparse.Namespace) -> None:
     from model.registry import load_model
 
     texts = Path(args.corpus).read_text(encoding="utf-8").splitlines()
-    model = load_model(args.model)
+    model = load_model(args.model[0])
     batches, errors, _ = plan_corpus(model, texts, args.truncate, args.batch_size)
     errors = [e for e in errors if texts[e["index"]].strip()]  # blank lines are not errors in a file
     average = CorpusAverage()
@@ -55,6 +57,11 @@ def heads(args: argparse.Namespace) -> None:
     print(f"wrote {out}: {average.sentences} sentences averaged", file=sys.stderr)
 
 
+def add_model_option(parser: argparse.ArgumentParser, help: str) -> None:
+    parser.add_argument("--model", action="append", metavar="NAME[=PATH]",
+                        help=f"{help}. NAME is a built-in; NAME=PATH a local Hugging Face checkpoint directory")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="headscope", description="See what every attention head looks at.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -62,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("serve", help="start the web app")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--models", help="comma-separated model names to load (default: all)")
+    add_model_option(p, "models to serve; the first is the default (default: every built-in)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--max-connections", type=int, default=200, help="open connections beyond this get 503")
     p.set_defaults(func=serve)
@@ -70,10 +77,16 @@ def main(argv: list[str] | None = None) -> None:
     p = sub.add_parser("heads", help="average per-head metrics over a text file, one sentence per line")
     p.add_argument("corpus", help="text file, one sentence per line")
     p.add_argument("--out", required=True, help="output file: .csv or .json")
-    p.add_argument("--model", default="minilm")
+    add_model_option(p, "the model to run (default: the first built-in)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--truncate", action="store_true", help="cut lines longer than the model's maximum")
     p.set_defaults(func=heads)
 
     args = parser.parse_args(argv)
+    from model.registry import parse_specs
+
+    try:
+        args.model = parse_specs(args.model)  # NAME[=PATH] strings -> ModelSpecs
+    except ValueError as e:
+        parser.error(str(e))
     args.func(args)

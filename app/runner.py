@@ -35,6 +35,7 @@ class Pending:
     model: AttentionModel
     text: str
     truncate: bool
+    new_tokens: int | None  # for models that generate: how many tokens (None: the model's default)
     tokens: int  # positions it needs after truncation: its share of a padded batch
     build: Callable[[Analysis], Any]  # runs on the worker thread, right after the forward pass
     done: anyio.Event = field(default_factory=anyio.Event)
@@ -116,7 +117,8 @@ class ModelRunner:
         """`first` and, in arrival order, other pending texts of the same model that fit in the batch."""
         batch, width = [first], first.tokens
         for other in self.pending:
-            if other is first or other.model is not first.model or other.truncate != first.truncate:
+            if other is first or (other.model, other.truncate, other.new_tokens) != (
+                first.model, first.truncate, first.new_tokens):
                 continue
             new_width = max(width, other.tokens)
             if new_width * (len(batch) + 1) > self.max_batch_tokens:
@@ -133,10 +135,13 @@ def run_batch(batch: list[Pending]) -> None:
     Runs on the worker thread, so it only fills in results: events are set on the event loop.
     """
     try:
-        analyses = batch[0].model.analyze_batch([p.text for p in batch], truncate=batch[0].truncate)
+        first = batch[0]
+        analyses = first.model.analyze_batch([p.text for p in batch], truncate=first.truncate, new_tokens=first.new_tokens)
+        if len(analyses) != len(batch):
+            raise RuntimeError(f"the model returned {len(analyses)} analyses for {len(batch)} texts")
     except Exception as e:  # noqa: BLE001 - reported to every request of the batch
         analyses = [e] * len(batch)
-    for item, analysis in zip(batch, analyses):
+    for item, analysis in zip(batch, analyses, strict=True):
         try:
             if isinstance(analysis, Exception):
                 raise analysis

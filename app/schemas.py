@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 
-from model.analysis import DIMS
+from model.analysis import DEFAULT_MAX_NEW_TOKENS, DIMS, MAX_NEW_TOKENS, Layout, ModelInfo
 from model.metrics import METRIC_DEFINITIONS, METRICS
 from model.roles import ROLES
 
@@ -31,7 +31,7 @@ class Request(BaseModel):
 
 class AttentionRequest(Request):
     text: Text = Field(description="The text to analyse.", examples=["The cat sat on the mat because it was warm."])
-    model: str = Field("minilm", description="A model name from GET /api/models.")
+    model: str | None = Field(None, description="A model name from GET /api/models; omitted: the server's default.")
     truncate: bool = Field(
         False, description="Cut text that is longer than the model's maximum tokens instead of refusing it."
     )
@@ -46,6 +46,18 @@ class AttentionRequest(Request):
         description="Also return the head-to-head Jensen-Shannon distance matrix and its clustering order. "
         "Costs O((layers*heads)^2 * tokens^2); off by default.",
     )
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=MAX_NEW_TOKENS,
+        description="Encoder–decoder models: the most output tokens to generate (greedy). Omitted: the "
+        f"model's `default_new_tokens` from GET /api/models ({DEFAULT_MAX_NEW_TOKENS} for Hugging Face "
+        "checkpoints). Refused for models that do not write an output.",
+    )
+    generate: int = Field(
+        0, ge=0, le=MAX_NEW_TOKENS,
+        description="Causal (decoder-only) models: first continue the text greedily by this many tokens, then "
+        "show attention over the text and its continuation (`generated` marks the new tokens). Refused "
+        "for models that do not continue text.",
+    )
 
 
 class CorpusRequest(Request):
@@ -54,25 +66,31 @@ class CorpusRequest(Request):
         description="Sentences to average head metrics over. Entries that are empty or too long are "
         "reported in `errors` and skipped, not fatal.",
     )
-    model: str = Field("minilm", description="A model name from GET /api/models.")
+    model: str | None = Field(None, description="A model name from GET /api/models; omitted: the server's default.")
     truncate: bool = Field(False, description="Cut sentences longer than the model's maximum tokens.")
     stream: bool = Field(
         False, description="Answer with newline-delimited JSON progress lines, then the result (see 200)."
     )
 
 
-class ModelOut(BaseModel):
-    name: str
-    description: str
-    layers: int
-    heads: int
-    max_tokens: int = Field(description="Longest input, in tokens, special tokens included.")
-    kinds: list[str] = Field(description="Attention kinds this model returns: encoder, decoder, cross.")
+class Limits(BaseModel):
+    max_body_bytes: int = Field(description="Largest request body, in bytes.")
+    corpus_max_texts: int = Field(description="Most sentences in one /api/corpus request.")
+    corpus_max_tokens: int = Field(description="Most tokens in one /api/corpus request, all sentences together.")
+    max_new_tokens: int = Field(description="Most tokens one request may ask any model to generate.")
 
 
 class ModelsResponse(BaseModel):
-    default: str
-    models: list[ModelOut]
+    default: str = Field(description="The model a request without `model` uses: the first one served.")
+    models: list[ModelInfo] = Field(
+        description="Every model served. `kinds` maps each attention kind to its layout: which token "
+        "sequence indexes the rows (queries) and the columns (keys) — `tokens` or `output_tokens` of an "
+        "answer — and whether it is causal. `generation`: `output` (an encoder–decoder writes "
+        "output_tokens; see max_new_tokens), `continuation` (a causal LM continues the text; see "
+        "generate), or null. `kv_heads`: with grouped-query attention, query head h shares the keys "
+        "and values of group h // (heads // kv_heads)."
+    )
+    limits: Limits
 
 
 class CompactAttention(BaseModel):
@@ -120,12 +138,22 @@ class AttentionResponse(BaseModel):
     )
     special: list[bool] = Field(description="True where the token is a special token added by the model.")
     truncated: bool = Field(description="True when the text was cut to the model's maximum tokens.")
+    words: list[int | None] = Field(
+        description="The tokenizer's word index of each token: pieces of one word share it; null for special "
+        "tokens and characters that stand alone."
+    )
+    generated: list[bool] | None = Field(
+        None, description="Causal models asked to `generate`: true where the token is the model's continuation."
+    )
     dims: list[str] = Field(list(DIMS), description="Axis names of every attention array.")
+    layout: dict[str, Layout] = Field(
+        description="Per attention kind: `rows` and `columns` name the token sequence (`tokens` or "
+        "`output_tokens`) that indexes query_pos and key_pos; `causal`: weights above the diagonal are 0."
+    )
     format: Literal["json", "compact"]
     attention: dict[str, list[list[list[list[float]]]] | CompactAttention] = Field(
-        description="Per attention kind (encoder, decoder, cross): weights indexed "
-        "[layer][head][query_pos][key_pos]. encoder: tokens x tokens; decoder: output_tokens x "
-        "output_tokens (zero above the diagonal); cross: output_tokens x tokens."
+        description="Per attention kind: weights indexed [layer][head][query_pos][key_pos]; `layout` says "
+        "which tokens index the rows and columns."
     )
     heads: dict[str, list[HeadSummary]] = Field(description="Per attention kind, every head's metrics and roles.")
     similarity: dict[str, Similarity] | None = Field(None, description="Per kind, when requested.")
@@ -134,6 +162,11 @@ class AttentionResponse(BaseModel):
         None,
         description="The decoder's positions (rows of decoder and cross attention): the start token, then "
         "each generated token. Row i produced output token i+1; the last row produced the end token.",
+    )
+    output_special: list[bool] | None = Field(None, description="True where the output token is a special token.")
+    output_words: list[int | None] | None = Field(None, description="Word index of each output token, as `words`.")
+    stopped: Literal["end", "length"] | None = Field(
+        None, description="Why generation stopped: the model's end token, or the token limit."
     )
 
 

@@ -2,10 +2,12 @@
 
 from dataclasses import dataclass
 
+from model.registry import DEFAULT_SPECS, ModelSpec
+
 
 @dataclass(frozen=True)
 class Settings:
-    models: tuple[str, ...] = ("minilm", "dates")  # loaded once, at start; the first is the default
+    models: tuple[ModelSpec, ...] = DEFAULT_SPECS  # loaded once, at start; the first is the default
     max_body_bytes: int = 2_000_000  # larger request bodies get 413 before they are read
     body_timeout_s: float = 30.0  # a request body that takes longer to arrive gets 408
     max_waiting: int = 16  # requests allowed to wait for the model; beyond that, 503 at once

@@ -39,7 +39,7 @@ def report(title: str, rows: list[dict]) -> None:
 class ServerProcess:
     """`python -m app serve` on a free port, as a user would start it; stopped on exit."""
 
-    def __init__(self, models: str = "minilm", env: dict | None = None):
+    def __init__(self, models: tuple[str, ...] = ("minilm",), env: dict | None = None):
         self.models = models
         self.env = env
 
@@ -56,8 +56,8 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{port}"
         import os
 
-        self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port), "--models",
-                                      self.models, "--log-level", "warning"], env={**os.environ, **(self.env or {})})
+        self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port),
+                                      *(a for m in self.models for a in ("--model", m)), "--log-level", "warning"], env={**os.environ, **(self.env or {})})
         deadline = time.monotonic() + 120
         while True:
             try:

@@ -1,20 +1,43 @@
 """What every model in Headscope hands to the rest of the program: one `Analysis` per text.
 
-A model adapter (`model/minilm.py`, `model/dates.py`) turns text into tokens, runs its
-network and returns the attention patterns of every layer and head, per attention kind:
-  encoder  self-attention over the input tokens        (L, H, len(tokens), len(tokens))
-  decoder  masked self-attention over the output tokens (L, H, len(output_tokens), len(output_tokens))
-  cross    output tokens attending to input tokens     (L, H, len(output_tokens), len(tokens))
-Axes follow TransformerLens: layer, head, query_pos, key_pos.
+A model adapter (`model/minilm.py`, `model/dates.py`, `model/induction.py`, `model/hf.py`)
+turns text into tokens, runs its network and returns the attention pattern of every layer and
+head, per attention kind, as (L, H, Tq, Tk) tensors. Axes follow TransformerLens: layer, head,
+query_pos, key_pos.
+
+Nobody decides from a kind's *name* which tokens index its rows and columns or whether it is
+causal: each kind comes with a `Layout` that says so, and every consumer (metrics, the API, the
+page) reads it. The token lists a layout can name are the two sequences of an Analysis:
+  "tokens"         the input text's tokens (and, for a causal LM asked to generate, its continuation)
+  "output_tokens"  the positions of an encoder–decoder's decoder: the start token, then each output
 """
 
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 import torch
 
 DIMS = ("layer", "head", "query_pos", "key_pos")
-KINDS = ("encoder", "decoder", "cross")
+MAX_NEW_TOKENS = 128  # the most tokens any request may ask a model to generate
+DEFAULT_MAX_NEW_TOKENS = 32  # what an encoder–decoder generates when the request does not say
+
+Axis = Literal["tokens", "output_tokens"]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which token sequence indexes the rows (queries) and the columns (keys) of an attention kind,
+    and whether it is causal (query i sees only keys j <= i, so the upper triangle is exactly 0)."""
+
+    rows: Axis
+    columns: Axis
+    causal: bool
+
+
+SELF = Layout("tokens", "tokens", causal=False)  # an encoder's self-attention over the input
+CAUSAL_SELF = Layout("tokens", "tokens", causal=True)  # a decoder-only (causal) model's self-attention
+DECODER_SELF = Layout("output_tokens", "output_tokens", causal=True)  # an encoder–decoder's decoder
+CROSS = Layout("output_tokens", "tokens", causal=False)  # decoder positions reading the encoder's input
 
 
 class TooManyTokens(ValueError):
@@ -32,10 +55,18 @@ class TooManyTokens(ValueError):
 class ModelInfo:
     name: str
     description: str
-    layers: int
-    heads: int
-    max_tokens: int
-    kinds: tuple[str, ...]
+    layers: int  # the most layers of any kind (an encoder–decoder's two stacks may differ)
+    heads: int  # query heads per layer: one pattern per query head
+    max_tokens: int  # input positions, special tokens included
+    kinds: dict[str, Layout]  # attention kind -> its layout, in the order the model computes them
+    # How the model generates, if it does: "output" (an encoder–decoder writes output_tokens) or
+    # "continuation" (a causal LM continues the text in `tokens`); None if it does not generate.
+    generation: Literal["output", "continuation"] | None = None
+    max_new_tokens: int = 0  # the most tokens one request may ask it to generate
+    default_new_tokens: int = 0  # how many it generates when the request does not say
+    # Grouped-query attention: heads share key/value projections in groups; query head h reads the
+    # keys and values of group h // (heads // kv_heads). None: every head has its own.
+    kv_heads: int | None = None
 
 
 @dataclass
@@ -44,11 +75,20 @@ class Analysis:
     tokens: list[str]  # input tokens exactly as the model sees them, special tokens included
     offsets: list[tuple[int, int] | None]  # character span of each token in the text; None for special tokens
     special: list[bool]  # True where tokens[i] is a special token such as [CLS] or [SEP]
+    words: list[int | None]  # the tokenizer's word index of each token (pieces of one word share it); None for specials
     patterns: dict[str, torch.Tensor]  # kind -> (L, H, Tq, Tk) float32 weights after softmax
+    layout: dict[str, Layout]  # kind -> which tokens index its rows and columns, and whether it is causal
     truncated: bool = False  # True when the text was cut to fit the model
-    output_text: str | None = None  # generated text, for models with a decoder
+    generated: list[bool] | None = None  # causal LMs asked to continue: True where tokens[i] was generated
+    output_text: str | None = None  # generated text, for encoder–decoders
     output_tokens: list[str] | None = None  # the decoder's positions: rows of decoder and cross patterns
-    extra: dict = field(default_factory=dict)
+    output_special: list[bool] | None = None  # True where output_tokens[i] is a special token
+    output_words: list[int | None] | None = None  # word index of each output token; None for specials
+    stopped: Literal["end", "length"] | None = None  # why generation stopped: the end token, or the limit
+
+    def axis(self, name: Axis) -> list[str]:
+        """The token list a layout names: `tokens` or `output_tokens`."""
+        return self.tokens if name == "tokens" else self.output_tokens
 
 
 class AttentionModel(Protocol):
@@ -58,10 +98,13 @@ class AttentionModel(Protocol):
         """How many input positions the text needs, special tokens included."""
         ...
 
-    def analyze(self, text: str, truncate: bool = False) -> Analysis:
-        """Run one text. Raises TooManyTokens when it does not fit and truncate is False."""
+    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Analysis:
+        """Run one text. Raises TooManyTokens when it does not fit and truncate is False.
+
+        new_tokens: for models that generate, the most tokens to generate (None: info.default_new_tokens).
+        """
         ...
 
-    def analyze_batch(self, texts: list[str], truncate: bool = False) -> list[Analysis]:
+    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None) -> list[Analysis]:
         """Run several texts in padded batches; each result equals `analyze` of that text."""
         ...

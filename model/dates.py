@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from model.analysis import Analysis, ModelInfo, TooManyTokens
+from model.analysis import CROSS, DECODER_SELF, SELF, Analysis, ModelInfo, TooManyTokens
 from model.seq2seq import Seq2Seq, Seq2SeqConfig
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
@@ -36,6 +36,19 @@ def encode_source(text: str) -> list[int]:
 def decode_ids(ids) -> str:
     """Characters of the ids, specials dropped."""
     return "".join(VOCAB[i] for i in ids if i >= len(SPECIALS))
+
+
+def char_words(chars) -> list[int | None]:
+    """Word index of each character: a run of letters and digits is one word; any other character
+    (space, punctuation, special token) stands alone, with None."""
+    words, count, previous = [], -1, False
+    for c in chars:
+        inside = len(c) == 1 and c.isalnum()
+        if inside and not previous:
+            count += 1
+        words.append(count if inside else None)
+        previous = inside
+    return words
 
 
 def pad_batch(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -72,7 +85,10 @@ class DatesModel:
             layers=max(config.encoder_layers, config.decoder_layers),
             heads=config.heads,
             max_tokens=config.max_source,
-            kinds=("encoder", "decoder", "cross"),
+            kinds={"encoder": SELF, "decoder": DECODER_SELF, "cross": CROSS},
+            generation="output",
+            max_new_tokens=config.max_target,  # the decoder has max_target positions
+            default_new_tokens=config.max_target,
         )
 
     @classmethod
@@ -90,7 +106,7 @@ class DatesModel:
     def count_tokens(self, text: str) -> int:
         return len(text) + 2  # one token per character, plus <s> and </s>
 
-    def analyze(self, text: str, truncate: bool = False) -> Analysis:
+    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Analysis:
         limit = self.info.max_tokens
         count = self.count_tokens(text)
         truncated = False
@@ -106,7 +122,7 @@ class DatesModel:
 
         source = torch.tensor([ids], dtype=torch.long)  # (1, S)
         with torch.no_grad():  # plain tensors out (inference-mode tensors refuse later in-place use)
-            generated = self.net.generate(source, BOS_ID, EOS_ID)[0].tolist()  # [<s>, predictions...]
+            generated = self.net.generate(source, BOS_ID, EOS_ID, steps=new_tokens)[0].tolist()  # [<s>, predictions...]
             predictions = generated[1:]
             stopped = "end" if EOS_ID in predictions else "length"
             if stopped == "end":
@@ -116,17 +132,22 @@ class DatesModel:
             target = torch.tensor([[BOS_ID, *predictions[:-1]]], dtype=torch.long)  # (1, T)
             _, patterns = self.net(source, target)  # kind -> (L, 1, H, Tq, Tk)
         output_text = decode_ids(p for p in predictions if p != EOS_ID)
+        output_tokens = [VOCAB[i] for i in target[0].tolist()]
         return Analysis(
             model=self.info.name,
             tokens=tokens,
             offsets=offsets,
             special=special,
+            words=char_words(tokens),
             patterns={kind: p[:, 0].float().contiguous() for kind, p in patterns.items()},  # (L, H, Tq, Tk)
+            layout=self.info.kinds,
             truncated=truncated,
             output_text=output_text,
-            output_tokens=[VOCAB[i] for i in target[0].tolist()],
-            extra={"stopped": stopped},  # "end": the last row produced </s>; "length": ran out of positions
+            output_tokens=output_tokens,
+            output_special=[t in SPECIALS for t in output_tokens],
+            output_words=char_words(output_tokens),
+            stopped=stopped,  # "end": the last row produced </s>; "length": ran out of positions
         )
 
-    def analyze_batch(self, texts: list[str], truncate: bool = False) -> list[Analysis]:
-        return [self.analyze(text, truncate) for text in texts]
+    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None) -> list[Analysis]:
+        return [self.analyze(text, truncate, new_tokens) for text in texts]

@@ -20,9 +20,9 @@ def head_name(layer: int, head: int) -> str:
 def kind_metrics(analysis: Analysis, kind: str) -> dict[str, torch.Tensor]:
     """Every metric for every head of one kind: name -> (L, H)."""
     pattern = analysis.patterns[kind]  # (L, H, Tq, Tk)
-    queries = analysis.tokens if kind == "encoder" else analysis.output_tokens
-    keys = analysis.output_tokens if kind == "decoder" else analysis.tokens
-    return head_metrics(pattern, queries, keys, causal=kind == "decoder", same_sequence=kind != "cross")
+    layout = analysis.layout[kind]
+    queries, keys = analysis.axis(layout.rows), analysis.axis(layout.columns)
+    return head_metrics(pattern, queries, keys, causal=layout.causal, same_sequence=layout.rows == layout.columns)
 
 
 def head_records(metrics: dict[str, torch.Tensor], num_tokens: float) -> list[dict]:
@@ -103,7 +103,10 @@ class CorpusAverage:
 
     def add_batch(self, model, texts: list[str], truncate: bool = False) -> None:
         """Run texts through `model` together and add each one."""
-        for analysis in model.analyze_batch(texts, truncate=truncate):
+        analyses = model.analyze_batch(texts, truncate=truncate)
+        if len(analyses) != len(texts):
+            raise RuntimeError(f"{model.info.name} returned {len(analyses)} analyses for {len(texts)} texts")
+        for analysis in analyses:
             self.add(analysis)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from model.analysis import Analysis, ModelInfo, TooManyTokens
+from model.analysis import SELF, Analysis, ModelInfo, TooManyTokens
 from model.bert import BertConfig, BertEncoder, load_bert_weights
 
 
@@ -20,7 +20,10 @@ def default_path() -> Path:
 
 
 class MiniLM:
-    """Tokenizer and encoder of all-MiniLM-L6-v2; `analyze` returns every head's pattern."""
+    """Tokenizer and encoder of all-MiniLM-L6-v2; `analyze` returns every head's pattern.
+
+    It does not generate: `new_tokens` is accepted, as by every model, and has nothing to do.
+    """
 
     name = "minilm"
 
@@ -34,7 +37,7 @@ class MiniLM:
             layers=config.layers,
             heads=config.heads,
             max_tokens=config.max_positions,
-            kinds=("encoder",),
+            kinds={"encoder": SELF},
         )
         self.pad_id = tokenizer.token_to_id("[PAD]")
         self.sep_id = tokenizer.token_to_id("[SEP]")
@@ -57,7 +60,7 @@ class MiniLM:
     def tokenize(self, text: str, truncate: bool = False) -> dict:
         """ids, tokens, offsets (None for specials), special flags and whether it was cut."""
         enc = self.tokenizer.encode(text)
-        ids, tokens, offsets, special = enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask
+        ids, tokens, offsets, special, words = enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask, enc.word_ids
         limit = self.info.max_tokens
         truncated = len(ids) > limit
         if truncated:
@@ -65,23 +68,24 @@ class MiniLM:
                 raise TooManyTokens(len(ids), limit, self.name)
             keep = limit - 1  # keep [CLS] and the first pieces, then close with [SEP]
             ids, tokens = ids[:keep] + [self.sep_id], tokens[:keep] + ["[SEP]"]
-            offsets, special = offsets[:keep] + [(0, 0)], special[:keep] + [1]
+            offsets, special, words = offsets[:keep] + [(0, 0)], special[:keep] + [1], words[:keep] + [None]
         return {
             "ids": ids,
             "tokens": tokens,
             "offsets": [None if s else (a, b) for (a, b), s in zip(offsets, special)],
             "special": [bool(s) for s in special],
+            "words": words,
             "truncated": truncated,
         }
 
     @torch.inference_mode()
-    def analyze(self, text: str, truncate: bool = False) -> Analysis:
+    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Analysis:
         tok = self.tokenize(text, truncate)
         _, patterns = self.encoder(torch.tensor([tok["ids"]]))  # (L, 1, H, T, T)
         return self._analysis(tok, patterns[:, 0])
 
     @torch.inference_mode()
-    def analyze_batch(self, texts: list[str], truncate: bool = False) -> list[Analysis]:
+    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None) -> list[Analysis]:
         """Run texts together, padded to the longest; padding keys are masked out exactly."""
         if len(texts) == 1:  # nothing to pad: no mask, no copies
             return [self.analyze(texts[0], truncate)]
@@ -106,6 +110,8 @@ class MiniLM:
             tokens=tok["tokens"],
             offsets=tok["offsets"],
             special=tok["special"],
+            words=tok["words"],
             patterns={"encoder": pattern},
+            layout=self.info.kinds,
             truncated=tok["truncated"],
         )

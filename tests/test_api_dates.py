@@ -17,14 +17,21 @@ def body(client):
 
 def test_models_lists_dates_with_three_kinds(client):
     dates = {m["name"]: m for m in client.get("/api/models").json()["models"]}["dates"]
-    assert dates["kinds"] == ["encoder", "decoder", "cross"]
+    assert dates["kinds"] == {
+        "encoder": {"rows": "tokens", "columns": "tokens", "causal": False},
+        "decoder": {"rows": "output_tokens", "columns": "output_tokens", "causal": True},
+        "cross": {"rows": "output_tokens", "columns": "tokens", "causal": False},
+    }
     assert dates["max_tokens"] == 64 and dates["heads"] == 4
+    assert dates["generation"] == "output" and dates["max_new_tokens"] == 12
 
 
 def test_output_and_token_lists(body):
     assert body["output_text"] == "2026-11-25"
     assert body["tokens"] == ["<s>", *TEXT, "</s>"]
     assert body["output_tokens"] == ["<s>", *"2026-11-25"]
+    assert body["output_special"] == [True] + [False] * 10 and body["stopped"] == "end"
+    assert body["layout"]["cross"] == {"rows": "output_tokens", "columns": "tokens", "causal": False}
     assert body["offsets"][1] == [0, 1] and body["offsets"][0] is None
 
 

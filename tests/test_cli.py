@@ -37,7 +37,7 @@ def test_heads_writes_csv_and_json_with_corpus_averages(tmp_path, minilm):
 
 @pytest.mark.parametrize("command", [["headscope", "serve"], [sys.executable, "-m", "app", "serve"]])
 def test_serve_starts_the_app(command, unused_port):
-    proc = subprocess.Popen(command + ["--port", str(unused_port), "--models", "minilm"], stdout=subprocess.PIPE,
+    proc = subprocess.Popen(command + ["--port", str(unused_port), "--model", "minilm"], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         first = proc.stdout.readline()

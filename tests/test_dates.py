@@ -75,7 +75,9 @@ def check_patterns(analysis: Analysis, model: DatesModel):
 def test_info(model):
     info = model.info
     assert info.name == "dates"
-    assert info.kinds == ("encoder", "decoder", "cross")
+    assert list(info.kinds) == ["encoder", "decoder", "cross"]
+    assert [(k.rows, k.columns, k.causal) for k in info.kinds.values()] == [
+        ("tokens", "tokens", False), ("output_tokens", "output_tokens", True), ("output_tokens", "tokens", False)]
     assert info.max_tokens == model.net.config.max_source
     assert info.heads == model.net.config.heads
     assert info.layers == max(model.net.config.encoder_layers, model.net.config.decoder_layers)
@@ -132,7 +134,7 @@ def test_tokens_offsets_and_specials(model):
 
 def test_output_tokens_are_the_decoder_rows(model):
     analysis = model.analyze("Wednesday, the 25th of November 2026")
-    assert analysis.extra["stopped"] == "end"
+    assert analysis.stopped == "end"
     assert analysis.output_tokens == ["<s>", *analysis.output_text]  # row i produced character i, the last row </s>
     check_patterns(analysis, model)
 

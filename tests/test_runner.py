@@ -15,7 +15,7 @@ def run(main):
 
 
 def pending(model, text):
-    return Pending(model, text, False, len(model.tokenize(text)["ids"]), build=lambda a: a.tokens)
+    return Pending(model, text, False, None, len(model.tokenize(text)["ids"]), build=lambda a: a.tokens)
 
 
 def test_waiting_requests_run_as_one_batch_and_identical_ones_share(minilm):
@@ -23,9 +23,9 @@ def test_waiting_requests_run_as_one_batch_and_identical_ones_share(minilm):
     calls = []
     original = minilm.analyze_batch
 
-    def counting(texts, truncate=False):
+    def counting(texts, truncate=False, new_tokens=None):
         calls.append(list(texts))
-        return original(texts, truncate)
+        return original(texts, truncate, new_tokens)
 
     async def main():
         async with runner.lock:  # the model is busy: everything below waits together
