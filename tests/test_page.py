@@ -187,9 +187,23 @@ def test_errors_show_in_the_page_and_it_keeps_working(page):
     page.console_errors.clear()
 
 
-def test_model_picker_lists_the_models(page, models):
+def test_model_picker_lists_the_models_with_their_kinds(page, models):
     open_page(page)
     assert page.locator("#model option").evaluate_all("os => os.map(o => o.value)") == list(models)
+    labels = page.locator("#model option").all_text_contents()
+    for label, model in zip(labels, models.values(), strict=True):
+        assert label.endswith(f": {', '.join(model.info.kinds)})")
+
+
+@pytest.mark.parametrize("name", ["minilm", "dates"])
+def test_model_in_the_url_is_restored_with_its_grids(page, models, name):
+    model = models[name]
+    open_page(page, text="25 November 2026", model=name)
+    wait_ready(page)
+    assert page.locator("#model").input_value() == name
+    for kind in model.info.kinds:
+        L = model.analyze("25 November 2026").patterns[kind].shape[0]
+        expect(page.locator(f'canvas.head[data-kind="{kind}"]')).to_have_count(L * model.info.heads)
 
 
 def test_export_csv_png_and_svg_of_the_open_head(page, minilm):

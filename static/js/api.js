@@ -25,23 +25,42 @@ async function post(path, body, signal) {
   return response;
 }
 
-// One attention kind: {kind, L, H, Tq, Tk, bytes, scale, queries, keys}.
-function decodeKind(kind, entry, body, start, header) {
-  const [L, H, Tq, Tk] = entry.shape;
-  const queries = kind === 'encoder' ? header.tokens : header.output_tokens;
-  const keys = kind === 'decoder' ? header.output_tokens : header.tokens;
-  const bytes = new Uint8Array(body, start + entry.offset, entry.length);
-  return { kind, L, H, Tq, Tk, bytes, scale: entry.scale, queries, keys };
+// The token sequence a layout names ('tokens' or 'output_tokens') with its per-token fields: the
+// answer carries special/words/offsets for `tokens` and output_special/output_words for `output_tokens`.
+export function axis(result, name) {
+  const prefix = name.slice(0, name.length - 'tokens'.length);
+  return {
+    name,
+    tokens: result[name],
+    special: result[`${prefix}special`] || result[name].map(() => false),
+    words: result[`${prefix}words`] || null,
+    offsets: result[`${prefix}offsets`] || null,
+    generated: name === 'tokens' ? result.generated : null,
+  };
 }
 
-export async function fetchAttention({ text, model, truncate, similarity = false }, signal) {
-  const response = await post('/api/attention', { text, model, truncate, format: 'compact', similarity }, signal);
+// One attention kind: {kind, layout, L, H, Tq, Tk, bytes, scale, rows, cols}, where rows and cols
+// are the axes (see `axis`) that the answer's layout names for this kind.
+function decodeKind(kind, entry, body, start, header) {
+  const [L, H, Tq, Tk] = entry.shape;
+  const layout = header.layout[kind];
+  const bytes = new Uint8Array(body, start + entry.offset, entry.length);
+  return { kind, layout, L, H, Tq, Tk, bytes, scale: entry.scale, rows: axis(header, layout.rows), cols: axis(header, layout.columns) };
+}
+
+// `newTokens`: for a model that generates, how many tokens (sent as the field its `generation` names).
+export async function fetchAttention({ text, model, truncate, similarity = false, generation = null, newTokens = null }, signal) {
+  const request = { text, model, truncate, format: 'compact', similarity };
+  if (generation === 'continuation' && newTokens) request.generate = newTokens;
+  if (generation === 'output' && newTokens) request.max_new_tokens = newTokens;
+  const response = await post('/api/attention', request, signal);
   const body = await response.arrayBuffer();
   const length = new DataView(body).getUint32(0, true);
   const header = JSON.parse(new TextDecoder().decode(new Uint8Array(body, 4, length)));
   header.kinds = Object.fromEntries(
     Object.entries(header.attention).map(([kind, entry]) => [kind, decodeKind(kind, entry, body, 4 + length, header)]));
   delete header.attention;
+  header.text = text; // offsets index into it: word labels are cut from it
   return header;
 }
 

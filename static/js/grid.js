@@ -5,11 +5,15 @@ import { makeView } from './views.js';
 
 const MAX_PIXELS = 96; // a thumbnail side; longer inputs are max-pooled so thin lines stay visible
 
-const KIND_TITLES = {
-  encoder: 'Encoder self-attention (queries: input tokens, keys: input tokens)',
-  decoder: 'Decoder self-attention, masked (queries and keys: output positions)',
-  cross: 'Cross-attention (queries: output positions, keys: input tokens)',
-};
+const AXIS_WORDS = { tokens: 'input tokens', output_tokens: 'output positions' };
+
+// A kind's heading, from its layout: which tokens are the queries (rows) and keys (columns).
+export function kindTitle(kind, layout) {
+  const axes = layout.rows === layout.columns
+    ? `queries and keys: ${AXIS_WORDS[layout.rows] || layout.rows}`
+    : `queries: ${AXIS_WORDS[layout.rows] || layout.rows}, keys: ${AXIS_WORDS[layout.columns] || layout.columns}`;
+  return `${kind} attention (${axes}${layout.causal ? '; causal: each query sees only earlier keys' : ''})`;
+}
 
 // Paint one head's bytes (or a transformed float matrix) into its canvas, scaled to its maximum.
 // `highlightRow` (optional) keeps that query row bright and fades the others.
@@ -51,7 +55,7 @@ export function drawGrids(container, result, options, { onOpen, onHover, roles }
     const view = makeView(kd, result, options);
     views[kind] = view;
     const section = make('section', { className: 'kind-grid', attrs: { 'data-kind': kind } });
-    section.append(make('h3', { text: KIND_TITLES[kind] || kind }));
+    section.append(make('h3', { text: kindTitle(kind, kd.layout) }));
     const grid = make('div', { className: 'grid' });
     grid.style.gridTemplateColumns = `auto repeat(${kd.H}, minmax(24px, 110px))`;
     grid.append(make('span'));

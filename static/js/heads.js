@@ -47,7 +47,7 @@ const fmt = (v) => (v === null || v === undefined ? 'n/a' : v.toFixed(3));
 export function drawHeadMap({ result, openDetail }) {
   fillSources(result);
   if (!el.mapKind.options.length) fillKindSelects(Object.keys(corpus.heads));
-  const kind = el.mapKind.value || 'encoder';
+  const kind = el.mapKind.value || el.mapKind.options[0]?.value;
   const list = records(result, el.mapSource.value, kind);
   const names = metricNames(list);
   if (el.mapMetric.options.length !== names.length) {
@@ -87,7 +87,7 @@ export function drawHeadMap({ result, openDetail }) {
 export function drawHeadTable({ result, openDetail }) {
   fillSources(result);
   if (!el.tableKind.options.length) fillKindSelects(Object.keys(corpus.heads));
-  const kind = el.tableKind.value || 'encoder';
+  const kind = el.tableKind.value || el.tableKind.options[0]?.value;
   const list = [...records(result, el.tableSource.value, kind)];
   const names = metricNames(list);
   const value = (r) => (sort.key === 'name' ? r.layer * 1000 + r.head : sort.key === 'roles' ? r.roles.join(' ') : r.metrics[sort.key]);
@@ -126,7 +126,7 @@ export function drawHeadTable({ result, openDetail }) {
 }
 
 export async function drawSimilarity({ result, state, setStatus }) {
-  const kind = el.similarityKind.value || 'encoder';
+  const kind = el.similarityKind.value || el.similarityKind.options[0]?.value;
   if (!result.similarity) {
     setStatus('Computing head similarity…');
     try {
@@ -175,7 +175,7 @@ function plotBox(title) {
 
 export async function drawCompareHeads({ result, views, state, setStatus }) {
   if (!result) return setStatus('Analyze a text first.', 'error');
-  const kind = state.kind in views ? state.kind : 'encoder';
+  const kind = state.kind in views ? state.kind : Object.keys(views)[0];
   const view = views[kind];
   const a = parseHead(el.compareA.value, view), b = parseHead(el.compareB.value, view);
   if (!a || !b) return setStatus(`Name two heads like L0H2, with layer < ${view.L} and head < ${view.H}.`, 'error');
@@ -199,7 +199,7 @@ export async function drawCompareHeads({ result, views, state, setStatus }) {
 
 export async function drawCompareTexts({ result, views, state, setStatus }) {
   if (!result) return setStatus('Analyze a text first.', 'error');
-  const kind = state.kind in views ? state.kind : 'encoder';
+  const kind = state.kind in views ? state.kind : Object.keys(views)[0];
   const view = views[kind];
   const a = parseHead(el.compareA.value, view);
   if (!a) return setStatus(`Name head A like L0H2, with layer < ${view.L} and head < ${view.H}.`, 'error');

@@ -7,8 +7,8 @@ import { drawGrids, headName, highlightRow } from './grid.js';
 import { drawHeatmap, loadPlotly } from './heatmap.js';
 import { drawHeadMap, drawHeadTable, drawSimilarity, drawCompareHeads, drawCompareTexts, fillKindSelects, hasCorpus, setupCorpus } from './heads.js';
 
-const state = { text: '', model: el.model.value, truncate: false, layer: null, head: null, kind: 'encoder',
-  tab: 'grid', words: false, nospecial: false, step: null };
+const state = { text: '', model: el.model.value, truncate: false, layer: null, head: null, kind: null,
+  tab: 'grid', words: false, nospecial: false, step: null, gen: null };
 let result = null; // the last /api/attention answer, decoded
 let views = {}; // kind -> view of the grid (after the word / special-token options)
 let controller = null;
@@ -21,7 +21,8 @@ function readState() {
   state.truncate = q.get('truncate') === '1';
   state.layer = int('layer');
   state.head = int('head');
-  state.kind = q.get('kind') || 'encoder';
+  state.kind = q.get('kind');
+  state.gen = int('gen');
   state.tab = q.get('tab') || 'grid';
   state.words = q.get('words') === '1';
   state.nospecial = q.get('nospecial') === '1';
@@ -42,12 +43,31 @@ function writeState() {
     q.set('head', state.head);
   }
   if (state.step !== null) q.set('step', state.step);
+  if (state.gen !== null) q.set('gen', state.gen);
   history.replaceState(null, '', `${location.pathname}?${q}`);
 }
 
 function setStatus(text, kind = 'info') {
   el.status.textContent = text;
   el.status.dataset.kind = kind;
+}
+
+// What the chosen model can generate, from its <option>'s data-* attributes (GET /api/models).
+function modelGeneration() {
+  const o = el.model.selectedOptions[0];
+  return o && o.dataset.generation ? { kind: o.dataset.generation, max: +o.dataset.maxNewTokens, default: +o.dataset.defaultNewTokens } : null;
+}
+
+// Show the generation control that fits the chosen model: "continue by" for a causal LM,
+// "output up to" for an encoder-decoder, nothing for an encoder.
+function showGenerationControl() {
+  const g = modelGeneration();
+  el.genLabel.hidden = !g;
+  if (!g) return;
+  el.genWhat.textContent = g.kind === 'continuation' ? 'continue by' : 'output up to';
+  el.gen.min = g.kind === 'continuation' ? 0 : 1;
+  el.gen.max = g.max;
+  el.gen.value = state.gen ?? g.default;
 }
 
 export function roles(kind, layer, head) {
@@ -63,6 +83,8 @@ async function analyze() {
   state.text = el.text.value;
   state.model = el.model.value;
   state.truncate = el.truncate.checked;
+  const generation = modelGeneration();
+  state.gen = generation && el.gen.value !== '' && +el.gen.value !== generation.default ? +el.gen.value : null;
   if (!state.text.trim()) {
     setStatus('Type or paste some text first.', 'error');
     return;
@@ -72,7 +94,7 @@ async function analyze() {
   document.body.dataset.state = 'loading';
   setStatus('Analyzing…');
   try {
-    result = await fetchAttention(state, controller.signal);
+    result = await fetchAttention({ ...state, generation: generation?.kind, newTokens: state.gen }, controller.signal);
   } catch (e) {
     if (e.name === 'AbortError') return;
     document.body.dataset.state = 'error';
@@ -87,7 +109,9 @@ async function analyze() {
   const first = Object.values(result.kinds)[0];
   setStatus(`${n} tokens · ${first.L} layers × ${first.H} heads${result.truncated ? ' · text cut to fit' : ''} · ${ms.toFixed(0)} ms`);
   writeState();
-  if (state.layer !== null && state.head !== null && result.kinds[state.kind]) {
+  if (!(state.kind in result.kinds)) state.kind = Object.keys(result.kinds)[0];
+  if (state.layer !== null && state.head !== null && state.layer < result.kinds[state.kind].L
+      && state.head < result.kinds[state.kind].H) {
     openDetail(state.kind, state.layer, state.head);
   }
 }
@@ -109,9 +133,19 @@ function showHoverName(kind, layer, head) {
 
 // ---- generation steps (models with a decoder) -------------------------------------------------
 
+// Kinds whose rows are the decoder's output positions: the step slider highlights one of them.
+const outputRowViews = () => Object.values(views).filter((v) => v.layout.rows === 'output_tokens');
+
 function drawOutput() {
   const rows = result.output_tokens;
-  el.output.hidden = !rows;
+  const continuation = result.generated && result.generated.some(Boolean);
+  el.output.hidden = !rows && !continuation;
+  el.stepControl.hidden = !rows;
+  el.outputLabel.textContent = rows ? 'Output:' : 'Text and its continuation (generated tokens marked):';
+  if (continuation) {
+    el.outputText.replaceChildren(...result.tokens.map((t, i) =>
+      make('span', { text: t, className: result.generated[i] ? 'generated' : 'prompt' })));
+  }
   if (!rows) { state.step = null; return; }
   el.step.max = rows.length;
   if (state.step === null || state.step > rows.length) state.step = rows.length;
@@ -126,8 +160,8 @@ function showStep() {
   el.stepLabel.textContent = `${state.step}/${rows.length}: row ${row} (${rows[row]}) produced ${produced}`;
   el.outputText.replaceChildren(...rows.slice(1).map((t, i) =>
     make('span', { text: t, className: i === row ? 'current' : i < row ? 'done' : 'todo' })));
-  if (views.cross) highlightRow(el.grids, views.cross, row);
-  if (el.detail.open && state.kind !== 'encoder') drawDetail();
+  for (const view of outputRowViews()) highlightRow(el.grids, view, row);
+  if (el.detail.open && views[state.kind]?.layout.rows === 'output_tokens') drawDetail();
 }
 
 // ---- detail view -------------------------------------------------------------------------------
@@ -151,7 +185,7 @@ async function drawDetail() {
   el.detailNote.textContent = [view.note && `Transformed view: ${view.note}.`,
     `Rows are queries, columns keys. Colour from 0 to this head's largest weight, ${zmax.toFixed(3)}; page values are 8-bit (within ${(zmax / 510).toFixed(4)}), the API's json format gives exact floats.`]
     .filter(Boolean).join(' ');
-  const highlight = state.step !== null && state.kind !== 'encoder' ? state.step - 1 : -1;
+  const highlight = state.step !== null && view.layout.rows === 'output_tokens' ? state.step - 1 : -1;
   try {
     await drawHeatmap(el.heatmap, { matrix, rows: view.rows, cols: view.cols, title: `${name} ${state.kind}`, zmax, highlightRow: highlight });
     el.heatmap.dataset.head = name;
@@ -235,6 +269,7 @@ function wire() {
       if (result) { drawAll(); if (el.detail.open) drawDetail(); }
     });
   }
+  el.model.addEventListener('change', () => { state.gen = null; showGenerationControl(); });
   el.step.addEventListener('input', () => { state.step = +el.step.value; writeState(); showStep(); });
   el.detailClose.addEventListener('click', closeDetail);
   el.detail.addEventListener('close', () => { if (state.layer !== null) closeDetail(); });
@@ -262,6 +297,7 @@ function start() {
   el.text.value = state.text;
   el.model.value = state.model;
   el.truncate.checked = state.truncate;
+  showGenerationControl();
   el.optWords.checked = state.words;
   el.optNospecial.checked = state.nospecial;
   wire();

@@ -1,11 +1,14 @@
 // What the page draws for one attention kind: row and column labels plus a matrix per head,
-// after the optional transforms, which are always labelled:
-//   hide special tokens  drop [CLS]/[SEP]-like positions of the input, rescale rows to sum to 1;
-//                        a row with under 1% of its weight left is drawn empty, not blown up
-//   words                merge WordPiece pieces (##...) into words: attention *to* a word is the
-//                        sum of its pieces' columns, attention *from* a word the mean of its rows
+// after the optional transforms, which are always labelled. Rows and columns are the token
+// sequences that the answer's `layout` names for the kind (see api.js `axis`); nothing here
+// knows a kind by its name.
+//   hide special tokens  drop special positions (the answer's special flags), rescale rows to sum
+//                        to 1; a row with under 1% of its weight left is drawn empty, not blown up
+//   words                merge the tokenizer's pieces of one word (the answer's word ids): attention
+//                        *to* a word is the sum of its pieces' columns, *from* a word the mean of its rows
 
 const MIN_KEPT = 0.01; // rows keeping less weight than this after hiding special tokens stay empty
+const GENERATED_MARK = '▹'; // prefixed to tokens the model generated itself (a causal LM's continuation)
 
 // Weights of one head from the compact bytes: byte / 255 * scale.
 export function rawMatrix(kd, layer, head) {
@@ -17,12 +20,16 @@ export function rawMatrix(kd, layer, head) {
   return out;
 }
 
-function groups(tokens, keep, words) {
+// Positions of an axis grouped for display: one group per kept token, or per word with `words`.
+function groups(ax, nospecial, words) {
   const out = [];
-  for (let i = 0; i < tokens.length; i++) {
-    if (!keep[i]) continue;
-    if (words && out.length && tokens[i].startsWith('##')) out[out.length - 1].push(i);
+  let lastWord = null;
+  for (let i = 0; i < ax.tokens.length; i++) {
+    if (nospecial && ax.special[i]) { lastWord = null; continue; }
+    const word = words && ax.words ? ax.words[i] : null;
+    if (word !== null && word === lastWord && out.length) out[out.length - 1].push(i);
     else out.push([i]);
+    lastWord = word;
   }
   return out;
 }
@@ -32,31 +39,34 @@ function groups(tokens, keep, words) {
 const WHITESPACE = { ' ': '␣', '\t': '⇥', '\n': '↵' };
 const visible = (token) => (/^\s+$/.test(token) ? [...token].map((c) => WHITESPACE[c] || '·').join('') : token);
 
-function label(tokens, group) {
-  if (group.length === 1) return visible(tokens[group[0]]);
-  return group.map((i, n) => (n && tokens[i].startsWith('##') ? tokens[i].slice(2) : tokens[i])).join('');
+// A group's label: the token itself, or for a merged word the text it spans (from the offsets),
+// else its pieces joined.
+function label(ax, group, text) {
+  const mark = ax.generated && ax.generated[group[0]] ? GENERATED_MARK : '';
+  if (group.length === 1) return mark + visible(ax.tokens[group[0]]);
+  const first = ax.offsets?.[group[0]], last = ax.offsets?.[group[group.length - 1]];
+  if (first && last && text) return mark + text.slice(first[0], last[1]);
+  return mark + group.map((i) => ax.tokens[i]).join('');
 }
 
 export function makeView(kd, result, { words = false, nospecial = false } = {}) {
-  const inputKeep = result.tokens.map((_, i) => !(nospecial && result.special[i]));
-  const rowsAreInput = kd.kind === 'encoder';
-  const colsAreInput = kd.kind !== 'decoder';
-  const rowKeep = rowsAreInput ? inputKeep : kd.queries.map(() => true);
-  const colKeep = colsAreInput ? inputKeep : kd.keys.map(() => true);
-  const rowGroups = groups(kd.queries, rowKeep, words && rowsAreInput);
-  const colGroups = groups(kd.keys, colKeep, words && colsAreInput);
-  const hidden = nospecial && result.special.some(Boolean);
-  const merged = words && (rowGroups.length < rowKeep.filter(Boolean).length
-    || colGroups.length < colKeep.filter(Boolean).length);
+  const { rows: rowAxis, cols: colAxis } = kd;
+  const rowGroups = groups(rowAxis, nospecial, words);
+  const colGroups = groups(colAxis, nospecial, words);
+  const colKeep = colAxis.tokens.map((_, j) => !(nospecial && colAxis.special[j]));
+  const hidden = nospecial && (rowAxis.special.some(Boolean) || colAxis.special.some(Boolean));
+  const kept = (ax) => ax.tokens.filter((_, i) => !(nospecial && ax.special[i])).length;
+  const merged = words && (rowGroups.length < kept(rowAxis) || colGroups.length < kept(colAxis));
   const notes = [];
   if (hidden) notes.push('special tokens hidden, rows rescaled to sum to 1 (rows left with under 1% stay empty)');
   if (merged) notes.push('words: columns summed over pieces, rows averaged over pieces');
-  const transformed = hidden || merged;
+  else if (words) notes.push('words: every word is a single token here, nothing to merge');
+  if ((rowAxis.generated || colAxis.generated || []).some(Boolean)) notes.push(`${GENERATED_MARK} marks tokens the model generated`);
   const R = rowGroups.length, C = colGroups.length;
 
   function matrix(layer, head) {
     const raw = rawMatrix(kd, layer, head);
-    if (!transformed) return raw;
+    if (!hidden && !merged) return raw;
     const out = new Float32Array(R * C);
     const Tk = kd.Tk;
     rowGroups.forEach((rows, r) => {
@@ -75,10 +85,9 @@ export function makeView(kd, result, { words = false, nospecial = false } = {}) 
   }
 
   return {
-    kind: kd.kind, L: kd.L, H: kd.H, R, C,
-    rows: rowGroups.map((g) => label(kd.queries, g)),
-    cols: colGroups.map((g) => label(kd.keys, g)),
-    rowGroups, colGroups, transformed,
+    kind: kd.kind, layout: kd.layout, L: kd.L, H: kd.H, R, C,
+    rows: rowGroups.map((g) => label(rowAxis, g, result.text)),
+    cols: colGroups.map((g) => label(colAxis, g, result.text)),
     note: notes.join('; '),
     matrix,
   };
