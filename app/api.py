@@ -130,6 +130,8 @@ def attention_fields(analysis: Analysis, req: AttentionRequest) -> dict:
         "output_special": analysis.output_special,
         "output_words": analysis.output_words,
         "stopped": analysis.stopped,
+        "output_probs": analysis.output_probs,
+        "output_valid": analysis.output_valid,
     }
 
 

@@ -168,6 +168,14 @@ class AttentionResponse(BaseModel):
     stopped: Literal["end", "length"] | None = Field(
         None, description="Why generation stopped: the model's end token, or the token limit."
     )
+    output_probs: list[float] | None = Field(
+        None, description="Per decoder row i, the probability the model gave the token that row produced "
+        "(output token i+1; for the last row, the end token or the last token). High is confidence, not correctness.",
+    )
+    output_valid: bool | None = Field(
+        None, description="For models whose output has a checkable form: dates — true when the output is a real "
+        "calendar date from 1900-01-01 to 2099-12-31. Null for other models.",
+    )
 
 
 class CorpusError(BaseModel):

@@ -85,6 +85,10 @@ class Analysis:
     output_special: list[bool] | None = None  # True where output_tokens[i] is a special token
     output_words: list[int | None] | None = None  # word index of each output token; None for specials
     stopped: Literal["end", "length"] | None = None  # why generation stopped: the end token, or the limit
+    # output_probs[i]: the probability the model gave the token that decoder row i produced
+    # (output_tokens[i + 1], and for the last row the end token or the last character)
+    output_probs: list[float] | None = None
+    output_valid: bool | None = None  # models whose output has a checkable form (dates: a real date in range)
 
     def axis(self, name: Axis) -> list[str]:
         """The token list a layout names: `tokens` or `output_tokens`."""

@@ -7,11 +7,14 @@ The encoder sees `<s> c1 c2 ... cn </s>`; the decoder starts from `<s>` and writ
 until it predicts `</s>` (greedy decoding). See docs/dates.md.
 """
 
+import datetime
 import json
+import re
 from pathlib import Path
 
 import torch
 
+from model.dates_data import FIRST, LAST
 from model.analysis import CROSS, DECODER_SELF, SELF, Analysis, ModelInfo, TooManyTokens
 from model.seq2seq import Seq2Seq, Seq2SeqConfig
 
@@ -49,6 +52,21 @@ def char_words(chars) -> list[int | None]:
         words.append(count if inside else None)
         previous = inside
     return words
+
+
+ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+
+
+def is_valid_date(text: str) -> bool:
+    """True when `text` is YYYY-MM-DD, a real calendar date, inside the trained range 1900-2099."""
+    match = ISO_DATE.fullmatch(text)
+    if not match:
+        return False
+    try:
+        date = datetime.date(*map(int, match.groups()))
+    except ValueError:  # 2024-02-31, month 00, ...
+        return False
+    return FIRST <= date <= LAST
 
 
 def pad_batch(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,11 +122,13 @@ class DatesModel:
         return cls(net)
 
     def count_tokens(self, text: str) -> int:
-        return len(text) + 2  # one token per character, plus <s> and </s>
+        return len(text.strip()) + 2  # one token per character of the stripped text, plus <s> and </s>
 
     def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Analysis:
         limit = self.info.max_tokens
         count = self.count_tokens(text)
+        start = len(text) - len(text.lstrip())  # surrounding whitespace is not part of a date
+        text = text.strip()
         truncated = False
         if count > limit:
             if not truncate:
@@ -117,7 +137,7 @@ class DatesModel:
 
         ids = encode_source(text)
         tokens = [BOS, *(c if c in CHAR_ID else UNK for c in text), EOS]
-        offsets = [None, *((i, i + 1) for i in range(len(text))), None]
+        offsets = [None, *((start + i, start + i + 1) for i in range(len(text))), None]  # into the text as sent
         special = [True, *(False for _ in text), True]
 
         source = torch.tensor([ids], dtype=torch.long)  # (1, S)
@@ -130,7 +150,9 @@ class DatesModel:
             # Decoder positions: <s> and every prediction but the last (the last one, </s> or the
             # character made at the final position, is produced by the last row).
             target = torch.tensor([[BOS_ID, *predictions[:-1]]], dtype=torch.long)  # (1, T)
-            _, patterns = self.net(source, target)  # kind -> (L, 1, H, Tq, Tk)
+            logits, patterns = self.net(source, target)  # (1, T, V), kind -> (L, 1, H, Tq, Tk)
+            probs = logits[0].softmax(-1)  # (T, V)
+            output_probs = probs[torch.arange(len(predictions)), torch.tensor(predictions)].tolist()  # (T,)
         output_text = decode_ids(p for p in predictions if p != EOS_ID)
         output_tokens = [VOCAB[i] for i in target[0].tolist()]
         return Analysis(
@@ -146,6 +168,8 @@ class DatesModel:
             output_tokens=output_tokens,
             output_special=[t in SPECIALS for t in output_tokens],
             output_words=char_words(output_tokens),
+            output_probs=output_probs,
+            output_valid=is_valid_date(output_text),
             stopped=stopped,  # "end": the last row produced </s>; "length": ran out of positions
         )
 

@@ -87,3 +87,25 @@ def test_corpus_on_the_dates_model(client):
     body = client.post("/api/corpus", json={"texts": ["25/11/2026", "1 May 1950", "x" * 70], "model": "dates"}).json()
     assert body["sentences"] == 2 and body["errors"][0]["index"] == 2
     assert set(body["heads"]) == {"encoder", "decoder", "cross"}
+
+
+@pytest.mark.parametrize(("text", "output", "valid"), [
+    ("31/02/2024", "2024-02-31", False),  # no such day: the model still answers, the flag says so
+    ("hello", None, False),
+    ("  12 May 2000 ", "2000-05-12", True),  # surrounding spaces are not read
+    ("25 November 2026", "2026-11-25", True),
+])
+def test_output_probabilities_and_validity(client, text, output, valid):
+    body = client.post("/api/attention", json={"text": text, "model": "dates"}).json()
+    if output is not None:
+        assert body["output_text"] == output
+    assert body["output_valid"] is valid
+    probs = body["output_probs"]
+    assert len(probs) == len(body["output_tokens"]) and all(0 < p <= 1 for p in probs)
+
+
+def test_whitespace_around_the_date_keeps_offsets_into_the_text_as_sent(client):
+    text = "  12 May 2000 "
+    body = client.post("/api/attention", json={"text": text, "model": "dates"}).json()
+    assert body["tokens"] == ["<s>", *"12 May 2000", "</s>"]
+    assert [text[a:b] for a, b in body["offsets"][1:-1]] == list("12 May 2000")

@@ -257,3 +257,27 @@ def test_generation_is_seeded():
     assert examples(50, seed=9) != examples(50, seed=10)
     rng_a, rng_b = random.Random(1), random.Random(1)
     assert write_date(FIRST, rng_a, "numeric") == write_date(FIRST, rng_b, "numeric")
+
+
+def test_output_probs_are_the_models_own_softmax(model):
+    """Recomputed from a teacher-forced pass here: row i's softmax at the token it produced."""
+    import torch
+
+    from model.dates import BOS_ID, EOS_ID, VOCAB, encode_source
+
+    analysis = model.analyze("1 May 2000")
+    ids = [VOCAB.index(t) for t in analysis.output_tokens]
+    produced = [*ids[1:], EOS_ID] if analysis.stopped == "end" else ids[1:]
+    with torch.no_grad():
+        logits, _ = model.net(torch.tensor([encode_source("1 May 2000")]), torch.tensor([ids]))
+    expected = logits[0].softmax(-1)[torch.arange(len(produced)), torch.tensor(produced)]
+    assert ids[0] == BOS_ID
+    torch.testing.assert_close(torch.tensor(analysis.output_probs), expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(("text", "valid"), [("2024-02-29", True), ("2023-02-29", False), ("1899-12-31", False),
+                                             ("2099-12-31", True), ("2100-01-01", False), ("0-07-07-00", False)])
+def test_is_valid_date(text, valid):
+    from model.dates import is_valid_date
+
+    assert is_valid_date(text) is valid

@@ -82,3 +82,15 @@ def test_step_slider_walks_through_generation(page):
     page.keyboard.press("Escape")
     set_step(11)
     expect(page.locator("#step-label")).to_have_text("11/11: row 10 (5) produced </s>")
+
+
+def test_an_impossible_date_is_flagged_and_each_character_has_its_probability(page, client):
+    page.goto(f"{page.base_url}/?model=dates&text=31%2F02%2F2024")
+    page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+    expect(page.locator("#output-valid")).to_have_text("not a valid date")
+    body = client.post("/api/attention", json={"text": "31/02/2024", "model": "dates"}).json()
+    shown = page.locator("#output-text span").evaluate_all("s => s.map(x => +x.dataset.prob)")
+    assert shown == pytest.approx(body["output_probs"][: len(shown)], abs=1e-4)
+    page.goto(f"{page.base_url}/?model=dates&text=1+May+2000")
+    page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+    expect(page.locator("#output-valid")).to_have_text("valid date")

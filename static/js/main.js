@@ -12,6 +12,7 @@ const state = { text: '', model: el.model.value, truncate: false, layer: null, h
 let result = null; // the last /api/attention answer, decoded
 let views = {}; // kind -> view of the grid (after the word / special-token options)
 let controller = null;
+const LOW_PROB = 0.9; // output tokens the model gave less than this probability are marked unsure
 
 function readState() {
   const q = new URLSearchParams(location.search);
@@ -141,7 +142,8 @@ function drawOutput() {
   const continuation = result.generated && result.generated.some(Boolean);
   el.output.hidden = !rows && !continuation;
   el.stepControl.hidden = !rows;
-  el.outputLabel.textContent = rows ? 'Output:' : 'Text and its continuation (generated tokens marked):';
+  el.outputLabel.textContent = !rows ? 'Text and its continuation (generated tokens marked):'
+    : result.output_probs ? `Output (hover a token for its probability; wavy underline: under ${LOW_PROB}):` : 'Output:';
   if (continuation) {
     el.outputText.replaceChildren(...result.tokens.map((t, i) =>
       make('span', { text: t, className: result.generated[i] ? 'generated' : 'prompt' })));
@@ -158,8 +160,19 @@ function showStep() {
   const row = state.step - 1;
   const produced = state.step < rows.length ? rows[state.step] : '</s>';
   el.stepLabel.textContent = `${state.step}/${rows.length}: row ${row} (${rows[row]}) produced ${produced}`;
-  el.outputText.replaceChildren(...rows.slice(1).map((t, i) =>
-    make('span', { text: t, className: i === row ? 'current' : i < row ? 'done' : 'todo' })));
+  const probs = result.output_probs || [];
+  el.outputText.replaceChildren(...rows.slice(1).map((t, i) => {
+    const span = make('span', { text: t, className: i === row ? 'current' : i < row ? 'done' : 'todo' });
+    if (probs[i] !== undefined) {
+      span.title = `p = ${probs[i].toFixed(3)}`;
+      span.dataset.prob = probs[i].toFixed(4);
+      if (probs[i] < LOW_PROB) span.classList.add('unsure');
+    }
+    return span;
+  }));
+  el.outputValid.hidden = result.output_valid === null || result.output_valid === undefined;
+  el.outputValid.textContent = result.output_valid ? 'valid date' : 'not a valid date';
+  el.outputValid.dataset.valid = String(result.output_valid);
   for (const view of outputRowViews()) highlightRow(el.grids, view, row);
   if (el.detail.open && views[state.kind]?.layout.rows === 'output_tokens') drawDetail();
 }
