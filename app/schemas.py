@@ -43,8 +43,8 @@ class AttentionRequest(Request):
     )
     similarity: bool = Field(
         False,
-        description="Also return the head-to-head Jensen-Shannon distance matrix and its clustering order. "
-        "Costs O((layers*heads)^2 * tokens^2); off by default.",
+        description="Also return the head-to-head Hellinger distance matrix and its clustering order "
+        "(one matrix product: cheaper than the forward pass at any length); off by default.",
     )
     max_new_tokens: int | None = Field(
         None, ge=1, le=MAX_NEW_TOKENS,
@@ -125,7 +125,8 @@ class HeadSummary(BaseModel):
 class Similarity(BaseModel):
     heads: list[str] = Field(description="Head names, in the order of the matrix rows.")
     distance: list[list[float]] = Field(
-        description="Jensen-Shannon distance (base 2, 0..1) between two heads' rows, averaged over rows."
+        description="Hellinger distance between two heads, 0..1: the root mean square over query rows of "
+        "H(p, q) = sqrt(1 - sum_k sqrt(p_k q_k)). See docs/metrics.md."
     )
     order: list[int] = Field(description="Row order from average-linkage hierarchical clustering.")
 

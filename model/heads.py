@@ -56,7 +56,7 @@ def summarize_heads(analysis: Analysis) -> dict[str, list[dict]]:
 
 
 def head_similarity(analysis: Analysis) -> dict[str, dict]:
-    """kind -> the head-by-head Jensen-Shannon distance matrix and its clustering order."""
+    """kind -> the head-by-head Hellinger distance matrix and its clustering order."""
     out = {}
     for kind, pattern in analysis.patterns.items():
         L, H, Tq, Tk = pattern.shape
