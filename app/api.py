@@ -10,13 +10,14 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from app.encoding import (
-    COMPACT_MEDIA_TYPE,
+    BINARY_MEDIA_TYPE,
     choose_encoding,
-    compact_body,
     compress,
     dumps,
     encoded_response,
     json_response,
+    max_pool,
+    safetensors_body,
 )
 from app.errors import ApiError
 from app.runner import Busy, ModelRunner, Pending
@@ -109,7 +110,21 @@ def new_tokens(model: AttentionModel, req: AttentionRequest) -> int | None:
     return req.max_new_tokens
 
 
-def attention_fields(analysis: Analysis, req: AttentionRequest) -> dict:
+def selected_patterns(analysis: Analysis, req: AttentionRequest) -> dict:
+    """kind -> (L, H, Tq, Tk) patterns to send: every kind, or the one head the request names, pooled
+    as it asks."""
+    patterns = analysis.patterns
+    if req.head is not None:
+        kind, layer, head = req.head.kind, req.head.layer, req.head.head
+        L, H = patterns[kind].shape[:2]
+        if layer >= L or head >= H:
+            raise ApiError(422, "no_such_head", f"{kind} has layers 0..{L - 1} and heads 0..{H - 1}; "
+                           f"asked for layer {layer}, head {head}")
+        patterns = {kind: patterns[kind][layer : layer + 1, head : head + 1]}  # (1, 1, Tq, Tk)
+    return {kind: max_pool(pattern, req.pool_to) for kind, pattern in patterns.items()}
+
+
+def attention_fields(analysis: Analysis, req: AttentionRequest, pool: dict) -> dict:
     """Everything /api/attention returns for one analysis, but the attention arrays."""
     return {
         "model": analysis.model,
@@ -122,6 +137,8 @@ def attention_fields(analysis: Analysis, req: AttentionRequest) -> dict:
         "dims": list(DIMS),
         "layout": {kind: asdict(layout) for kind, layout in analysis.layout.items()},
         "format": req.format,
+        "pool": pool,
+        "selection": req.head.model_dump() if req.head else None,
         "attention": None,  # filled in by the chosen encoding
         "heads": summarize_heads(analysis),
         "similarity": head_similarity(analysis) if req.similarity else None,
@@ -137,38 +154,46 @@ def attention_fields(analysis: Analysis, req: AttentionRequest) -> dict:
 
 def attention_body(analysis: Analysis, req: AttentionRequest, encoding: str | None) -> bytes:
     """The answer's bytes, compressed for the client; runs on the model's worker thread."""
-    fields = attention_fields(analysis, req)
-    if req.format == "compact":
-        return compress(compact_body(analysis.patterns, fields), encoding)
-    attention = {kind: pattern.numpy() for kind, pattern in analysis.patterns.items()}
+    selected = selected_patterns(analysis, req)
+    patterns = {kind: pattern for kind, (pattern, _) in selected.items()}
+    fields = attention_fields(analysis, req, {kind: block for kind, (_, block) in selected.items()})
+    if req.format in ("compact", "safetensors"):
+        return compress(safetensors_body(patterns, fields, exact=req.format == "safetensors"), encoding)
+    attention = {kind: pattern.numpy() for kind, pattern in patterns.items()}
     return compress(dumps({**fields, "attention": attention}), encoding)
 
 
-COMPACT_RESPONSE = {
+BINARY_RESPONSE = {
     200: {
-        "description": "`format: json`: the JSON below. `format: compact`: one binary body, "
-        "`[header length n: uint32 little-endian][header: n bytes of UTF-8 JSON][attention bytes]`; the header "
-        "is the JSON answer with each attention kind given as a CompactAttention (where its bytes are).",
-        "content": {COMPACT_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
+        "description": "`format: json`: the JSON below. `format: safetensors` or `compact`: a safetensors file "
+        "(8-byte little-endian header length n, n bytes of JSON header, the tensors' bytes). Its `__metadata__` "
+        "holds every field below, each as a JSON-encoded string, with `attention` mapping each kind to a "
+        "BinaryAttention that names its tensor. `app.encoding.read_safetensors` decodes it in Python; any "
+        "safetensors reader reads the tensors.",
+        "content": {BINARY_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
     }
 }
 
 
-@router.post("/attention", response_model=AttentionResponse, responses=COMPACT_RESPONSE)
+@router.post("/attention", response_model=AttentionResponse, responses=BINARY_RESPONSE)
 async def attention(req: AttentionRequest, request: Request, models: ModelsDep, runner: RunnerDep):
     """Every layer's and head's attention pattern for one text, with per-head metrics and roles."""
     started = time.perf_counter()
     model = pick_model(models, req.model)
     generate = new_tokens(model, req)
+    if req.head is not None and req.head.kind not in model.info.kinds:
+        raise ApiError(422, "unknown_kind", f"{model.info.name} has no attention kind {req.head.kind!r}; its kinds "
+                       f"are {', '.join(model.info.kinds)}")
     count = await anyio.to_thread.run_sync(model.count_tokens, req.text)  # long texts: off the event loop
     limit = model.info.max_tokens
     if count > limit and not req.truncate:
         raise TooManyTokens(count, limit, model.info.name)
     encoding = choose_encoding(request.headers.get("accept-encoding", ""))
-    key = (model.info.name, req.text, req.truncate, generate, req.format, req.similarity, encoding)
+    key = (model.info.name, req.text, req.truncate, generate, req.format, req.similarity, req.pool_to,
+           None if req.head is None else tuple(req.head.model_dump().values()), encoding)
     build = partial(attention_body, req=req, encoding=encoding)
     body = await runner.analyze(key, Pending(model, req.text, req.truncate, generate, min(count, limit), build))
-    response = encoded_response(body, encoding, COMPACT_MEDIA_TYPE if req.format == "compact" else "application/json")
+    response = encoded_response(body, encoding, "application/json" if req.format == "json" else BINARY_MEDIA_TYPE)
     response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"  # waiting included
     return response
 

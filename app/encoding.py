@@ -1,18 +1,20 @@
-"""How answers travel: JSON floats for scripts, 8-bit bytes per head for the page, and
-compression chosen from the client's Accept-Encoding, done on the model's worker thread so
+"""How answers travel: JSON floats for scripts, safetensors for exact or compact binary answers,
+and compression chosen from the client's Accept-Encoding, done on the model's worker thread so
 that large answers never hold up the event loop.
 
-The compact encoding is one binary body:
-
-    [header length n: uint32, little-endian][header: n bytes of UTF-8 JSON][attention bytes]
-
-The header has every field of the JSON answer, except that each attention kind is
-{"dtype": "uint8", "shape": [L, H, Tq, Tk], "scale": [[...]], "offset": o, "length": k}: bytes
-o .. o+k of the attention bytes, row-major over shape, weight = byte / 255 * scale[layer][head].
+Both binary formats are safetensors files (https://huggingface.co/docs/safetensors): an 8-byte
+little-endian header length n, n bytes of JSON header, then the tensors' bytes. Every field of the
+JSON answer but `attention` is in the header's `__metadata__`, each as a JSON-encoded string;
+`attention` there maps each kind to {"dtype", "shape", "tensor", "scale"}:
+  format "safetensors"  tensor `attention.<kind>` float32 (L, H, Tq, Tk): the exact weights
+  format "compact"      tensor `attention.<kind>` uint8, each head scaled to its own maximum, and
+                        `scale.<kind>` float32 (L, H): weight = byte / 255 * scale[layer][head],
+                        within scale / 510 of the truth. What the page uses.
+Any format may be max-pooled for thumbnails (`pool_to`); the answer's `pool` says by how much.
 """
 
 import gzip
-import struct
+import math
 
 import numpy as np
 import orjson
@@ -22,7 +24,7 @@ from fastapi import Response
 
 ZSTD_LEVEL = 1  # 128 tokens of page data: ~3.5 ms, 1.2 MB -> 0.34 MB
 GZIP_LEVEL = 1  # for clients without zstd: ~11 ms, 1.2 MB -> 0.41 MB
-COMPACT_MEDIA_TYPE = "application/octet-stream"
+BINARY_MEDIA_TYPE = "application/octet-stream"
 
 
 def quantize(pattern: torch.Tensor) -> tuple[np.ndarray, list[list[float]]]:
@@ -63,27 +65,53 @@ def compress(body: bytes, encoding: str | None) -> bytes:
     return body
 
 
-def compact_body(patterns: dict[str, torch.Tensor], fields: dict) -> bytes:
-    """The compact body of an answer: `fields` plus `patterns` as 8-bit bytes."""
-    entries, blocks, offset = {}, [], 0
+def max_pool(pattern: torch.Tensor, max_side: int | None) -> tuple[torch.Tensor, list[int]]:
+    """(L, H, Tq, Tk) -> each head max-pooled so neither side exceeds max_side, and the block [rows, cols].
+
+    A cell holds the largest weight of its block, so a thin line of attention stays visible.
+    """
+    L, H, Tq, Tk = pattern.shape
+    if max_side is None or (Tq <= max_side and Tk <= max_side):
+        return pattern, [1, 1]
+    block = [math.ceil(Tq / max_side), math.ceil(Tk / max_side)]
+    pooled = torch.nn.functional.max_pool2d(pattern.reshape(L * H, Tq, Tk), block, ceil_mode=True)  # (L·H, Tq', Tk')
+    return pooled.reshape(L, H, *pooled.shape[-2:]), block
+
+
+def safetensors_body(patterns: dict[str, torch.Tensor], fields: dict, exact: bool) -> bytes:
+    """The answer as a safetensors file: float32 weights (exact) or 8-bit per head (compact)."""
+    from safetensors.numpy import save
+
+    tensors, entries = {}, {}
     for kind, pattern in patterns.items():
-        data, scale = quantize(pattern)
-        entries[kind] = {"dtype": "uint8", "shape": list(pattern.shape), "scale": scale, "offset": offset,
-                         "length": data.size}
-        blocks.append(data)  # joined below without an extra copy
-        offset += data.size
-    header = dumps({**fields, "attention": entries})
-    return b"".join([struct.pack("<I", len(header)), header, *blocks])
+        entry = {"shape": list(pattern.shape), "tensor": f"attention.{kind}"}
+        if exact:
+            tensors[entry["tensor"]] = pattern.numpy()
+            entry.update(dtype="float32", scale=None)
+        else:
+            data, scale = quantize(pattern)
+            tensors[entry["tensor"]] = data
+            tensors[f"scale.{kind}"] = np.asarray(scale, np.float32)
+            entry.update(dtype="uint8", scale=f"scale.{kind}")
+        entries[kind] = entry
+    metadata = {key: dumps(value).decode() for key, value in {**fields, "attention": entries}.items()}
+    return save(tensors, metadata=metadata)
 
 
-def read_compact(body: bytes) -> dict:
-    """Decode an (uncompressed) compact body: the header, with attention as float32 arrays."""
-    (n,) = struct.unpack("<I", body[:4])
-    header = orjson.loads(body[4 : 4 + n])
-    for kind, entry in header["attention"].items():
-        data = np.frombuffer(body, np.uint8, entry["length"], 4 + n + entry["offset"]).reshape(entry["shape"])
-        header["attention"][kind] = data * (np.asarray(entry["scale"], np.float32)[..., None, None] / 255)
-    return header
+def read_safetensors(body: bytes) -> dict:
+    """Decode an (uncompressed) binary answer: the fields, with attention as float32 arrays."""
+    from safetensors.numpy import load
+
+    n = int.from_bytes(body[:8], "little")
+    metadata = orjson.loads(body[8 : 8 + n])["__metadata__"]
+    answer = {key: orjson.loads(value) for key, value in metadata.items()}
+    tensors = load(body)
+    for kind, entry in answer["attention"].items():
+        data = tensors[entry["tensor"]]
+        if entry["dtype"] == "uint8":
+            data = data * (tensors[entry["scale"]][..., None, None] / 255)
+        answer["attention"][kind] = data
+    return answer
 
 
 def encoded_response(body: bytes, encoding: str | None, media_type: str) -> Response:

@@ -29,17 +29,35 @@ class Request(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
+class HeadRef(Request):
+    kind: str = Field(description="An attention kind of the model (see `kinds` in GET /api/models).")
+    layer: int = Field(ge=0)
+    head: int = Field(ge=0)
+
+
 class AttentionRequest(Request):
     text: Text = Field(description="The text to analyse.", examples=["The cat sat on the mat because it was warm."])
     model: str | None = Field(None, description="A model name from GET /api/models; omitted: the server's default.")
     truncate: bool = Field(
         False, description="Cut text that is longer than the model's maximum tokens instead of refusing it."
     )
-    format: Literal["json", "compact"] = Field(
+    format: Literal["json", "compact", "safetensors"] = Field(
         "json",
-        description="`json`: attention as nested lists of floats. `compact`: a binary body with the attention "
-        "as bytes, 8-bit scaled per head, and the rest as a JSON header (see the 200 response and "
-        "CompactAttention); about 13x smaller than json, what the page uses.",
+        description="`json`: attention as nested lists of floats (refused above a size limit: use a binary "
+        "format). `safetensors`: a safetensors file with one exact float32 tensor `attention.<kind>` per kind "
+        "and every other field in its `__metadata__`. `compact`: the same, with each head as 8-bit bytes "
+        "scaled to its maximum (tensors `attention.<kind>` uint8 and `scale.<kind>` float32 (L, H)); about "
+        "4x smaller than safetensors and 13x smaller than json; what the page uses. See the 200 response.",
+    )
+    pool_to: int | None = Field(
+        None, ge=8, le=4096,
+        description="Max-pool every head so that neither side exceeds this many cells (a cell holds the "
+        "largest weight of its block, so thin lines stay visible): what a thumbnail can show. The answer's "
+        "`pool` gives each kind's block size. Omitted: full resolution.",
+    )
+    head: HeadRef | None = Field(
+        None, description="Return the attention of this one head only: `attention` then holds only its kind, "
+        "with shape [1, 1, query_pos, key_pos]. For opening one head at full resolution after a pooled grid.",
     )
     similarity: bool = Field(
         False,
@@ -93,17 +111,16 @@ class ModelsResponse(BaseModel):
     limits: Limits
 
 
-class CompactAttention(BaseModel):
-    """One attention kind in the compact encoding: bytes offset .. offset+length of the attention bytes, a
-    row-major uint8 array of `shape` (layer, head, query_pos, key_pos); weight = byte / 255 *
-    scale[layer][head]. `scale` is each head's largest weight, so every head uses the full byte
-    range and every weight is within scale / 510 of the truth."""
+class BinaryAttention(BaseModel):
+    """One attention kind in a safetensors answer (`format: compact` or `safetensors`): which tensor of the
+    file holds it and how to read it. uint8: weight = byte / 255 * scale[layer][head], every weight
+    within scale / 510 of the truth; float32: the exact weights."""
 
-    dtype: Literal["uint8"] = "uint8"
-    shape: list[int] = Field(description="[layers, heads, query tokens, key tokens]")
-    scale: list[list[float]] = Field(description="[layer][head] largest weight of the head")
-    offset: int = Field(description="Where this kind's bytes start, counted from the end of the header.")
-    length: int = Field(description="How many bytes.")
+    dtype: Literal["uint8", "float32"]
+    shape: list[int] = Field(description="[layers, heads, query_pos, key_pos]")
+    tensor: str = Field(description="Name of the tensor in the safetensors file, `attention.<kind>`.")
+    scale: str | None = Field(description="uint8 only: name of the float32 (layers, heads) tensor of each head's "
+                              "largest weight, `scale.<kind>`.")
 
 
 HeadMetrics = create_model(
@@ -151,8 +168,13 @@ class AttentionResponse(BaseModel):
         description="Per attention kind: `rows` and `columns` name the token sequence (`tokens` or "
         "`output_tokens`) that indexes query_pos and key_pos; `causal`: weights above the diagonal are 0."
     )
-    format: Literal["json", "compact"]
-    attention: dict[str, list[list[list[list[float]]]] | CompactAttention] = Field(
+    format: Literal["json", "compact", "safetensors"]
+    pool: dict[str, list[int]] = Field(
+        description="Per kind, [rows, columns] of weights max-pooled into one cell of `attention` ([1, 1]: "
+        "full resolution; see pool_to)."
+    )
+    selection: HeadRef | None = Field(None, description="The one head returned, when the request named `head`.")
+    attention: dict[str, list[list[list[list[float]]]] | BinaryAttention] = Field(
         description="Per attention kind: weights indexed [layer][head][query_pos][key_pos]; `layout` says "
         "which tokens index the rows and columns."
     )

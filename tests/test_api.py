@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import zstandard
 
-from app.encoding import read_compact
+from app.encoding import read_safetensors
 from tests.conftest import hf_attention
 
 SENTENCE = "The cat sat on the mat, and the cat was happy."
@@ -62,11 +62,15 @@ def test_attention_weights_equal_transformers(client, hf_bert, text):
     np.testing.assert_allclose(np.asarray(body["attention"]["encoder"]), reference.numpy(), atol=1e-5, rtol=0)
 
 
-def read_compact_by_hand(body: bytes):
-    """The documented layout, decoded independently of app.encoding.read_compact."""
-    n = int.from_bytes(body[:4], "little")
-    header = json.loads(body[4 : 4 + n].decode("utf-8"))
-    return header, body[4 + n :]
+def read_safetensors_by_hand(body: bytes):
+    """The documented layout, decoded independently of app.encoding: the safetensors library reads the
+    tensors; the header's __metadata__ holds the other fields as JSON strings."""
+    from safetensors.numpy import load
+
+    n = int.from_bytes(body[:8], "little")
+    header = json.loads(body[8 : 8 + n].decode("utf-8"))
+    fields = {k: json.loads(v) for k, v in header["__metadata__"].items()}
+    return fields, load(body)
 
 
 def test_compact_encoding_decodes_to_the_weights_within_its_stated_error(client):
@@ -74,19 +78,59 @@ def test_compact_encoding_decodes_to_the_weights_within_its_stated_error(client)
     exact = np.asarray(full["attention"]["encoder"])
     r = attention(client, format="compact")
     assert r.headers["content-type"] == "application/octet-stream"
-    header, body = read_compact_by_hand(r.content)
-    entry = header["attention"]["encoder"]
-    assert entry["dtype"] == "uint8" and entry["shape"] == list(exact.shape) and entry["offset"] == 0
-    assert entry["length"] == exact.size
-    data = np.frombuffer(body[entry["offset"] : entry["offset"] + entry["length"]], np.uint8).reshape(entry["shape"])
-    scale = np.asarray(entry["scale"])
+    fields, tensors = read_safetensors_by_hand(r.content)
+    entry = fields["attention"]["encoder"]
+    assert entry == {"dtype": "uint8", "shape": list(exact.shape), "tensor": "attention.encoder", "scale": "scale.encoder"}
+    data, scale = tensors["attention.encoder"], tensors["scale.encoder"]
+    assert data.dtype == np.uint8 and data.shape == exact.shape and scale.shape == exact.shape[:2]
     np.testing.assert_allclose(scale, exact.max(axis=(-2, -1)), atol=1e-6)
     err = np.abs(data / 255.0 * scale[..., None, None] - exact)
     assert (err <= scale[..., None, None] / 510 + 1e-7).all()
-    assert {k: v for k, v in header.items() if k not in ("attention", "format")} == \
+    assert {k: v for k, v in fields.items() if k not in ("attention", "format")} == \
         {k: v for k, v in full.items() if k not in ("attention", "format")}
-    np.testing.assert_allclose(read_compact(r.content)["attention"]["encoder"], data / 255.0 * scale[..., None, None],
+    np.testing.assert_allclose(read_safetensors(r.content)["attention"]["encoder"], data / 255.0 * scale[..., None, None],
                                atol=1e-7)
+
+
+def test_safetensors_format_is_exact_float32(client, hf_bert):
+    r = attention(client, format="safetensors")
+    fields, tensors = read_safetensors_by_hand(r.content)
+    assert fields["attention"]["encoder"]["dtype"] == "float32" and fields["pool"] == {"encoder": [1, 1]}
+    weights = tensors["attention.encoder"]
+    assert weights.dtype == np.float32 and list(weights.shape) == fields["attention"]["encoder"]["shape"]
+    np.testing.assert_array_equal(weights, np.asarray(attention(client).json()["attention"]["encoder"], np.float32))
+    _, reference = hf_attention(hf_bert, SENTENCE)
+    np.testing.assert_allclose(weights, reference.numpy(), atol=1e-5, rtol=0)
+
+
+def test_pool_to_max_pools_every_head_and_says_by_how_much(client):
+    text = " ".join(["heads read every word"] * 30)  # 122 tokens
+    exact = read_safetensors(client.post("/api/attention", json={"text": text, "format": "safetensors"}).content)
+    pooled = read_safetensors(client.post("/api/attention", json={"text": text, "format": "safetensors",
+                                                                  "pool_to": 50}).content)
+    T = len(exact["tokens"])
+    block = -(-T // 50)  # ceil
+    assert pooled["pool"] == {"encoder": [block, block]}
+    a = exact["attention"]["encoder"]
+    cells = -(-T // block)
+    assert pooled["attention"]["encoder"].shape == (6, 12, cells, cells)
+    for i, j in [(0, 0), (cells - 1, cells - 1), (3, 7)]:
+        expected = a[:, :, i * block : (i + 1) * block, j * block : (j + 1) * block].max(axis=(-2, -1))
+        np.testing.assert_array_equal(pooled["attention"]["encoder"][:, :, i, j], expected)
+
+
+def test_one_head_at_full_resolution(client):
+    full = attention(client).json()
+    r = attention(client, head={"kind": "encoder", "layer": 4, "head": 7}, format="safetensors")
+    one = read_safetensors(r.content)
+    assert one["selection"] == {"kind": "encoder", "layer": 4, "head": 7}
+    np.testing.assert_array_equal(one["attention"]["encoder"][0, 0],
+                                  np.asarray(full["attention"]["encoder"][4][7], np.float32))
+    for head, detail in [({"kind": "cross", "layer": 0, "head": 0}, "no attention kind 'cross'"),
+                         ({"kind": "encoder", "layer": 6, "head": 0}, "layers 0..5"),
+                         ({"kind": "encoder", "layer": 0, "head": 12}, "heads 0..11")]:
+        r = attention(client, head=head)
+        assert r.status_code == 422 and detail in r.json()["detail"], r.text
 
 
 @pytest.mark.parametrize("accept,encoding", [("gzip, deflate, br, zstd", "zstd"), ("gzip", "gzip"),
@@ -99,7 +143,7 @@ def test_answers_are_compressed_as_the_client_accepts(client, accept, encoding):
     body = r.content  # the test client undoes gzip itself, but not zstd
     if encoding == "zstd":
         body = zstandard.ZstdDecompressor().decompressobj().decompress(body)
-    assert len(read_compact(body)["tokens"]) == 128
+    assert len(read_safetensors(body)["tokens"]) == 128
 
 
 def test_heads_have_every_metric_and_roles(client):
@@ -116,7 +160,7 @@ def test_heads_have_every_metric_and_roles(client):
 
 def test_similarity_only_when_asked_and_symmetric(client):
     assert attention(client).json()["similarity"] is None
-    sim = read_compact(attention(client, format="compact", similarity=True).content)["similarity"]["encoder"]
+    sim = read_safetensors(attention(client, format="compact", similarity=True).content)["similarity"]["encoder"]
     d = np.asarray(sim["distance"])
     assert d.shape == (72, 72) and sim["heads"][2] == "L0H2"
     np.testing.assert_allclose(d, d.T, atol=1e-6)
@@ -232,10 +276,10 @@ def test_server_keeps_serving_after_bad_input(client):
 def test_openapi_documents_the_contract(client):
     spec = client.get("/openapi.json").json()
     schemas = spec["components"]["schemas"]
-    assert "byte / 255 *" in schemas["CompactAttention"]["description"]
+    assert "byte / 255 *" in schemas["BinaryAttention"]["description"]
     ok = spec["paths"]["/api/attention"]["post"]["responses"]["200"]
     assert set(ok["content"]) == {"application/json", "application/octet-stream"}
-    assert "[header length n: uint32 little-endian]" in ok["description"]
+    assert "8-byte little-endian header length" in ok["description"] and "__metadata__" in ok["description"]
     metrics = schemas["HeadMetrics"]["properties"]
     assert "A[i, i-1]" in metrics["previous_token"]["description"]
     for status in ("413", "422", "503"):

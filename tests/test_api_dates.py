@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.encoding import read_compact
+from app.encoding import read_safetensors
 
 TEXT = "Wednesday, the 25th of November 2026"
 
@@ -65,7 +65,7 @@ def test_heads_per_kind_with_causal_aware_metrics(body):
 def test_compact_and_similarity_for_three_kinds(client):
     r = client.post("/api/attention", json={"text": "5.3.1999", "model": "dates", "format": "compact",
                                             "similarity": True})
-    body = read_compact(r.content)
+    body = read_safetensors(r.content)
     exact = client.post("/api/attention", json={"text": "5.3.1999", "model": "dates"}).json()["attention"]
     assert set(body["attention"]) == {"encoder", "decoder", "cross"}
     assert body["attention"]["cross"].shape == (3, 4, len(body["output_tokens"]), len(body["tokens"]))

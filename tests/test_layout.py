@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from app.encoding import read_compact
+from app.encoding import read_safetensors
 from app.main import create_app
 from app.settings import Settings
 from model.analysis import CAUSAL_SELF, CROSS, DECODER_SELF, SELF
@@ -109,7 +109,7 @@ def test_every_answer_carries_its_layout_json_and_compact(client):
             assert len(body["attention"][kind][0][0][0]) == len(cols)
         compact = client.post("/api/attention", json={"text": text, "model": info["name"], "format": "compact"},
                               headers={"Accept-Encoding": "identity"})
-        header = read_compact(compact.content)
+        header = read_safetensors(compact.content)
         assert header["layout"] == info["kinds"]
         for kind, layout in header["layout"].items():
             shape = header["attention"][kind].shape

@@ -5,6 +5,7 @@ long inputs, and nothing loaded from another origin."""
 from pathlib import Path
 from urllib.parse import urlencode
 
+import numpy as np
 import pytest
 from playwright.sync_api import expect
 
@@ -154,13 +155,21 @@ def long_text():
     return " ".join(words[i % len(words)] for i in range(510))
 
 
-def test_a_512_token_text_renders_with_thinned_labels_that_zoom_brings_back(page):
+def test_a_512_token_text_renders_with_thinned_labels_that_zoom_brings_back(page, minilm):
+    answers = []
+    page.on("response", lambda r: answers.append(r) if r.url.endswith("/api/attention") else None)
     open_page(page, text=long_text())
     wait_ready(page)
     expect(page.locator('canvas.head[data-kind="encoder"]')).to_have_count(72)
     assert page.locator("#status").text_content().startswith("512 tokens")
+    grid_bytes = int(answers[0].header_value("content-length") or len(answers[0].body()))
+    assert grid_bytes <= 1_500_000  # pooled thumbnails, not 72 x 512 x 512 bytes
     page.click('canvas.head[data-layer="2"][data-head="5"]')
     page.wait_for_selector("#heatmap .xtick text")
+    shown = np.asarray(page.evaluate("document.getElementById('heatmap').data[0].z"))
+    assert shown.shape == (512, 512)  # the opened head is fetched at full resolution
+    exact = minilm.analyze(long_text(), truncate=True).patterns["encoder"][2, 5].numpy()
+    assert np.abs(shown - exact).max() <= exact.max() / 510 + 1e-6
     shown = heatmap_ticks(page, "x")
     assert 10 < len(shown) < 200  # thinned: readable, not 512 overlapping labels
     page.evaluate("Plotly.relayout(document.getElementById('heatmap'), {'xaxis.range': [99.5, 120.5], 'yaxis.range': [120.5, 99.5]})")
@@ -218,7 +227,7 @@ def test_export_csv_png_and_svg_of_the_open_head(page, minilm):
     assert lines[0].split(",")[1:] == tokens and len(lines) == len(tokens) + 1
     pattern = minilm.analyze(SENTENCE).patterns["encoder"][0, 2]
     row = [float(v) for v in lines[4].split(",")[1:]]
-    assert row == pytest.approx(pattern[3].tolist(), abs=0.003)  # 8-bit page values, 4 decimals
+    assert row == pytest.approx(pattern[3].tolist(), rel=1e-6, abs=1e-9)  # the exact float32 weights
     for button, suffix, magic in (("#export-png", ".png", b"\x89PNG"), ("#export-svg", ".svg", b"<svg")):
         with page.expect_download() as info:
             page.click(button)

@@ -1,6 +1,11 @@
-// Talking to the API. The page asks for the compact encoding: one binary body,
-// [header length n, uint32 little-endian][header: n bytes of JSON][attention bytes], 8-bit per head
-// scaled to the head's maximum (weight = byte / 255 * scale): never JSON floats.
+// Talking to the API. The page asks for binary answers, which are safetensors files: an 8-byte
+// header length n, n bytes of JSON header (tensor names -> dtype, shape, byte offsets, and
+// __metadata__ holding every other field of the answer as JSON strings), then the tensors' bytes.
+// The grid uses format "compact" (8-bit per head, scaled to the head's maximum: weight =
+// byte / 255 * scale) pooled to what a thumbnail can show; an opened head can be fetched alone at
+// full resolution, and exactly (format "safetensors", float32) for export.
+
+export const GRID_CELLS = 128; // the grid asks for heads max-pooled to at most this many cells a side
 
 export class ApiError extends Error {}
 
@@ -39,29 +44,62 @@ export function axis(result, name) {
   };
 }
 
-// One attention kind: {kind, layout, L, H, Tq, Tk, bytes, scale, rows, cols}, where rows and cols
-// are the axes (see `axis`) that the answer's layout names for this kind.
-function decodeKind(kind, entry, body, start, header) {
-  const [L, H, Tq, Tk] = entry.shape;
-  const layout = header.layout[kind];
-  const bytes = new Uint8Array(body, start + entry.offset, entry.length);
-  return { kind, layout, L, H, Tq, Tk, bytes, scale: entry.scale, rows: axis(header, layout.rows), cols: axis(header, layout.columns) };
+// A safetensors body -> {fields, tensors: name -> typed array (Uint8Array or Float32Array)}.
+function readSafetensors(buffer) {
+  const n = Number(new DataView(buffer).getBigUint64(0, true));
+  const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 8, n)));
+  const fields = Object.fromEntries(Object.entries(header.__metadata__).map(([k, v]) => [k, JSON.parse(v)]));
+  const tensors = {};
+  for (const [name, t] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    const [a, b] = t.data_offsets.map((o) => 8 + n + o);
+    if (t.dtype === 'U8') tensors[name] = new Uint8Array(buffer, a, b - a);
+    else if (t.dtype === 'F32') tensors[name] = new Float32Array(buffer.slice(a, b)); // copied: aligned
+    else throw new ApiError(`unexpected tensor type ${t.dtype}`);
+  }
+  return { fields, tensors };
 }
 
-// `newTokens`: for a model that generates, how many tokens (sent as the field its `generation` names).
-export async function fetchAttention({ text, model, truncate, similarity = false, generation = null, newTokens = null }, signal) {
-  const request = { text, model, truncate, format: 'compact', similarity };
+// One attention kind: {kind, layout, L, H, Tq, Tk, values, scale, pool, rows, cols}. values: the
+// tensor (uint8 with a per-head `scale`, or exact float32 with scale null); pool: [rows, cols] of
+// tokens per cell; rows and cols: the axes (see `axis`) that the answer's layout names.
+function decodeKind(kind, entry, tensors, answer) {
+  const [L, H, Tq, Tk] = entry.shape;
+  const layout = answer.layout[kind];
+  return { kind, layout, L, H, Tq, Tk, values: tensors[entry.tensor], scale: entry.scale ? tensors[entry.scale] : null,
+    pool: answer.pool[kind], rows: axis(answer, layout.rows), cols: axis(answer, layout.columns) };
+}
+
+function attentionRequest({ text, model, truncate, generation = null, newTokens = null }) {
+  const request = { text, model, truncate };
   if (generation === 'continuation' && newTokens) request.generate = newTokens;
   if (generation === 'output' && newTokens) request.max_new_tokens = newTokens;
+  return request;
+}
+
+async function fetchBinary(request, signal) {
   const response = await post('/api/attention', request, signal);
-  const body = await response.arrayBuffer();
-  const length = new DataView(body).getUint32(0, true);
-  const header = JSON.parse(new TextDecoder().decode(new Uint8Array(body, 4, length)));
-  header.kinds = Object.fromEntries(
-    Object.entries(header.attention).map(([kind, entry]) => [kind, decodeKind(kind, entry, body, 4 + length, header)]));
-  delete header.attention;
-  header.text = text; // offsets index into it: word labels are cut from it
-  return header;
+  const { fields, tensors } = readSafetensors(await response.arrayBuffer());
+  fields.kinds = Object.fromEntries(
+    Object.entries(fields.attention).map(([kind, entry]) => [kind, decodeKind(kind, entry, tensors, fields)]));
+  delete fields.attention;
+  fields.text = request.text; // offsets index into it: word labels are cut from it
+  return fields;
+}
+
+// The grid's answer: every head, pooled to GRID_CELLS. `params`: text, model, truncate, and for a
+// model that generates, generation (its kind) and newTokens (sent as the field that kind names).
+export function fetchAttention(params, signal) {
+  return fetchBinary({ ...attentionRequest(params), format: 'compact', similarity: !!params.similarity,
+    pool_to: GRID_CELLS }, signal);
+}
+
+// One head at full resolution: 8-bit, or the exact float32 weights with `exact`. Returns its kind
+// (see decodeKind) with L = H = 1.
+export async function fetchHead(params, { kind, layer, head }, exact = false, signal = undefined) {
+  const answer = await fetchBinary({ ...attentionRequest(params), format: exact ? 'safetensors' : 'compact',
+    head: { kind, layer, head } }, signal);
+  return answer.kinds[kind];
 }
 
 // Streams progress lines, calls onProgress(done, total), resolves with the final result.

@@ -2,7 +2,8 @@
 // State in the URL (?text=&model=&layer=&head=&kind=&tab=&words=&nospecial=&step=) means any
 // view can be shared, bookmarked and tested.
 import { el, make } from './dom.js';
-import { ApiError, fetchAttention } from './api.js';
+import { ApiError, fetchAttention, fetchHead } from './api.js';
+import { isPooled, makeView } from './views.js';
 import { drawGrids, headName, highlightRow } from './grid.js';
 import { drawHeatmap, loadPlotly } from './heatmap.js';
 import { drawHeadMap, drawHeadTable, drawSimilarity, drawCompareHeads, drawCompareTexts, fillKindSelects, hasCorpus, setupCorpus } from './heads.js';
@@ -102,6 +103,7 @@ async function analyze() {
     setStatus(e instanceof ApiError ? e.message : `Error: ${e.message}`, 'error');
     return;
   }
+  fetchedHeads.clear();
   drawAll();
   const ms = performance.now() - started;
   document.body.dataset.paintMs = ms.toFixed(1);
@@ -173,7 +175,7 @@ function showStep() {
   el.outputValid.hidden = result.output_valid === null || result.output_valid === undefined;
   el.outputValid.textContent = result.output_valid ? 'valid date' : 'not a valid date';
   el.outputValid.dataset.valid = String(result.output_valid);
-  for (const view of outputRowViews()) highlightRow(el.grids, view, row);
+  for (const view of outputRowViews()) highlightRow(el.grids, view, Math.floor(row / view.pool[0]));
   if (el.detail.open && views[state.kind]?.layout.rows === 'output_tokens') drawDetail();
 }
 
@@ -186,17 +188,47 @@ function openDetail(kind, layer, head) {
   return drawDetail();
 }
 
+// What the request for the current result was: fetching one head again must ask the same.
+function resultRequest() {
+  return { text: result.text, model: result.model, truncate: state.truncate, generation: modelGeneration()?.kind,
+    newTokens: state.gen };
+}
+
+// One head at full resolution, as {view, layer, head} to read with view.matrix(layer, head): from the
+// grid's own data, or fetched alone when the grid was pooled (a long text) or `exact` floats are wanted.
+const fetchedHeads = new Map(); // `${exact} kind layer head` -> promise of a one-head kind, for `result`
+async function headView(kind, layer, head, exact = false) {
+  if (!exact && !isPooled(result.kinds[kind])) return { view: views[kind], layer, head };
+  const key = `${exact} ${kind} ${layer} ${head}`;
+  if (!fetchedHeads.has(key)) fetchedHeads.set(key, fetchHead(resultRequest(), { kind, layer, head }, exact));
+  try {
+    const one = await fetchedHeads.get(key);
+    return { view: makeView(one, result, { words: state.words, nospecial: state.nospecial }), layer: 0, head: 0 };
+  } catch (e) {
+    fetchedHeads.delete(key);
+    throw e;
+  }
+}
+
 async function drawDetail() {
-  const view = views[state.kind];
-  if (!view) return;
-  const { layer, head } = state;
+  if (!views[state.kind]) return;
+  const { kind, layer, head } = state;
+  const shown = result;
+  let view, at;
+  try {
+    ({ view, ...at } = await headView(kind, layer, head));
+  } catch (e) {
+    if (shown === result) setStatus(`Cannot fetch ${headName(layer, head)}: ${e.message}`, 'error');
+    return;
+  }
+  if (shown !== result || state.kind !== kind || state.layer !== layer || state.head !== head) return; // moved on
   const name = headName(layer, head);
   el.detailTitle.textContent = `${name} · ${state.kind}`;
   el.detailRoles.replaceChildren(...roles(state.kind, layer, head).map((r) => make('span', { text: r, className: 'badge' })));
-  const matrix = view.matrix(layer, head);
+  const matrix = view.matrix(at.layer, at.head);
   const zmax = matrix.reduce((a, b) => Math.max(a, b), 0);
   el.detailNote.textContent = [view.note && `Transformed view: ${view.note}.`,
-    `Rows are queries, columns keys. Colour from 0 to this head's largest weight, ${zmax.toFixed(3)}; page values are 8-bit (within ${(zmax / 510).toFixed(4)}), the API's json format gives exact floats.`]
+    `Rows are queries, columns keys. Colour from 0 to this head's largest weight, ${zmax.toFixed(3)}; shown values are 8-bit (within ${(zmax / 510).toFixed(4)}); CSV export has the exact float32 weights.`]
     .filter(Boolean).join(' ');
   const highlight = state.step !== null && view.layout.rows === 'output_tokens' ? state.step - 1 : -1;
   try {
@@ -236,11 +268,19 @@ function csvCell(text) {
   return /[",\n\r]/.test(text) ? `"${String(text).replace(/"/g, '""')}"` : String(text);
 }
 
-function exportCsv() {
-  const view = views[state.kind];
-  const m = view.matrix(state.layer, state.head);
+// The open head's exact float32 weights (with the view's transforms), 9 significant digits: every
+// float32 written so that it reads back to the same number.
+async function exportCsv() {
+  let view, at;
+  try {
+    ({ view, ...at } = await headView(state.kind, state.layer, state.head, true));
+  } catch (e) {
+    return setStatus(`Cannot fetch the exact weights: ${e.message}`, 'error');
+  }
+  const m = view.matrix(at.layer, at.head);
   const lines = [['query \\ key', ...view.cols].map(csvCell).join(',')];
-  view.rows.forEach((r, i) => lines.push([csvCell(r), ...Array.from(m.subarray(i * view.C, (i + 1) * view.C), (v) => v.toFixed(4))].join(',')));
+  view.rows.forEach((r, i) => lines.push([csvCell(r), ...Array.from(m.subarray(i * view.C, (i + 1) * view.C),
+    (v) => String(Number(v.toPrecision(9))))].join(',')));
   download(`${headName(state.layer, state.head)}-${state.kind}.csv`, lines.join('\n') + '\n', 'text/csv');
 }
 

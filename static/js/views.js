@@ -10,14 +10,34 @@
 const MIN_KEPT = 0.01; // rows keeping less weight than this after hiding special tokens stay empty
 const GENERATED_MARK = '▹'; // prefixed to tokens the model generated itself (a causal LM's continuation)
 
-// Weights of one head from the compact bytes: byte / 255 * scale.
+// Weights of one head: exact float32, or 8-bit bytes * scale / 255.
 export function rawMatrix(kd, layer, head) {
   const n = kd.Tq * kd.Tk;
   const offset = (layer * kd.H + head) * n;
-  const factor = kd.scale[layer][head] / 255;
+  if (!kd.scale) return kd.values.slice(offset, offset + n);
+  const factor = kd.scale[layer * kd.H + head] / 255;
   const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = kd.bytes[offset + i] * factor;
+  for (let i = 0; i < n; i++) out[i] = kd.values[offset + i] * factor;
   return out;
+}
+
+export const isPooled = (kd) => kd.pool[0] > 1 || kd.pool[1] > 1;
+
+// A pooled kind (a long text's grid): each cell is the largest weight of a block of tokens, labelled
+// by the block's first and last token. The transforms need every token: open a head for them.
+function pooledView(kd, result) {
+  const blockLabels = (ax, size, count) => Array.from({ length: count }, (_, b) => {
+    const first = b * size, last = Math.min(ax.tokens.length, first + size) - 1;
+    return `${first}–${last}: ${visible(ax.tokens[first])}…${visible(ax.tokens[last])}`;
+  });
+  return {
+    kind: kd.kind, layout: kd.layout, L: kd.L, H: kd.H, R: kd.Tq, C: kd.Tk, pool: kd.pool,
+    rows: blockLabels(kd.rows, kd.pool[0], kd.Tq),
+    cols: blockLabels(kd.cols, kd.pool[1], kd.Tk),
+    note: `grid thumbnails: each cell is the largest weight of ${kd.pool[0]}×${kd.pool[1]} tokens, raw attention; `
+      + 'open a head for every token and the word / special-token options',
+    matrix: (layer, head) => rawMatrix(kd, layer, head),
+  };
 }
 
 // Positions of an axis grouped for display: one group per kept token, or per word with `words`.
@@ -50,6 +70,7 @@ function label(ax, group, text) {
 }
 
 export function makeView(kd, result, { words = false, nospecial = false } = {}) {
+  if (isPooled(kd)) return pooledView(kd, result);
   const { rows: rowAxis, cols: colAxis } = kd;
   const rowGroups = groups(rowAxis, nospecial, words);
   const colGroups = groups(colAxis, nospecial, words);
@@ -85,7 +106,7 @@ export function makeView(kd, result, { words = false, nospecial = false } = {}) 
   }
 
   return {
-    kind: kd.kind, layout: kd.layout, L: kd.L, H: kd.H, R, C,
+    kind: kd.kind, layout: kd.layout, L: kd.L, H: kd.H, R, C, pool: kd.pool,
     rows: rowGroups.map((g) => label(rowAxis, g, result.text)),
     cols: colGroups.map((g) => label(colAxis, g, result.text)),
     note: notes.join('; '),
