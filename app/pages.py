@@ -8,7 +8,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from app.api import ModelsDep
+from app.api import ModelsDep, SettingsDep
+from model.metrics import METRIC_DEFINITIONS
+from model.roles import ROLE_RULES
 
 ROOT = Path(__file__).resolve().parent.parent
 templates = Jinja2Templates(directory=ROOT / "templates")
@@ -24,9 +26,21 @@ def plotly_path() -> Path:
 
 
 @router.get("/", response_class=HTMLResponse)
-def index(request: Request, models: ModelsDep):
+def index(request: Request, models: ModelsDep, settings: SettingsDep):
     infos = [asdict(m.info) for m in models.values()]
-    return templates.TemplateResponse(request, "index.html", {"models": infos, "default_model": infos[0]["name"]})
+    return templates.TemplateResponse(request, "index.html", {
+        "models": infos,
+        "default_model": infos[0]["name"],
+        "settings": settings,
+        "metrics": METRIC_DEFINITIONS,
+        "roles": {name: rule.description for name, rule in ROLE_RULES.items()},
+    })
+
+
+@router.get("/docs/metrics.md")
+def metrics_doc():
+    """docs/metrics.md, the formulas of every metric, linked from the page."""
+    return FileResponse(ROOT / "docs" / "metrics.md", media_type="text/markdown; charset=utf-8")
 
 
 @router.get("/vendor/plotly.min.js")

@@ -67,6 +67,7 @@ class ModelInfo:
     # Grouped-query attention: heads share key/value projections in groups; query head h reads the
     # keys and values of group h // (heads // kv_heads). None: every head has its own.
     kv_heads: int | None = None
+    example: str = "The cat sat on the mat because it was warm."  # a text to try it on
 
 
 @dataclass

@@ -107,6 +107,7 @@ class DatesModel:
             generation="output",
             max_new_tokens=config.max_target,  # the decoder has max_target positions
             default_new_tokens=config.max_target,
+            example="Wednesday, the 25th of November 2026",
         )
 
     @classmethod

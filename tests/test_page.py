@@ -36,7 +36,7 @@ def test_analyze_from_the_text_box_draws_all_72_heads(page, minilm):
     names = {(int(c.get_attribute("data-layer")), int(c.get_attribute("data-head"))) for c in heads.all()}
     assert names == {(l, h) for l in range(6) for h in range(12)}
     tokens = minilm.analyze(SENTENCE).tokens
-    assert page.locator("#status").text_content().startswith(f"{len(tokens)} tokens")
+    assert page.locator("#status").text_content().startswith(f"minilm: {len(tokens)} tokens")
     assert "text=" in page.url and "cat" in page.url
     # every thumbnail is painted: not blank
     blank = page.evaluate("""() => [...document.querySelectorAll('canvas.head')].filter(c => {
@@ -161,7 +161,7 @@ def test_a_512_token_text_renders_with_thinned_labels_that_zoom_brings_back(page
     open_page(page, text=long_text())
     wait_ready(page)
     expect(page.locator('canvas.head[data-kind="encoder"]')).to_have_count(72)
-    assert page.locator("#status").text_content().startswith("512 tokens")
+    assert page.locator("#status").text_content().startswith("minilm: 512 tokens")
     grid_bytes = int(answers[0].header_value("content-length") or len(answers[0].body()))
     assert grid_bytes <= 1_500_000  # pooled thumbnails, not 72 x 512 x 512 bytes
     page.click('canvas.head[data-layer="2"][data-head="5"]')
@@ -183,17 +183,78 @@ def test_errors_show_in_the_page_and_it_keeps_working(page):
     open_page(page)
     page.click("#analyze")
     expect(page.locator("#status")).to_contain_text("Type or paste")
+    page.fill("#text", "a short first text")
+    page.click("#analyze")
+    wait_ready(page)
+    expect(page.locator("canvas.head")).to_have_count(72)
     page.fill("#text", "word " * 600)
     page.click("#analyze")
-    expect(page.locator("#status")).to_contain_text("602 tokens")
-    expect(page.locator("#status")).to_contain_text("512")
+    # the page's own words, naming its own checkbox, and the old result is gone, not left as if it were the new one's
+    expect(page.locator("#status")).to_have_text(
+        'This text has 602 tokens; minilm reads at most 512. Shorten it, or tick "cut to fit" to analyze its first 512.')
+    expect(page.locator("canvas.head")).to_have_count(0)
     page.check("#truncate")
     page.click("#analyze")
     wait_ready(page)
-    expect(page.locator("#status")).to_contain_text("cut to fit")
+    expect(page.locator("#status")).to_contain_text("text cut to fit: read up to character 2549 of 3000 (… word word word word)")
     # Chromium logs every 4xx answer as a console error; this one was asked for, and is the only one
     assert page.console_errors == ["Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"]
     page.console_errors.clear()
+
+
+def test_a_kind_that_is_no_kind_in_the_url_is_ignored(page):
+    """'constructor' is a property of every JS object: it must not be taken for an attention kind."""
+    open_page(page, text="hi", kind="constructor", layer=0, head=0)
+    page.wait_for_selector("#heatmap .xtick text")
+    assert "kind=encoder" in page.url, page.url  # the model's first kind instead
+
+
+def test_an_example_for_the_chosen_model(page, models):
+    open_page(page)
+    page.select_option("#model", "dates")
+    page.click("#example")
+    wait_ready(page)
+    assert page.locator("#text").input_value() == models["dates"].info.example
+    expect(page.locator("#output-text")).to_have_text("2026-11-25")
+
+
+def test_metric_definitions_and_links_are_on_the_page(page, client):
+    open_page(page, text=SENTENCE, tab="table")
+    wait_ready(page)
+    page.click("#glossary summary")
+    expect(page.locator("#glossary dt", has_text="entropy_normalized")).to_be_visible()
+    assert client.get(page.locator('#glossary a[href="/docs/metrics.md"]').get_attribute("href")).status_code == 200
+    assert page.locator('#glossary a[href="/docs"]').count() == 1
+
+
+def test_phone_width_keeps_every_control_reachable(browser, live_server):
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(f"{live_server.url}/?{urlencode({'text': SENTENCE, 'layer': 0, 'head': 2, 'kind': 'encoder'})}")
+    page.wait_for_selector("#heatmap .xtick text")
+    box = page.locator("#detail-close").bounding_box()
+    assert 0 <= box["x"] and box["x"] + box["width"] <= 390
+    page.click("#detail-close")
+    assert "layer=" not in page.url
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing pushes the page sideways
+    for tab in page.locator("#tabs button").all():
+        b = tab.bounding_box()
+        assert b["x"] + b["width"] <= 390
+    context.close()
+
+
+def test_fit_on_screen_puts_every_head_in_the_viewport(browser, live_server):
+    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    page = context.new_page()
+    page.goto(f"{live_server.url}/?{urlencode({'text': SENTENCE})}")
+    page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+    last = page.locator('canvas.head[data-layer="5"][data-head="11"]')
+    assert last.bounding_box()["y"] + last.bounding_box()["height"] > 900  # without it, layer 5 is below the fold
+    page.check("#opt-fit")
+    assert "fit=1" in page.url
+    box = last.bounding_box()
+    assert box["y"] + box["height"] <= 900 and box["width"] >= 40
+    context.close()
 
 
 def test_model_picker_lists_the_models_with_their_kinds(page, models):

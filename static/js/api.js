@@ -7,7 +7,13 @@
 
 export const GRID_CELLS = 128; // the grid asks for heads max-pooled to at most this many cells a side
 
-export class ApiError extends Error {}
+// An error answer: `message` says it in words; `body` is the API's JSON error ({error, detail, ...}).
+export class ApiError extends Error {
+  constructor(message, body = null) {
+    super(message);
+    this.body = body;
+  }
+}
 
 async function post(path, body, signal) {
   let response;
@@ -23,9 +29,9 @@ async function post(path, body, signal) {
     throw new ApiError(`the server cannot be reached (${e.message})`);
   }
   if (!response.ok) {
-    let detail = response.statusText;
-    try { detail = (await response.json()).detail || detail; } catch { /* not JSON */ }
-    throw new ApiError(`${response.status}: ${detail}`);
+    let body = null;
+    try { body = await response.json(); } catch { /* not JSON */ }
+    throw new ApiError(`${response.status}: ${body?.detail || response.statusText}`, body);
   }
   return response;
 }

@@ -7,8 +7,8 @@
 //   body[data-paint-ms]                              ms from Analyze to the last head painted
 //   body[data-ready-ms]                              ms from navigation start to the page being interactive
 const ids = [
-  'input-form', 'text', 'hover-name', 'model', 'truncate', 'analyze', 'status', 'tabs', 'grids',
-  'opt-words', 'opt-nospecial', 'transform-label', 'output', 'output-label', 'output-text', 'output-valid', 'step', 'step-label', 'step-control',
+  'input-form', 'text', 'example', 'tab-corpus', 'compare-kind', 'hover-name', 'model', 'truncate', 'analyze', 'status', 'tabs', 'grids',
+  'opt-words', 'opt-nospecial', 'opt-fit', 'transform-label', 'output', 'output-label', 'output-text', 'output-valid', 'step', 'step-label', 'step-control',
   'gen-label', 'gen-what', 'gen',
   'map-metric', 'map-kind', 'map-source', 'head-map', 'table-kind', 'table-source', 'head-table',
   'similarity-kind', 'similarity-plot', 'compare-a', 'compare-b', 'compare-heads', 'compare-text',

@@ -57,7 +57,8 @@ export function drawGrids(container, result, options, { onOpen, onHover, roles }
     const section = make('section', { className: 'kind-grid', attrs: { 'data-kind': kind } });
     section.append(make('h3', { text: kindTitle(kind, kd.layout) }));
     const grid = make('div', { className: 'grid' });
-    grid.style.gridTemplateColumns = `auto repeat(${kd.H}, minmax(24px, 110px))`;
+    grid.style.gridTemplateColumns = `auto repeat(${kd.H}, minmax(24px, 1fr))`;
+    grid.style.setProperty('--heads', kd.H);
     grid.append(make('span'));
     for (let h = 0; h < kd.H; h++) grid.append(make('span', { text: `H${h}`, className: 'axis' }));
     for (let l = 0; l < kd.L; l++) {

@@ -6,10 +6,9 @@ import { drawHeatmap, loadPlotly } from './heatmap.js';
 import { headName } from './grid.js';
 import { makeView } from './views.js';
 
-let corpus = null; // the last corpus result: {model, sentences, errors, heads}
+const corpora = new Map(); // model name -> its last corpus result {model, sentences, errors, heads}
 const sort = { key: 'name', descending: false };
-const MAX_CORPUS_LINES = 2000;
-const CORPUS_CHUNK = 2000; // lines per request; progress streams from the server
+const maxCorpusLines = () => +el.tabCorpus.dataset.maxTexts; // the server's limit, from GET /api/models
 
 export function fillKindSelects(kinds) {
   for (const select of document.querySelectorAll('.kind-select')) {
@@ -19,9 +18,12 @@ export function fillKindSelects(kinds) {
   }
 }
 
-export const hasCorpus = () => corpus !== null;
+// The corpus result of the model in the picker (a corpus of another model has other heads).
+const currentCorpus = () => corpora.get(el.model.value) || null;
+export const hasCorpus = () => currentCorpus() !== null;
 
 function fillSources(result) {
+  const corpus = currentCorpus();
   for (const select of document.querySelectorAll('.source-select')) {
     const current = select.value || 'sentence';
     const options = [];
@@ -34,6 +36,7 @@ function fillSources(result) {
 
 // Head records of the chosen source and kind: [{layer, head, name, metrics, roles}].
 function records(result, source, kind) {
+  const corpus = currentCorpus();
   const data = source === 'corpus' && corpus ? corpus : result;
   return data?.heads?.[kind] || [];
 }
@@ -42,11 +45,14 @@ function metricNames(list) {
   return list.length ? Object.keys(list[0].metrics) : [];
 }
 
+// A result of the model in the picker that has this kind (an own property: never 'constructor').
+const hasKind = (result, kind) => !!result && result.model === el.model.value && Object.hasOwn(result.kinds, kind);
+
 const fmt = (v) => (v === null || v === undefined ? 'n/a' : v.toFixed(3));
 
 export function drawHeadMap({ result, openDetail }) {
   fillSources(result);
-  if (!el.mapKind.options.length) fillKindSelects(Object.keys(corpus.heads));
+  if (!el.mapKind.options.length) fillKindSelects(Object.keys(currentCorpus().heads));
   const kind = el.mapKind.value || el.mapKind.options[0]?.value;
   const list = records(result, el.mapSource.value, kind);
   const names = metricNames(list);
@@ -76,7 +82,7 @@ export function drawHeadMap({ result, openDetail }) {
       cell.style.background = sequentialColor(t);
       cell.style.color = t > 0.55 ? '#fff' : '#000';
     }
-    cell.addEventListener('click', () => result?.kinds[kind] && openDetail(kind, r.layer, r.head));
+    cell.addEventListener('click', () => hasKind(result, kind) && openDetail(kind, r.layer, r.head));
     grid.append(cell);
   }
   const legend = make('p', { className: 'hint', text: values.length
@@ -86,7 +92,7 @@ export function drawHeadMap({ result, openDetail }) {
 
 export function drawHeadTable({ result, openDetail }) {
   fillSources(result);
-  if (!el.tableKind.options.length) fillKindSelects(Object.keys(corpus.heads));
+  if (!el.tableKind.options.length) fillKindSelects(Object.keys(currentCorpus().heads));
   const kind = el.tableKind.value || el.tableKind.options[0]?.value;
   const list = [...records(result, el.tableSource.value, kind)];
   const names = metricNames(list);
@@ -120,7 +126,7 @@ export function drawHeadTable({ result, openDetail }) {
     roles.append(...r.roles.map((role) => make('span', { text: role, className: 'badge' })));
     tr.append(roles);
     for (const m of names) tr.append(make('td', { text: fmt(r.metrics[m]), className: 'num', attrs: { 'data-key': m } }));
-    tr.addEventListener('click', () => result?.kinds[kind] && openDetail(kind, r.layer, r.head));
+    tr.addEventListener('click', () => hasKind(result, kind) && openDetail(kind, r.layer, r.head));
     return tr;
   }));
 }
@@ -144,7 +150,7 @@ export async function drawSimilarity({ result, state, setStatus }) {
   const matrix = new Float32Array(order.length * order.length);
   order.forEach((a, i) => order.forEach((b, j) => { matrix[i * order.length + j] = sim.distance[a][b]; }));
   await drawHeatmap(el.similarityPlot, { matrix, rows: labels, cols: labels, title: `Head distance (${kind}), clustered`,
-    zmax: Math.max(...matrix), colorbarTitle: 'JS distance', xTitle: 'head', yTitle: 'head', joiner: ' vs ' });
+    zmax: Math.max(...matrix), colorbarTitle: 'Hellinger distance', xTitle: 'head', yTitle: 'head', joiner: ' vs ' });
   el.similarityPlot.dataset.order = labels.join(' ');
   if (!el.similarityPlot.dataset.clicks) {
     el.similarityPlot.dataset.clicks = '1';
@@ -175,7 +181,7 @@ function plotBox(title) {
 
 export async function drawCompareHeads({ result, views, state, setStatus }) {
   if (!result) return setStatus('Analyze a text first.', 'error');
-  const kind = state.kind in views ? state.kind : Object.keys(views)[0];
+  const kind = el.compareKind.value || Object.keys(views)[0];
   const view = views[kind];
   const a = parseHead(el.compareA.value, view), b = parseHead(el.compareB.value, view);
   if (!a || !b) return setStatus(`Name two heads like L0H2, with layer < ${view.L} and head < ${view.H}.`, 'error');
@@ -199,7 +205,7 @@ export async function drawCompareHeads({ result, views, state, setStatus }) {
 
 export async function drawCompareTexts({ result, views, state, setStatus }) {
   if (!result) return setStatus('Analyze a text first.', 'error');
-  const kind = state.kind in views ? state.kind : Object.keys(views)[0];
+  const kind = el.compareKind.value || Object.keys(views)[0];
   const view = views[kind];
   const a = parseHead(el.compareA.value, view);
   if (!a) return setStatus(`Name head A like L0H2, with layer < ${view.L} and head < ${view.H}.`, 'error');
@@ -235,10 +241,13 @@ export function setupCorpus(onDone) {
   });
   el.corpusCancel.addEventListener('click', () => controller?.abort());
   el.corpusRun.addEventListener('click', async () => {
-    const lines = el.corpusText.value.split(/\r?\n/).map((l) => l.trim()).filter(Boolean);
+    // Non-blank lines, each with its line number in what was pasted, for error messages.
+    const numbered = el.corpusText.value.split(/\r?\n/).map((text, i) => ({ text: text.trim(), line: i + 1 }))
+      .filter((l) => l.text);
+    const lines = numbered.map((l) => l.text);
     if (!lines.length) return (el.corpusStatus.textContent = 'Paste sentences, one per line, or choose a file.');
-    if (lines.length > MAX_CORPUS_LINES) {
-      el.corpusStatus.textContent = `${lines.length} lines: the limit is ${MAX_CORPUS_LINES}.`;
+    if (lines.length > maxCorpusLines()) {
+      el.corpusStatus.textContent = `${lines.length} lines: the limit is ${maxCorpusLines()} per run.`;
       return;
     }
     controller = new AbortController();
@@ -249,14 +258,16 @@ export function setupCorpus(onDone) {
     el.corpusStatus.textContent = `0 / ${lines.length}`;
     document.body.dataset.corpus = 'running';
     try {
-      corpus = await fetchCorpus({ texts: lines.slice(0, CORPUS_CHUNK), model: el.model.value }, (done, total) => {
+      const model = el.model.value;
+      const corpus = await fetchCorpus({ texts: lines, model }, (done, total) => {
         el.corpusProgress.max = total;
         el.corpusProgress.value = done;
         el.corpusStatus.textContent = `${done} / ${total}`;
       }, controller.signal);
-      const skipped = corpus.errors.length ? `; ${corpus.errors.length} skipped (first: line ${corpus.errors[0].index + 1}, ${corpus.errors[0].error})` : '';
+      corpora.set(model, corpus);
+      const skipped = corpus.errors.length ? `; ${corpus.errors.length} skipped (first: line ${numbered[corpus.errors[0].index].line}, ${corpus.errors[0].error})` : '';
       el.corpusProgress.value = el.corpusProgress.max;
-      el.corpusStatus.textContent = `${corpus.sentences} sentences averaged${skipped}. See Head map and Table.`;
+      el.corpusStatus.textContent = `${corpus.sentences} sentences averaged with ${model}${skipped}. See Head map and Table.`;
       document.body.dataset.corpus = 'done';
       fillSources(null);
       for (const select of document.querySelectorAll('.source-select')) select.value = 'corpus';

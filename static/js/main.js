@@ -9,10 +9,11 @@ import { drawHeatmap, loadPlotly } from './heatmap.js';
 import { drawHeadMap, drawHeadTable, drawSimilarity, drawCompareHeads, drawCompareTexts, fillKindSelects, hasCorpus, setupCorpus } from './heads.js';
 
 const state = { text: '', model: el.model.value, truncate: false, layer: null, head: null, kind: null,
-  tab: 'grid', words: false, nospecial: false, step: null, gen: null };
+  tab: 'grid', words: false, nospecial: false, fit: false, step: null, gen: null };
 let result = null; // the last /api/attention answer, decoded
 let views = {}; // kind -> view of the grid (after the word / special-token options)
 let controller = null;
+let summary = ''; // the status line of the result on screen, shown again after other messages
 const LOW_PROB = 0.9; // output tokens the model gave less than this probability are marked unsure
 
 function readState() {
@@ -28,6 +29,7 @@ function readState() {
   state.tab = q.get('tab') || 'grid';
   state.words = q.get('words') === '1';
   state.nospecial = q.get('nospecial') === '1';
+  state.fit = q.get('fit') === '1';
   state.step = int('step');
 }
 
@@ -39,6 +41,7 @@ function writeState() {
   if (state.tab !== 'grid') q.set('tab', state.tab);
   if (state.words) q.set('words', '1');
   if (state.nospecial) q.set('nospecial', '1');
+  if (state.fit) q.set('fit', '1');
   if (state.layer !== null && state.head !== null) {
     q.set('kind', state.kind);
     q.set('layer', state.layer);
@@ -80,6 +83,36 @@ export function roles(kind, layer, head) {
 
 // ---- analysis -------------------------------------------------------------------------------
 
+// An API error in the page's words (the API's own wording names request fields).
+function errorMessage(e) {
+  if (!(e instanceof ApiError)) return `Error: ${e.message}`;
+  const body = e.body || {};
+  if (body.error === 'too_many_tokens' && body.count) {
+    return `This text has ${body.count} tokens; ${state.model} reads at most ${body.limit}. Shorten it, or tick "cut to fit" to analyze its first ${body.limit}.`;
+  }
+  return e.message;
+}
+
+function clearResult() {
+  result = null;
+  views = {};
+  fetchedHeads.clear();
+  el.grids.replaceChildren();
+  el.output.hidden = true;
+  el.hoverName.textContent = '';
+  el.transformLabel.textContent = '';
+  summary = '';
+  if (el.detail.open) el.detail.close();
+}
+
+// Where a cut text stopped: the end of the last input token that came from the text.
+function cutNote() {
+  if (!result.truncated) return '';
+  const ends = result.offsets.filter(Boolean).map((o) => o[1]);
+  const end = ends.length ? Math.max(...ends) : 0;
+  return ` · text cut to fit: read up to character ${end} of ${state.text.length} (…${state.text.slice(Math.max(0, end - 20), end)})`;
+}
+
 async function analyze() {
   const started = performance.now();
   state.text = el.text.value;
@@ -99,8 +132,9 @@ async function analyze() {
     result = await fetchAttention({ ...state, generation: generation?.kind, newTokens: state.gen }, controller.signal);
   } catch (e) {
     if (e.name === 'AbortError') return;
+    clearResult(); // what was on screen belonged to the previous input
     document.body.dataset.state = 'error';
-    setStatus(e instanceof ApiError ? e.message : `Error: ${e.message}`, 'error');
+    setStatus(errorMessage(e), 'error');
     return;
   }
   fetchedHeads.clear();
@@ -110,20 +144,37 @@ async function analyze() {
   document.body.dataset.state = 'ready';
   const n = result.tokens.length;
   const first = Object.values(result.kinds)[0];
-  setStatus(`${n} tokens · ${first.L} layers × ${first.H} heads${result.truncated ? ' · text cut to fit' : ''} · ${ms.toFixed(0)} ms`);
+  summary = `${result.model}: ${n} tokens · ${first.L} layers × ${first.H} heads${cutNote()} · ${ms.toFixed(0)} ms`;
+  setStatus(summary);
+  if (!Object.hasOwn(result.kinds, state.kind ?? '')) state.kind = Object.keys(result.kinds)[0];
   writeState();
-  if (!(state.kind in result.kinds)) state.kind = Object.keys(result.kinds)[0];
   if (state.layer !== null && state.head !== null && state.layer < result.kinds[state.kind].L
       && state.head < result.kinds[state.kind].H) {
     openDetail(state.kind, state.layer, state.head);
   }
 }
 
+// "fit on screen": thumbnails as large as lets every kind's whole grid fit below the controls, in
+// the viewport (with every kind side by side where the width allows).
+function fitGrids() {
+  document.body.classList.toggle('fit', state.fit);
+  if (!state.fit || !result) return;
+  const kinds = Object.values(result.kinds);
+  const top = el.grids.getBoundingClientRect().top + window.scrollY; // where the grids start on the page
+  const heading = 48, gap = 3, axis = 28;
+  const rows = Math.max(...kinds.map((k) => k.L));
+  const tall = (window.innerHeight - top - heading) / (rows + 1) - gap; // +1: the head-number row
+  const wide = (el.grids.clientWidth - kinds.length * (axis + 32)) / kinds.reduce((n, k) => n + k.H, 0) - gap;
+  el.grids.style.setProperty('--cell', `${Math.max(12, Math.floor(Math.min(tall, wide)))}px`);
+}
+
 function drawAll() {
+  el.hoverName.textContent = '';
   views = drawGrids(el.grids, result, { words: state.words, nospecial: state.nospecial },
     { onOpen: openDetail, onHover: showHoverName, roles });
   const notes = [...new Set(Object.values(views).map((v) => v.note).filter(Boolean))];
   el.transformLabel.textContent = notes.length ? `Transformed view: ${notes.join('; ')}` : '';
+  fitGrids();
   fillKindSelects(Object.keys(result.kinds));
   drawOutput();
   drawTab();
@@ -211,7 +262,7 @@ async function headView(kind, layer, head, exact = false) {
 }
 
 async function drawDetail() {
-  if (!views[state.kind]) return;
+  if (!Object.hasOwn(views, state.kind ?? '')) return;
   const { kind, layer, head } = state;
   const shown = result;
   let view, at;
@@ -247,7 +298,7 @@ function closeDetail() {
 }
 
 function step(dLayer, dHead) {
-  const view = views[state.kind];
+  const view = Object.hasOwn(views, state.kind ?? '') ? views[state.kind] : null;
   if (!view || state.layer === null) return;
   let layer = state.layer, head = state.head + dHead;
   if (head < 0) { head = view.H - 1; layer -= 1; }
@@ -293,6 +344,7 @@ async function exportImage(format) {
 
 function showTab(tab) {
   state.tab = tab;
+  if (document.body.dataset.state === 'ready') setStatus(summary); // a message of another tab is over
   for (const b of el.tabs.querySelectorAll('[data-tab]')) b.setAttribute('aria-selected', String(b.dataset.tab === tab));
   for (const s of document.querySelectorAll('main > .tab')) s.hidden = s.dataset.tab !== tab;
   writeState();
@@ -315,6 +367,8 @@ function wire() {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); el.inputForm.requestSubmit(); }
   });
   el.tabs.addEventListener('click', (e) => { const b = e.target.closest('[data-tab]'); if (b) showTab(b.dataset.tab); });
+  el.optFit.addEventListener('change', () => { state.fit = el.optFit.checked; writeState(); fitGrids(); });
+  window.addEventListener('resize', fitGrids);
   for (const [box, key] of [[el.optWords, 'words'], [el.optNospecial, 'nospecial']]) {
     box.addEventListener('change', () => {
       state[key] = box.checked;
@@ -323,6 +377,10 @@ function wire() {
     });
   }
   el.model.addEventListener('change', () => { state.gen = null; showGenerationControl(); });
+  el.example.addEventListener('click', () => {
+    el.text.value = el.model.selectedOptions[0].dataset.example;
+    el.inputForm.requestSubmit();
+  });
   el.step.addEventListener('input', () => { state.step = +el.step.value; writeState(); showStep(); });
   el.detailClose.addEventListener('click', closeDetail);
   el.detail.addEventListener('close', () => { if (state.layer !== null) closeDetail(); });
@@ -353,6 +411,7 @@ function start() {
   showGenerationControl();
   el.optWords.checked = state.words;
   el.optNospecial.checked = state.nospecial;
+  el.optFit.checked = state.fit;
   wire();
   showTab(state.tab);
   document.body.dataset.state = 'idle';
