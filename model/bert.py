@@ -102,7 +102,7 @@ class BertEncoder(nn.Module):
         x = self.embeddings(input_ids)  # (B, T, C)
         # Each layer writes its pattern straight into its slice: no copy to stack them after.
         patterns = x.new_empty(len(self.blocks), B, self.config.heads, T, T)  # (L, B, H, T, T)
-        for block, pattern in zip(self.blocks, patterns):
+        for block, pattern in zip(self.blocks, patterns, strict=True):
             x = block(x, key_padding_mask, pattern_out=pattern)  # (B, T, C), pattern filled (B, H, T, T)
         return x, patterns  # (B, T, C), (L, B, H, T, T)
 

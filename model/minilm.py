@@ -72,7 +72,7 @@ class MiniLM:
         return {
             "ids": ids,
             "tokens": tokens,
-            "offsets": [None if s else (a, b) for (a, b), s in zip(offsets, special)],
+            "offsets": [None if s else (a, b) for (a, b), s in zip(offsets, special, strict=True)],
             "special": [bool(s) for s in special],
             "words": words,
             "truncated": truncated,

@@ -73,7 +73,7 @@ def exact_match(net: Seq2Seq, pairs: list[tuple[str, str]], batch_size: int = 50
         chunk = pairs[i : i + batch_size]
         source, source_pad_mask = pad_batch([encode_source(text) for text, _ in chunk])  # (B, S), (B, S)
         generated = net.generate(source, BOS_ID, EOS_ID, source_pad_mask)  # (B, 1 + n)
-        for row, (_, iso) in zip(generated.tolist(), chunk):
+        for row, (_, iso) in zip(generated.tolist(), chunk, strict=True):
             correct += row[1 : len(iso) + 2] == [*encode_chars(iso), EOS_ID]
     net.train()
     return correct / len(pairs)

@@ -28,6 +28,7 @@ def test_models_lists_minilm_first_with_its_shape(client):
         "name": "minilm", "description": minilm["description"], "layers": 6, "heads": 12,
         "max_tokens": 512, "kinds": {"encoder": {"rows": "tokens", "columns": "tokens", "causal": False}},
         "generation": None, "max_new_tokens": 0, "default_new_tokens": 0, "kv_heads": None,
+        "example": minilm["example"],
     }
     assert body["limits"]["max_new_tokens"] == 128 and body["limits"]["corpus_max_texts"] == 2000
     assert "MiniLM" in minilm["description"]
@@ -49,7 +50,7 @@ def test_attention_json_has_the_documented_shape_and_invariants(client):
     assert np.isfinite(a).all() and (a >= 0).all()
     np.testing.assert_allclose(a.sum(-1), 1.0, atol=1e-5)
     assert body["offsets"][0] is None and body["offsets"][-1] is None
-    for token, (start, end) in zip(tokens[1:-1], body["offsets"][1:-1]):
+    for token, (start, end) in zip(tokens[1:-1], body["offsets"][1:-1], strict=True):
         assert SENTENCE[start:end].lower() == token.removeprefix("##")
     assert body["output_text"] is None and body["output_tokens"] is None
 
@@ -193,8 +194,11 @@ def test_too_many_tokens_names_the_count_and_the_limit(client):
 
 
 def test_truncate_cuts_to_fit_and_says_so(client):
-    body = client.post("/api/attention", json={"text": "word " * 600, "truncate": True}).json()
+    r = client.post("/api/attention", json={"text": "word " * 600, "truncate": True, "format": "compact"},
+                    headers={"Accept-Encoding": "identity"})
+    body = read_safetensors(r.content)  # not 18.9 M JSON floats
     assert body["truncated"] is True and len(body["tokens"]) == 512 and body["tokens"][-1] == "[SEP]"
+    assert body["attention"]["encoder"].shape == (6, 12, 512, 512)
 
 
 # ---- errors ---------------------------------------------------------------------------------------

@@ -77,7 +77,7 @@ def test_offsets_point_at_each_token_in_the_text(minilm, text):
     analysis = minilm.analyze(text)
     assert analysis.offsets[0] is None and analysis.offsets[-1] is None  # [CLS], [SEP]
     assert analysis.special[0] and analysis.special[-1] and not any(analysis.special[1:-1])
-    for token, span in zip(analysis.tokens[1:-1], analysis.offsets[1:-1]):
+    for token, span in zip(analysis.tokens[1:-1], analysis.offsets[1:-1], strict=True):
         start, end = span
         piece = text[start:end]
         assert piece, (token, span)
@@ -88,7 +88,7 @@ def test_offsets_point_at_each_token_in_the_text(minilm, text):
 def test_batch_with_padding_equals_single_runs(minilm):
     texts = SENTENCES[:4]
     batch = minilm.analyze_batch(texts)
-    for text, analysis in zip(texts, batch):
+    for text, analysis in zip(texts, batch, strict=True):
         single = minilm.analyze(text)
         assert analysis.tokens == single.tokens
         torch.testing.assert_close(analysis.patterns["encoder"], single.patterns["encoder"], atol=TOL, rtol=0)

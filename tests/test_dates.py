@@ -98,7 +98,7 @@ def greedy_outputs(model: DatesModel, texts: list[str]) -> list[str]:
 def test_heldout_accuracy(model):
     pairs = heldout_examples(400, seed=777)
     outputs = greedy_outputs(model, [text for text, _ in pairs])
-    wrong = [(text, iso, out) for (text, iso), out in zip(pairs, outputs) if out != iso]
+    wrong = [(text, iso, out) for (text, iso), out in zip(pairs, outputs, strict=True) if out != iso]
     assert 1 - len(wrong) / len(pairs) >= 0.99, wrong
 
 
@@ -116,7 +116,7 @@ def test_heldout_accuracy_of_the_longest_forms(model, form):
     rng = random.Random(form)
     dates = [random_date(rng, heldout=True) for _ in range(100)]
     outputs = greedy_outputs(model, [LONG_FORMS[form](d) for d in dates])
-    wrong = [(d.isoformat(), out) for d, out in zip(dates, outputs) if out != d.isoformat()]
+    wrong = [(d.isoformat(), out) for d, out in zip(dates, outputs, strict=True) if out != d.isoformat()]
     assert len(wrong) <= 1, wrong
 
 
@@ -127,7 +127,7 @@ def test_tokens_offsets_and_specials(model):
     assert analysis.tokens == ["<s>", "5", " ", "M", "<unk>", "r", " ", "1", "9", "9", "9", "</s>"]
     assert analysis.offsets == [None] + [(i, i + 1) for i in range(len(text))] + [None]
     assert analysis.special == [True] + [False] * len(text) + [True]
-    assert all(text[a:b] == t for t, span in zip(analysis.tokens, analysis.offsets) if span and t != "<unk>" for a, b in [span])
+    assert all(text[a:b] == t for t, span in zip(analysis.tokens, analysis.offsets, strict=True) if span and t != "<unk>" for a, b in [span])
     assert analysis.truncated is False
     check_patterns(analysis, model)
 
@@ -188,7 +188,7 @@ def test_untrained_input_still_returns_output_and_attention(model, text):
 
 def test_analyze_batch_equals_analyze(model):
     texts = ["25/11/2026", "hello", "Nov. 1st, 1900"]
-    for one, batched in zip([model.analyze(t) for t in texts], model.analyze_batch(texts)):
+    for one, batched in zip([model.analyze(t) for t in texts], model.analyze_batch(texts), strict=True):
         assert (one.tokens, one.output_text, one.output_tokens) == (batched.tokens, batched.output_text, batched.output_tokens)
         for kind in one.patterns:
             assert torch.equal(one.patterns[kind], batched.patterns[kind])

@@ -114,6 +114,13 @@ def test_arrow_keys_and_buttons_step_through_heads_and_layers(page):
     page.keyboard.press("ArrowLeft")  # before the first head of layer 0: stays
     expect(page.locator("#detail-title")).to_have_text("L0H0 · encoder")
     assert "layer=0" in page.url and "head=0" in page.url
+    for _ in range(11):
+        page.keyboard.press("ArrowRight")
+    expect(page.locator("#detail-title")).to_have_text("L0H11 · encoder")
+    page.keyboard.press("ArrowRight")  # past the last head of a layer: the next layer's first
+    expect(page.locator("#detail-title")).to_have_text("L1H0 · encoder")
+    page.keyboard.press("ArrowLeft")  # and back across the layer boundary
+    expect(page.locator("#detail-title")).to_have_text("L0H11 · encoder")
     page.click("#detail-close")
     expect(page.locator("#detail")).not_to_be_visible()
     assert "head=" not in page.url

@@ -66,10 +66,10 @@ def test_step_slider_walks_through_generation(page):
     expect(page.locator("#output-text .current")).to_have_text("2")
     assert "step=3" in page.url
     after = cross_pixels(page)
-    assert all(a != b for a, b in zip(before, after))  # every cross-attention head repainted
+    assert all(a != b for a, b in zip(before, after, strict=True))  # every cross-attention head repainted
     # only row 2 keeps full strength: every other row of every head is faded
     widths = page.evaluate("[...document.querySelectorAll('canvas.head[data-kind=\"cross\"]')].map(c => c.width)")
-    for pixels, width in zip(after, widths):
+    for pixels, width in zip(after, widths, strict=True):
         for r in range(len(rows)):
             row = pixels[r * width * 4:(r + 1) * width * 4]
             reds = row[0::4]

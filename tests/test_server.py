@@ -111,7 +111,7 @@ def test_requests_batched_together_keep_their_true_weights(live_server, minilm):
 
     with ThreadPoolExecutor(12) as pool:
         bodies = list(pool.map(post, texts))
-    for text, body in zip(texts, bodies):
+    for text, body in zip(texts, bodies, strict=True):
         single = minilm.analyze(text)
         assert body["tokens"] == single.tokens
         np.testing.assert_allclose(np.asarray(body["attention"]["encoder"]), single.patterns["encoder"].numpy(),
