@@ -195,7 +195,11 @@ def explain(model: AttentionModel, text: str, kind: str, layer: int, head: int, 
     kinds = list(model.info.kinds)
     if kind not in kinds:
         raise OutOfRange("kind", kind, kinds, f"kind {kind!r} is not one of {model.info.name}'s: {', '.join(kinds)}")
-    analysis = model.analyze(text, truncate, new_tokens)
+    return explain_analysis(model, model.analyze(text, truncate, new_tokens), kind, layer, head, query)
+
+
+def explain_analysis(model: AttentionModel, analysis: Analysis, kind: str, layer: int, head: int, query: int) -> dict:
+    """`explain` for a text the model has analysed already."""
     L, H, Tq, Tk = analysis.patterns[kind].shape
     layout = analysis.layout[kind]
     rows, columns = analysis.axis(layout.rows), analysis.axis(layout.columns)

@@ -138,9 +138,6 @@ def causal_mask(config: MHAConfig) -> torch.Tensor | None:
 def check(config: MHAConfig) -> None:
     """Raise InvalidConfig for a configuration PyTorch refuses or that leaves a query with no key."""
     c, lim = config, LIMITS
-    if c.embed_dim % c.num_heads:
-        raise InvalidConfig("embed_dim_divisible_by_num_heads", f"embed_dim {c.embed_dim} is not divisible by "
-                            f"num_heads {c.num_heads}: every head gets embed_dim // num_heads dimensions")
     for name, value, limit in (("embed_dim", c.embed_dim, lim.max_embed_dim), ("kdim", c.Ek, lim.max_embed_dim),
                                ("vdim", c.Ev, lim.max_embed_dim), ("num_heads", c.num_heads, lim.max_heads),
                                ("L", c.L, lim.max_length), ("S", c.S, lim.max_length), ("N", c.N, lim.max_batch),
@@ -148,6 +145,9 @@ def check(config: MHAConfig) -> None:
         low = 0 if name == "seed" else 1
         if not low <= value <= limit:
             raise InvalidConfig("limits", f"{name} is {value}; it must be between {low} and {limit}")
+    if c.embed_dim % c.num_heads:
+        raise InvalidConfig("embed_dim_divisible_by_num_heads", f"embed_dim {c.embed_dim} is not divisible by "
+                            f"num_heads {c.num_heads}: every head gets embed_dim // num_heads dimensions")
     m = c.key_padding_mask
     if m is not None:
         if len(m) != c.N:
