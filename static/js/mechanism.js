@@ -80,7 +80,7 @@ async function drawArray(div, { z, rows, cols, sequential = false, masked = null
   if (highlightRow >= 0) shapes.push({ type: 'rect', xref: 'paper', x0: 0, x1: 1, yref: 'y', y0: highlightRow - 0.5, y1: highlightRow + 0.5, line: { color: '#d62728', width: 2 } });
   if (band) shapes.push({ type: 'rect', xref: 'x', x0: band[0] - 0.5, x1: band[1] - 0.5, yref: 'paper', y0: 0, y1: 1, line: { color: '#d62728', width: 2 } });
   // One row is 16 px up to 40 rows (every token labelled), then the plot stops growing at 680 px.
-  const height = Math.min(680, 70 + R * 16);
+  const height = Math.min(680, Math.max(110, 70 + R * 16));
   const width = div.clientWidth || 600;
   const x = thinTicks(cols.map(visible), -0.5, C - 0.5, width - 160);
   const y = thinTicks(rows.map(visible), -0.5, R - 0.5, height - 66);
