@@ -1,11 +1,14 @@
-"""The JSON API: /api/models, /api/attention, /api/corpus. Routes validate, call model/, return."""
+"""The JSON API: /api/models, /api/attention, /api/corpus, /api/explain, /api/mha. Routes validate,
+call model/, return."""
 
+import math
 import time
 from dataclasses import asdict
 from functools import partial
 from typing import Annotated
 
 import anyio.to_thread
+import torch
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
@@ -27,11 +30,22 @@ from app.schemas import (
     CorpusRequest,
     CorpusResponse,
     ErrorResponse,
+    ExplainRequest,
+    ExplainResponse,
+    MHAPresetsResponse,
+    MHARequest,
+    MHAResponse,
     ModelsResponse,
+    TextRequest,
 )
 from app.settings import Settings
 from model.analysis import DIMS, MAX_NEW_TOKENS, Analysis, AttentionModel, TooManyTokens
+from model.explain import explain as explain_head
 from model.heads import CorpusAverage, head_similarity, plan_corpus, summarize_heads
+from model.mha import LIMITS as MHA_LIMITS
+from model.mha import PRESETS as MHA_PRESETS
+from model.mha import MHAConfig
+from model.mha import run as run_mha
 
 
 def get_models(request: Request) -> dict[str, AttentionModel]:
@@ -91,7 +105,7 @@ def list_models(models: ModelsDep, settings: SettingsDep):
     })
 
 
-def new_tokens(model: AttentionModel, req: AttentionRequest) -> int | None:
+def new_tokens(model: AttentionModel, req: TextRequest) -> int | None:
     """How many tokens the request asks `model` to generate (None: the model's default); 422 for a
     generation field the model has no use for."""
     generation = model.info.generation
@@ -248,3 +262,39 @@ async def ndjson(events):
             yield dumps(event) + b"\n"
     except Busy as e:
         yield dumps({"error": "busy", "detail": str(e)}) + b"\n"
+
+
+@router.post("/explain", response_model=ExplainResponse)
+async def explain(req: ExplainRequest, models: ModelsDep, runner: RunnerDep):
+    """Every step of one head for one query token, recomputed on the real model: the layer's input x, q_i, every
+    k_j and v_j, the scores (masked: null), the weights, z_i, all heads' z_i concatenated, the output after W_O,
+    and q_i ⊙ k_j. `shapes` says where each array comes from. Models whose attention is Headscope's own code."""
+    model = pick_model(models, req.model)
+    generate = new_tokens(model, req)
+    steps = await runner.run(explain_head, model, req.text, req.kind, req.layer, req.head, req.query,
+                             req.truncate, generate)
+    return json_response(explanation_json(steps))
+
+
+def explanation_json(steps: dict) -> dict:
+    """Tensors as arrays, -infinity scores as null, the layout as a dict."""
+    out = {name: value.contiguous().numpy() if isinstance(value, torch.Tensor) else value for name, value in steps.items()}
+    out["scores"] = [None if math.isinf(s) else s for s in steps["scores"].tolist()]
+    out["layout"] = asdict(steps["layout"])
+    return out
+
+
+@router.get("/mha/presets", response_model=MHAPresetsResponse)
+def mha_presets():
+    """Ready configurations for POST /api/mha (PyTorch docs' three classic shapes) and the limits of a request."""
+    return json_response({
+        "presets": [asdict(p) for p in MHA_PRESETS],
+        "limits": asdict(MHA_LIMITS),
+    })
+
+
+@router.post("/mha", response_model=MHAResponse)
+async def mha(req: MHARequest, runner: RunnerDep):
+    """Run torch.nn.MultiheadAttention on seeded random inputs and weights; return the code, the shapes torch
+    reports, the weights, and the largest difference to Headscope's own attention (or the textbook steps)."""
+    return json_response(await runner.run(run_mha, MHAConfig.make(**req.model_dump())))

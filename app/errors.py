@@ -11,6 +11,8 @@ from starlette.exceptions import HTTPException
 from app.encoding import json_response
 from app.runner import Busy
 from model.analysis import TooManyTokens
+from model.explain import NotExplainable, OutOfRange
+from model.mha import InvalidConfig
 
 STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
                 413: "body_too_large", 415: "unsupported_media_type", 422: "validation_error",
@@ -61,6 +63,18 @@ async def on_too_many_tokens(request: Request, exc: TooManyTokens):
     return error_response(422, "too_many_tokens", str(exc), count=exc.count, limit=exc.limit)
 
 
+async def on_out_of_range(request: Request, exc: OutOfRange):
+    return error_response(422, "out_of_range", str(exc), field=exc.field, valid=exc.valid)
+
+
+async def on_not_explainable(request: Request, exc: NotExplainable):
+    return error_response(422, "not_explainable", str(exc))
+
+
+async def on_invalid_config(request: Request, exc: InvalidConfig):
+    return error_response(422, "invalid_config", str(exc), rule=exc.rule)
+
+
 async def on_busy(request: Request, exc: Busy):
     return error_response(503, "busy", str(exc), headers={"Retry-After": "1"})
 
@@ -70,4 +84,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(TooManyTokens, on_too_many_tokens)
+    app.add_exception_handler(OutOfRange, on_out_of_range)
+    app.add_exception_handler(NotExplainable, on_not_explainable)
+    app.add_exception_handler(InvalidConfig, on_invalid_config)
     app.add_exception_handler(Busy, on_busy)

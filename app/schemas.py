@@ -7,6 +7,9 @@ from pydantic_core import PydanticCustomError
 
 from model.analysis import DEFAULT_MAX_NEW_TOKENS, DIMS, MAX_NEW_TOKENS, Layout, ModelInfo
 from model.metrics import METRIC_DEFINITIONS, METRICS
+from model.mha import LIMITS as MHA_LIMITS
+from model.mha import OURS as MHA_OURS
+from model.mha import TEXTBOOK as MHA_TEXTBOOK
 from model.roles import ROLES
 
 
@@ -35,12 +38,29 @@ class HeadRef(Request):
     head: int = Field(ge=0)
 
 
-class AttentionRequest(Request):
+class TextRequest(Request):
+    """A text for one model to run, as /api/attention and /api/explain take it."""
+
     text: Text = Field(description="The text to analyse.", examples=["The cat sat on the mat because it was warm."])
     model: str | None = Field(None, description="A model name from GET /api/models; omitted: the server's default.")
     truncate: bool = Field(
         False, description="Cut text that is longer than the model's maximum tokens instead of refusing it."
     )
+    max_new_tokens: int | None = Field(
+        None, ge=1, le=MAX_NEW_TOKENS,
+        description="Encoder–decoder models: the most output tokens to generate (greedy). Omitted: the "
+        f"model's `default_new_tokens` from GET /api/models ({DEFAULT_MAX_NEW_TOKENS} for Hugging Face "
+        "checkpoints). Refused for models that do not write an output.",
+    )
+    generate: int = Field(
+        0, ge=0, le=MAX_NEW_TOKENS,
+        description="Causal (decoder-only) models: first continue the text greedily by this many tokens, then "
+        "show attention over the text and its continuation (`generated` marks the new tokens). Refused "
+        "for models that do not continue text.",
+    )
+
+
+class AttentionRequest(TextRequest):
     format: Literal["json", "compact", "safetensors"] = Field(
         "json",
         description="`json`: attention as nested lists of floats (refused above a size limit: use a binary "
@@ -63,18 +83,6 @@ class AttentionRequest(Request):
         False,
         description="Also return the head-to-head Hellinger distance matrix and its clustering order "
         "(one matrix product: cheaper than the forward pass at any length); off by default.",
-    )
-    max_new_tokens: int | None = Field(
-        None, ge=1, le=MAX_NEW_TOKENS,
-        description="Encoder–decoder models: the most output tokens to generate (greedy). Omitted: the "
-        f"model's `default_new_tokens` from GET /api/models ({DEFAULT_MAX_NEW_TOKENS} for Hugging Face "
-        "checkpoints). Refused for models that do not write an output.",
-    )
-    generate: int = Field(
-        0, ge=0, le=MAX_NEW_TOKENS,
-        description="Causal (decoder-only) models: first continue the text greedily by this many tokens, then "
-        "show attention over the text and its continuation (`generated` marks the new tokens). Refused "
-        "for models that do not continue text.",
     )
 
 
@@ -220,3 +228,153 @@ class ErrorResponse(BaseModel):
     error: str = Field(description="A short code such as too_many_tokens, validation_error, body_too_large.")
     detail: str = Field(description="What is wrong, in words.")
     errors: list[dict] | None = Field(None, description="For validation errors: each problem with its location.")
+
+
+# ---- /api/explain: one head's computation for one query token ------------------------------------
+
+
+class ExplainRequest(TextRequest):
+    kind: str = Field(description="An attention kind of the model (GET /api/models `kinds`).", examples=["encoder"])
+    layer: int = Field(description="Layer, from 0; out of range -> 422 naming the range.", examples=[2])
+    head: int = Field(description="Head, from 0.", examples=[5])
+    query: int = Field(
+        description="Query position, from 0: a token of the sequence the kind's layout names for its rows.",
+        examples=[3],
+    )
+
+
+class ArrayShape(BaseModel):
+    shape: list[int] = Field(description="The array's shape in this answer.")
+    axes: list[str] = Field(description="The name of each axis (query_pos, key_pos, d_head, d_model).")
+    of: str = Field(description="The module's tensor the array is cut from.")
+    of_shape: list[int] = Field(description="That tensor's shape in the forward pass (batch of one).")
+    of_axes: list[str] = Field(description="That tensor's axes.")
+    index: str = Field(description="The index taken from it, e.g. [0, head, query_pos].")
+    note: str | None = Field(None, description="What more was done to it, if anything.")
+
+
+class ExplainResponse(BaseModel):
+    model: str
+    kind: str
+    layer: int
+    head: int
+    query: int = Field(description="The query position i.")
+    name: str = Field(description="Head name such as L2H5.")
+    layout: Layout = Field(description="Which token sequences index the rows (queries) and columns (keys).")
+    query_tokens: list[str] = Field(description="The tokens of the rows: x's rows, queries.")
+    key_tokens: list[str] = Field(description="The tokens of the columns: k, v, scores and weights rows.")
+    heads: int = Field(description="H, heads in the layer.")
+    d_model: int = Field(description="C, the model width.")
+    d_head: int = Field(description="D = C / H, the width of one head's q, k, v and z.")
+    scale: float = Field(description="1 / sqrt(D), the factor of the scores.")
+    x: list[list[float]] = Field(
+        description="[Tq, C] the attention's input, every query token: what the Q projection reads (and K and V in "
+        "self-attention). After LayerNorm where the block is pre-LN (dates), the residual stream where it is "
+        "post-LN (minilm)."
+    )
+    context: list[list[float]] | None = Field(
+        None, description="[Tk, C] cross-attention only: what the K and V projections read (the encoder output)."
+    )
+    q: list[float] = Field(description="[D] q_i: this head's query for token i, x_i W_Q[head] + b.")
+    k: list[list[float]] = Field(description="[Tk, D] k_j for every key j, this head.")
+    v: list[list[float]] = Field(description="[Tk, D] v_j for every key j, this head.")
+    qk: list[list[float]] = Field(
+        description="[Tk, D] q_i ⊙ k_j, elementwise: row j sums to q_i · k_j, so its large entries show which "
+        "dimensions make the score large. Unscaled, and given for masked keys too."
+    )
+    scores: list[float | None] = Field(
+        description="[Tk] attn_scores: q_i · k_j / sqrt(D); null stands for -infinity, where key j is masked "
+        "(causal: j > i; padding)."
+    )
+    masked: list[bool] = Field(description="[Tk] true where key j is masked (its score is -infinity, its weight 0).")
+    weights: list[float] = Field(description="[Tk] softmax of the scores: the row i of the head's pattern.")
+    z: list[float] = Field(description="[D] z_i = Σ_j weights_j v_j, this head's result for token i.")
+    heads_z: list[float] = Field(
+        description="[C] z_i of all H heads concatenated; head h fills [h*D, (h+1)*D)."
+    )
+    output: list[float] = Field(description="[C] heads_z @ W_Oᵀ + b_O: the attention's output for token i.")
+    shapes: dict[str, ArrayShape] = Field(
+        description="Per array: its shape and axes here, and the module's tensor it is cut from (its shape in the "
+        "forward pass, batch of one) with the index taken."
+    )
+
+
+# ---- /api/mha: the torch.nn.MultiheadAttention playground ------------------------------------------
+
+
+class MHALimitsModel(BaseModel):
+    max_embed_dim: int = Field(description="Largest embed_dim, kdim and vdim.")
+    max_heads: int = Field(description="Most num_heads.")
+    max_length: int = Field(description="Largest L and S.")
+    max_batch: int = Field(description="Largest N.")
+    max_seed: int = Field(description="Largest seed.")
+
+
+class MHARequest(Request):
+    """nn.MultiheadAttention's constructor arguments, its call's options, and the sizes of the random inputs."""
+
+    embed_dim: int = Field(64, ge=1, le=MHA_LIMITS.max_embed_dim, description="E, the query and output width.")
+    num_heads: int = Field(8, ge=1, le=MHA_LIMITS.max_heads,
+                           description="H; embed_dim must be divisible by it (each head has D = E / H).")
+    kdim: int | None = Field(None, ge=1, le=MHA_LIMITS.max_embed_dim, description="Width of the keys; null: embed_dim.")
+    vdim: int | None = Field(None, ge=1, le=MHA_LIMITS.max_embed_dim,
+                             description="Width of the values; null: embed_dim.")
+    bias: bool = Field(True, description="Biases in the input and output projections.")
+    add_bias_kv: bool = Field(False, description="Append a learned key and value to every sequence (S' = S + 1).")
+    add_zero_attn: bool = Field(False, description="Append a key and value of zeros (S' = S + 1 more).")
+    batch_first: bool = Field(False, description="Inputs and output are (N, L, E) instead of (L, N, E).")
+    L: int = Field(10, ge=1, le=MHA_LIMITS.max_length, description="Target (query) length.")
+    S: int = Field(10, ge=1, le=MHA_LIMITS.max_length, description="Source (key and value) length.")
+    N: int = Field(2, ge=1, le=MHA_LIMITS.max_batch, description="Batch size.")
+    key_padding_mask: list[int] | list[list[bool]] | None = Field(
+        None,
+        description="Either N lengths, each 1..S (keys at positions >= length are padding), or N rows of S bools, "
+        "true at padding (PyTorch's convention). Null: no padding.",
+        examples=[[10, 7]],
+    )
+    causal: bool = Field(False, description="Pass an L x S bool attn_mask: query i may not attend to key j > i.")
+    need_weights: bool = Field(True, description="Return the attention weights.")
+    average_attn_weights: bool = Field(True, description="Average the weights over the heads (else one per head).")
+    seed: int = Field(0, ge=0, le=MHA_LIMITS.max_seed, description="Seed of the random weights and inputs.")
+
+
+class MHAInputShapes(BaseModel):
+    query: list[int]
+    key: list[int]
+    value: list[int]
+    key_padding_mask: list[int] | None
+    attn_mask: list[int] | None
+
+
+class MHAResponse(BaseModel):
+    config: MHARequest = Field(description="The configuration run, kdim and vdim filled in.")
+    code: str = Field(description="The Python a user would write for it; running it prints output_shape and "
+                      "weights_shape, and reproduces `weights` (same seed, same order of draws).")
+    input_shapes: MHAInputShapes = Field(description="Shapes of the tensors passed to the module.")
+    output_shape: list[int] = Field(description="attn_output.shape as torch reports it.")
+    weights_shape: list[int] | None = Field(description="attn_weights.shape as torch reports it; null when "
+                                            "need_weights is false.")
+    weights_axes: list[str] | None = Field(description="Names of the axes of weights_shape.")
+    weights: list[list[float]] | list[list[list[float]]] | None = Field(
+        description="The weights of batch element 0 only (to keep the answer small): [L, S'] averaged over heads, "
+        "or [H, L, S'] per head, as average_attn_weights says. S' = S plus one per added key (key_labels)."
+    )
+    key_labels: list[str] = Field(description="A label per key column: 0..S-1, then bias_kv and/or zero_attn.")
+    max_abs_diff: float = Field(description="Largest |difference| of output and weights between torch and "
+                                "`compared_with`, over the whole batch.")
+    compared_with: str = Field(
+        description=f"{MHA_OURS}, Headscope's own module, where it applies (kdim = vdim = embed_dim, no "
+        f"add_bias_kv or add_zero_attn); else {MHA_TEXTBOOK}, the same steps written out with those options."
+    )
+
+
+class MHAPreset(BaseModel):
+    name: str
+    title: str
+    config: MHARequest
+
+
+class MHAPresetsResponse(BaseModel):
+    presets: list[MHAPreset] = Field(description="PyTorch docs' three classic shapes: outputs [10, 2, 64], "
+                                     "[5, 3, 128] and [6, 4, 32].")
+    limits: MHALimitsModel = Field(description="The largest request: within them any request takes a few ms.")

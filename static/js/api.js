@@ -128,3 +128,22 @@ export async function fetchCorpus({ texts, model }, onProgress, signal) {
   }
   throw new ApiError('the corpus stream ended without a result');
 }
+
+// One head's steps for one query (POST /api/explain), for the same text and generation as the analysis.
+export async function fetchExplain({ text, model, truncate, generation = null, newTokens = null, kind, layer, head, query }, signal) {
+  const request = { text, model, truncate, kind, layer, head, query };
+  if (generation === 'continuation' && newTokens) request.generate = newTokens;
+  if (generation === 'output' && newTokens) request.max_new_tokens = newTokens;
+  return (await post('/api/explain', request, signal)).json();
+}
+
+// The nn.MultiheadAttention playground: presets and limits, and one run.
+export async function fetchMhaPresets() {
+  const response = await fetch('/api/mha/presets');
+  if (!response.ok) throw new ApiError(`${response.status}: cannot load the presets`);
+  return response.json();
+}
+
+export async function runMha(config, signal) {
+  return (await post('/api/mha', config, signal)).json();
+}

@@ -6,6 +6,11 @@
 //   body[data-state]                                 idle | loading | ready | error
 //   body[data-paint-ms]                              ms from Analyze to the last head painted
 //   body[data-ready-ms]                              ms from navigation start to the page being interactive
+//   figure.mech-step[data-step]                      one step of the Mechanism tab (x, q, k, qk, scores, ...),
+//     its .mech-plot (a Plotly div) and .mech-shape (the shape written out)
+//   #mech-steps[data-state]                          loading | ready | error, [data-explained] kind/layer/head/query drawn
+//   div.pg-head[data-head]                           one weights heatmap per head in the Playground (data-head="mean" averaged)
+//   #pg-shapes[data-state]                           loading | ready | error
 const ids = [
   'input-form', 'text', 'example', 'tab-corpus', 'compare-kind', 'hover-name', 'model', 'truncate', 'analyze', 'status', 'tabs', 'grids',
   'opt-words', 'opt-nospecial', 'opt-fit', 'transform-label', 'output', 'output-label', 'output-text', 'output-valid', 'step', 'step-label', 'step-control',
@@ -15,7 +20,9 @@ const ids = [
   'compare-texts', 'compare-plots', 'corpus-text', 'corpus-file', 'corpus-run', 'corpus-cancel',
   'corpus-progress', 'corpus-status', 'detail', 'detail-title', 'detail-roles', 'detail-note',
   'heatmap', 'prev-layer', 'prev-head', 'next-head', 'next-layer', 'detail-close',
-  'export-png', 'export-svg', 'export-csv',
+  'export-png', 'export-svg', 'export-csv', 'detail-mechanism',
+  'mech-kind', 'mech-layer', 'mech-head', 'mech-query', 'mech-status', 'mech-steps',
+  'pg-presets', 'pg-form', 'pg-run', 'pg-status', 'pg-code', 'pg-shapes', 'pg-heads',
 ];
 
 const camel = (id) => id.replace(/-(\w)/g, (_, c) => c.toUpperCase());

@@ -1,12 +1,15 @@
 // The page: reads its state from the URL, runs the analysis, draws the grid and the views.
 // State in the URL (?text=&model=&layer=&head=&kind=&tab=&words=&nospecial=&step=) means any
-// view can be shared, bookmarked and tested.
+// view can be shared, bookmarked and tested. With tab=mechanism, kind/layer/head (and query) name the
+// head that tab explains, and no detail dialog opens.
 import { el, make } from './dom.js';
 import { ApiError, fetchAttention, fetchHead } from './api.js';
 import { isPooled, makeView } from './views.js';
 import { drawGrids, headName, highlightRow } from './grid.js';
 import { drawHeatmap, loadPlotly } from './heatmap.js';
 import { drawHeadMap, drawHeadTable, drawSimilarity, drawCompareHeads, drawCompareTexts, fillKindSelects, hasCorpus, setupCorpus } from './heads.js';
+import { drawMechanism, mech, setupMechanism } from './mechanism.js';
+import { drawPlayground, setupPlayground } from './playground.js';
 
 const state = { text: '', model: el.model.value, truncate: false, layer: null, head: null, kind: null,
   tab: 'grid', words: false, nospecial: false, fit: false, step: null, gen: null };
@@ -27,6 +30,10 @@ function readState() {
   state.kind = q.get('kind');
   state.gen = int('gen');
   state.tab = q.get('tab') || 'grid';
+  if (state.tab === 'mechanism') {
+    Object.assign(mech, { kind: state.kind, layer: state.layer, head: state.head, query: int('query') });
+    state.layer = state.head = null;
+  }
   state.words = q.get('words') === '1';
   state.nospecial = q.get('nospecial') === '1';
   state.fit = q.get('fit') === '1';
@@ -42,11 +49,13 @@ function writeState() {
   if (state.words) q.set('words', '1');
   if (state.nospecial) q.set('nospecial', '1');
   if (state.fit) q.set('fit', '1');
-  if (state.layer !== null && state.head !== null) {
-    q.set('kind', state.kind);
-    q.set('layer', state.layer);
-    q.set('head', state.head);
+  const open = state.tab === 'mechanism' ? mech : state;
+  if (open.kind !== null && open.layer !== null && open.head !== null) {
+    q.set('kind', open.kind);
+    q.set('layer', open.layer);
+    q.set('head', open.head);
   }
+  if (state.tab === 'mechanism' && mech.query !== null) q.set('query', mech.query);
   if (state.step !== null) q.set('step', state.step);
   if (state.gen !== null) q.set('gen', state.gen);
   history.replaceState(null, '', `${location.pathname}?${q}`);
@@ -58,8 +67,8 @@ function setStatus(text, kind = 'info') {
 }
 
 // What the chosen model can generate, from its <option>'s data-* attributes (GET /api/models).
-function modelGeneration() {
-  const o = el.model.selectedOptions[0];
+function modelGeneration(name = el.model.value) {
+  const o = [...el.model.options].find((option) => option.value === name);
   return o && o.dataset.generation ? { kind: o.dataset.generation, max: +o.dataset.maxNewTokens, default: +o.dataset.defaultNewTokens } : null;
 }
 
@@ -234,6 +243,7 @@ function showStep() {
 
 function openDetail(kind, layer, head) {
   Object.assign(state, { kind, layer, head });
+  Object.assign(mech, { kind, layer, head }); // the Mechanism tab starts from the last head opened
   writeState();
   if (!el.detail.open) el.detail.showModal();
   return drawDetail();
@@ -351,12 +361,27 @@ function showTab(tab) {
   drawTab();
 }
 
+// Tabs drawn from data: name -> draw function and when it can draw (Heads, Compare and Corpus are
+// drawn by their own buttons).
+const TABS = {
+  map: { draw: drawHeadMap, ready: () => result || hasCorpus() },
+  table: { draw: drawHeadTable, ready: () => result || hasCorpus() },
+  similarity: { draw: drawSimilarity, ready: () => result },
+  mechanism: { draw: drawMechanism, ready: () => result },
+  playground: { draw: drawPlayground, ready: () => true },
+};
+
 function drawTab() {
-  const context = { result, views, state, openDetail, setStatus, options: { words: state.words, nospecial: state.nospecial } };
-  if (state.tab === 'map' || state.tab === 'table') { if (!result && !hasCorpus()) return; } else if (!result) return;
-  if (state.tab === 'map') drawHeadMap(context);
-  else if (state.tab === 'table') drawHeadTable(context);
-  else if (state.tab === 'similarity') drawSimilarity(context);
+  const tab = TABS[state.tab];
+  if (!tab || !tab.ready()) return;
+  tab.draw({ result, views, state, openDetail, setStatus, writeState, generation: result && modelGeneration(result.model),
+    options: { words: state.words, nospecial: state.nospecial } });
+}
+
+// From the detail dialog to the Mechanism tab, on the open head (openDetail copied it to `mech`).
+function explainOpenHead() {
+  closeDetail();
+  showTab('mechanism');
 }
 
 // ---- wiring ----------------------------------------------------------------------------------------
@@ -395,6 +420,9 @@ function wire() {
   el.exportPng.addEventListener('click', () => exportImage('png'));
   el.exportSvg.addEventListener('click', () => exportImage('svg'));
   el.exportCsv.addEventListener('click', exportCsv);
+  el.detailMechanism.addEventListener('click', explainOpenHead);
+  setupMechanism(() => { writeState(); drawTab(); });
+  setupPlayground();
   el.compareHeads.addEventListener('click', () => drawCompareHeads({ result, views, state, setStatus }));
   el.compareTexts.addEventListener('click', () => drawCompareTexts({ result, views, state, setStatus }));
   for (const select of [el.mapMetric, el.mapKind, el.mapSource, el.tableKind, el.tableSource, el.similarityKind]) {

@@ -57,7 +57,7 @@ function groups(ax, nospecial, words) {
 // A token that is only whitespace (the dates model reads characters) would be an invisible
 // label: draw it as a visible sign instead.
 const WHITESPACE = { ' ': '␣', '\t': '⇥', '\n': '↵' };
-const visible = (token) => (/^\s+$/.test(token) ? [...token].map((c) => WHITESPACE[c] || '·').join('') : token);
+export const visible = (token) => (/^\s+$/.test(token) ? [...token].map((c) => WHITESPACE[c] || '·').join('') : token);
 
 // A group's label: the token itself, or for a merged word the text it spans (from the offsets),
 // else its pieces joined.

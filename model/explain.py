@@ -1,0 +1,244 @@
+"""How one head computes its attention for one query, every step written out, on a served model.
+
+"Attention is all you need", section 3.2, for query token i of head h in one layer:
+    x              the layer's attention input, every token: what the Q (and, in self-attention,
+                   K and V) projections read; after LayerNorm where the block is pre-LN
+    q_i, k_j, v_j  this head's slices of the projections, D numbers each
+    attn_scores_j  q_i · k_j / √D, then -inf where key j is masked (causal or padding)
+    pattern_j      softmax over j of the scores: the row of the pattern the page draws
+    z_i            Σ_j pattern_j v_j, this head's result
+    heads_z        z_i of all H heads concatenated, C numbers
+    output         heads_z @ W_Oᵀ + b_O: the attention's output for token i, what joins the residual
+
+Nothing is hooked. `attention_input` replays the model's blocks up to the chosen layer with the
+model's own modules (so x is exactly what that layer's attention was given), then
+`explain_query` recomputes the steps explicitly from that x with the module's own projections.
+tests/test_explain.py checks the result against the model: the pattern row against `analyze`,
+the output against the module's own forward on the same x, x against transformers' hidden states.
+
+A model is explainable when its attention is model/attention.py's MultiHeadAttention and a
+replay function for its network is listed in REPLAYS (one small function per network).
+
+Legend: Tq query tokens, Tk key tokens, C model width, H heads, D = C // H, L layers.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from model.analysis import Analysis, AttentionModel
+from model.attention import MultiHeadAttention
+from model.dates import VOCAB, DatesModel
+from model.minilm import MiniLM
+
+
+class NotExplainable(ValueError):
+    """The model's attention is not our own code, so its steps cannot be replayed here."""
+
+
+class OutOfRange(ValueError):
+    """A kind, layer, head or query that the model or the text does not have."""
+
+    def __init__(self, field: str, value, valid: list, detail: str):
+        self.field, self.value, self.valid = field, value, valid
+        super().__init__(detail)
+
+
+@dataclass(frozen=True)
+class AttentionInput:
+    """What one attention layer was given in the model's forward pass (batch of one, B dropped)."""
+
+    attn: MultiHeadAttention
+    x: torch.Tensor  # (Tq, C): the input of the Q projection (and of K, V in self-attention)
+    context: torch.Tensor | None  # (Tk, C): the input of the K, V projections in cross-attention; None: x
+    causal: bool  # query i sees only keys j <= i
+    key_padding_mask: torch.Tensor | None = None  # (Tk,) bool, True at padding; a single text has none
+
+
+# ---- replaying a network up to one layer ---------------------------------------------------------
+
+
+def bert_input(model: MiniLM, analysis: Analysis, kind: str, layer: int) -> AttentionInput:
+    """model/bert.py is post-LN: a block's attention reads the residual stream itself."""
+    encoder = model.encoder
+    ids = torch.tensor([token_ids(model, analysis)])  # (1, T)
+    x = encoder.embeddings(ids)  # (1, T, C)
+    for block in encoder.blocks[:layer]:
+        x = block(x, None, pattern_out=None)  # (1, T, C)
+    return AttentionInput(encoder.blocks[layer].attn, x[0], None, analysis.layout[kind].causal)
+
+
+def token_ids(model: MiniLM, analysis: Analysis) -> list[int]:
+    """The ids of the analysed tokens (WordPiece tokens are vocabulary entries, truncation included)."""
+    return [model.tokenizer.token_to_id(t) for t in analysis.tokens]
+
+
+DATES_ID = {token: i for i, token in enumerate(VOCAB)}
+
+
+def seq2seq_input(model: DatesModel, analysis: Analysis, kind: str, layer: int) -> AttentionInput:
+    """model/seq2seq.py is pre-LN: a block's attention reads LayerNorm of the residual stream.
+
+    The decoder's positions are those of the analysis: `analyze` generated them first, then ran
+    the teacher-forced pass over them, as replayed here.
+    """
+    net = model.net
+    source = torch.tensor([[DATES_ID[t] for t in analysis.tokens]])  # (1, S)
+    if kind == "encoder":
+        x = net.embed(source, net.source_pos)  # (1, S, C)
+        for block in net.encoder[:layer]:
+            x, _ = block(x)  # (1, S, C)
+        block = net.encoder[layer]
+        return AttentionInput(block.self_attn, block.ln_1(x)[0], None, analysis.layout[kind].causal)
+    memory, _ = net.encode(source)  # (1, S, C)
+    target = torch.tensor([[DATES_ID[t] for t in analysis.output_tokens]])  # (1, T)
+    x = net.embed(target, net.target_pos)  # (1, T, C)
+    for block in net.decoder[:layer]:
+        x, _, _ = block(x, memory)  # (1, T, C)
+    block = net.decoder[layer]
+    if kind == "decoder":
+        return AttentionInput(block.self_attn, block.ln_1(x)[0], None, analysis.layout[kind].causal)
+    x = x + block.self_attn(block.ln_1(x), causal=analysis.layout["decoder"].causal)[0]  # (1, T, C)
+    return AttentionInput(block.cross_attn, block.ln_2(x)[0], memory[0], analysis.layout[kind].causal)
+
+
+# adapter class -> replay(model, analysis, kind, layer); a new model with our attention adds one line
+REPLAYS: dict[type, Callable[[AttentionModel, Analysis, str, int], AttentionInput]] = {
+    MiniLM: bert_input,
+    DatesModel: seq2seq_input,
+}
+
+
+def explainable(model: AttentionModel) -> bool:
+    return type(model) in REPLAYS
+
+
+def require_explainable(model: AttentionModel) -> None:
+    if not explainable(model):
+        names = ", ".join(sorted(cls.__name__ for cls in REPLAYS))
+        raise NotExplainable(f"explain is available for models whose attention is Headscope's own code "
+                             f"({names}); {model.info.name} is not one of them")
+
+
+@torch.no_grad()
+def attention_input(model: AttentionModel, analysis: Analysis, kind: str, layer: int) -> AttentionInput:
+    """The module, input and masks of `kind`'s attention in `layer`, as the model's forward pass had them."""
+    require_explainable(model)
+    return REPLAYS[type(model)](model, analysis, kind, layer)
+
+
+# ---- the steps, recomputed ------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def explain_query(inp: AttentionInput, head: int, query: int) -> dict[str, torch.Tensor]:
+    """Every step of `head` for query token `query`, recomputed from the layer's input.
+
+    Returns tensors named as in the module docstring: q (D,), k (Tk, D), v (Tk, D), attn_scores
+    (Tk,) with -inf where masked, pattern (Tk,), z (D,), heads_z (C,), output (C,), qk (Tk, D),
+    masked (Tk,) bool; and all_q (H, Tq, D), all_k, all_v (H, Tk, D) as the module made them.
+    """
+    attn = inp.attn
+    D = attn.head_width
+    context = None if inp.context is None else inp.context[None]
+    q, k, v = attn.project(inp.x[None], context)  # (1, H, Tq, D), (1, H, Tk, D), (1, H, Tk, D)
+    q, k, v = q[0], k[0], v[0]  # (H, Tq, D), (H, Tk, D), (H, Tk, D)
+    Tk = k.shape[1]
+
+    masked = torch.zeros(Tk, dtype=torch.bool)  # (Tk,)
+    if inp.causal:
+        masked |= torch.arange(Tk) > query
+    if inp.key_padding_mask is not None:
+        masked |= inp.key_padding_mask
+
+    q_i = q[:, query]  # (H, D), query token i in every head
+    scores = (q_i[:, None, :] @ k.transpose(-2, -1))[:, 0] / math.sqrt(D)  # (H, Tk)
+    scores = scores.masked_fill(masked, float("-inf"))  # (H, Tk)
+    pattern = torch.softmax(scores, dim=-1)  # (H, Tk), sums to 1
+    z = (pattern[:, None, :] @ v)[:, 0]  # (H, D): Σ_j pattern_j v_j in every head
+    heads_z = z.reshape(-1)  # (C,), head h at [h*D, (h+1)*D)
+    output = attn.out_proj(heads_z)  # (C,)
+    return {
+        "q": q_i[head], "k": k[head], "v": v[head],
+        "attn_scores": scores[head], "pattern": pattern[head], "masked": masked,
+        "z": z[head], "heads_z": heads_z, "output": output,
+        "qk": q_i[head][None, :] * k[head],  # (Tk, D): row j sums to q_i · k_j
+        "all_q": q, "all_k": k, "all_v": v,
+    }
+
+
+# ---- one request ------------------------------------------------------------------------------------
+
+
+def check_range(field: str, value: int, count: int, what: str) -> None:
+    if not 0 <= value < count:
+        raise OutOfRange(field, value, [0, count - 1], f"{field} {value} is out of range: {what} {0}..{count - 1}")
+
+
+def shape_note(shape, axes, of: str, of_shape, of_axes, index: str, note: str | None = None) -> dict:
+    """An array's shape and axes, and the module's tensor it is cut from: that tensor's shape and the index."""
+    return {"shape": list(shape), "axes": list(axes), "of": of, "of_shape": list(of_shape),
+            "of_axes": list(of_axes), "index": index, "note": note}
+
+
+def explain(model: AttentionModel, text: str, kind: str, layer: int, head: int, query: int,
+            truncate: bool = False, new_tokens: int | None = None) -> dict:
+    """Analyse `text` as /api/attention does, then every step of one head for one query token.
+
+    Returns tensors, tokens and `shapes` (per array: its shape and axes, and which tensor of the
+    module it is cut from, with that tensor's shape and the index taken).
+    Raises NotExplainable, OutOfRange, or TooManyTokens (from the model).
+    """
+    require_explainable(model)
+    kinds = list(model.info.kinds)
+    if kind not in kinds:
+        raise OutOfRange("kind", kind, kinds, f"kind {kind!r} is not one of {model.info.name}'s: {', '.join(kinds)}")
+    return explain_analysis(model, model.analyze(text, truncate, new_tokens), kind, layer, head, query)
+
+
+def explain_analysis(model: AttentionModel, analysis: Analysis, kind: str, layer: int, head: int, query: int) -> dict:
+    """`explain` for a text the model has analysed already."""
+    L, H, Tq, Tk = analysis.patterns[kind].shape
+    layout = analysis.layout[kind]
+    rows, columns = analysis.axis(layout.rows), analysis.axis(layout.columns)
+    check_range("layer", layer, L, f"{kind} has layers")
+    check_range("head", head, H, "the model has heads")
+    check_range("query", query, Tq, f"{kind}'s queries ({layout.rows}) are")
+    inp = attention_input(model, analysis, kind, layer)
+    steps = explain_query(inp, head, query)
+    C, D = inp.attn.width, inp.attn.head_width
+    qkv = ("batch", "head", "query_pos", "d_head")
+    kv = ("batch", "head", "key_pos", "d_head")
+    sc = ("batch", "head", "query_pos", "key_pos")
+    at = f"[0, {head}, {query}]"
+    shapes = {
+        "x": shape_note((Tq, C), ("query_pos", "d_model"), "x", (1, Tq, C), ("batch", "query_pos", "d_model"), "[0]"),
+        "q": shape_note((D,), ("d_head",), "q", (1, H, Tq, D), qkv, at),
+        "k": shape_note((Tk, D), ("key_pos", "d_head"), "k", (1, H, Tk, D), kv, f"[0, {head}]"),
+        "v": shape_note((Tk, D), ("key_pos", "d_head"), "v", (1, H, Tk, D), kv, f"[0, {head}]"),
+        "qk": shape_note((Tk, D), ("key_pos", "d_head"), "k", (1, H, Tk, D), kv, f"[0, {head}]",
+                         "each row times q elementwise: q_i ⊙ k_j"),
+        "scores": shape_note((Tk,), ("key_pos",), "attn_scores", (1, H, Tq, Tk), sc, at, "masked: -inf (null in JSON)"),
+        "weights": shape_note((Tk,), ("key_pos",), "pattern", (1, H, Tq, Tk), sc, at),
+        "z": shape_note((D,), ("d_head",), "z", (1, H, Tq, D), qkv, at),
+        "heads_z": shape_note((C,), ("d_model",), "z", (1, Tq, C), ("batch", "query_pos", "d_model"), f"[0, {query}]",
+                              "z after transpose(1, 2).reshape(B, Tq, C): the heads concatenated"),
+        "output": shape_note((C,), ("d_model",), "output", (1, Tq, C), ("batch", "query_pos", "d_model"),
+                             f"[0, {query}]"),
+    }
+    if inp.context is not None:
+        shapes["context"] = shape_note((Tk, C), ("key_pos", "d_model"), "context", (1, Tk, C),
+                                       ("batch", "key_pos", "d_model"), "[0]")
+    return {
+        "model": model.info.name, "kind": kind, "layer": layer, "head": head, "query": query,
+        "name": f"L{layer}H{head}", "layout": layout,
+        "query_tokens": rows, "key_tokens": columns,
+        "heads": H, "d_model": C, "d_head": D, "scale": 1 / math.sqrt(D),
+        "x": inp.x, "context": inp.context,
+        "q": steps["q"], "k": steps["k"], "v": steps["v"], "qk": steps["qk"],
+        "scores": steps["attn_scores"], "masked": steps["masked"], "weights": steps["pattern"],
+        "z": steps["z"], "heads_z": steps["heads_z"], "output": steps["output"],
+        "shapes": shapes,
+    }

@@ -1,0 +1,135 @@
+// The Playground tab: torch.nn.MultiheadAttention configured from a form (POST /api/mha), with the
+// presets and limits of GET /api/mha/presets. Shows the code, the shapes torch reports, one weights
+// heatmap per head (or the mean), and the largest difference to Headscope's own attention.
+import { el, make } from './dom.js';
+import { ApiError, fetchMhaPresets, runMha } from './api.js';
+import { drawHeatmap, loadPlotly } from './heatmap.js';
+
+const NUMBERS = ['embed_dim', 'num_heads', 'kdim', 'vdim', 'L', 'S', 'N', 'seed'];
+const FLAGS = ['bias', 'add_bias_kv', 'add_zero_attn', 'batch_first', 'causal', 'need_weights', 'average_attn_weights'];
+const LIMITED = { embed_dim: 'max_embed_dim', kdim: 'max_embed_dim', vdim: 'max_embed_dim', num_heads: 'max_heads',
+  L: 'max_length', S: 'max_length', N: 'max_batch', seed: 'max_seed' };
+
+let presets = null; // GET /api/mha/presets
+let controller = null;
+const field = (name) => el.pgForm.elements[name];
+
+// key_padding_mask as typed: empty (none), lengths "10, 7", or JSON such as [[false, true], [false, false]].
+function parseMask(text) {
+  const t = text.trim();
+  if (!t) return null;
+  if (t.startsWith('[')) return JSON.parse(t);
+  return t.split(/[\s,]+/).filter(Boolean).map((n) => {
+    if (!/^\d+$/.test(n)) throw new Error(`key_padding_mask: "${n}" is not a length`);
+    return +n;
+  });
+}
+
+function readForm() {
+  const config = {};
+  for (const name of NUMBERS) {
+    const v = field(name).value.trim();
+    config[name] = v === '' ? null : Number(v);
+  }
+  for (const name of FLAGS) config[name] = field(name).checked;
+  config.key_padding_mask = parseMask(field('key_padding_mask').value);
+  return config;
+}
+
+function fillForm(config) {
+  for (const name of NUMBERS) field(name).value = config[name] ?? '';
+  for (const name of FLAGS) field(name).checked = config[name];
+  const m = config.key_padding_mask;
+  field('key_padding_mask').value = m === null ? '' : m.every((n) => typeof n === 'number') ? m.join(', ') : JSON.stringify(m);
+}
+
+function status(text, kind = 'info') {
+  el.pgStatus.textContent = text;
+  el.pgStatus.dataset.kind = kind;
+}
+
+function showShapes(r) {
+  const rows = [
+    ['query', r.input_shapes.query], ['key', r.input_shapes.key], ['value', r.input_shapes.value],
+    ['key_padding_mask', r.input_shapes.key_padding_mask], ['attn_mask', r.input_shapes.attn_mask],
+    ['attn_output', r.output_shape],
+    ['attn_weights', r.weights_shape && `${JSON.stringify(r.weights_shape)} (${r.weights_axes.join(', ')})`],
+    ['max_abs_diff', `${r.max_abs_diff.toExponential(2)} against ${r.compared_with}`],
+  ];
+  el.pgShapes.replaceChildren(...rows.flatMap(([name, value]) => [
+    make('dt', { text: name }),
+    make('dd', { text: value === null ? 'None' : typeof value === 'string' ? value : JSON.stringify(value), attrs: { 'data-name': name } }),
+  ]));
+}
+
+async function drawHeads(r) {
+  if (r.weights === null) {
+    el.pgHeads.replaceChildren(make('p', { className: 'hint', text: 'need_weights is off: PyTorch returns no weights.' }));
+    return;
+  }
+  const perHead = !r.config.average_attn_weights;
+  const maps = perHead ? r.weights : [r.weights];
+  const rows = [...Array(r.config.L).keys()].map((i) => `q${i}`);
+  const cols = r.key_labels;
+  await loadPlotly();
+  const boxes = maps.map((_, h) => make('div', { className: 'pg-head', attrs: { 'data-head': perHead ? h : 'mean' } }));
+  el.pgHeads.replaceChildren(...boxes);
+  await Promise.all(maps.map((m, h) => drawHeatmap(boxes[h], {
+    matrix: Float32Array.from(m.flat()), rows, cols, zmax: 1,
+    title: perHead ? `head ${h} (batch 0)` : `mean of ${r.config.num_heads} heads (batch 0)`,
+  })));
+}
+
+async function run() {
+  let config;
+  try {
+    config = readForm();
+  } catch (e) {
+    status(e.message, 'error');
+    return;
+  }
+  controller?.abort();
+  controller = new AbortController();
+  const mine = controller;
+  el.pgShapes.dataset.state = 'loading';
+  status('Running…');
+  let r;
+  try {
+    r = await runMha(config, controller.signal);
+  } catch (e) {
+    if (e.name === 'AbortError') return;
+    el.pgShapes.dataset.state = 'error';
+    status(e instanceof ApiError ? e.message : `Error: ${e.message}`, 'error');
+    return;
+  }
+  el.pgCode.textContent = r.code;
+  showShapes(r);
+  await drawHeads(r);
+  if (mine !== controller) return;
+  el.pgShapes.dataset.state = 'ready';
+  status(`attn_output ${JSON.stringify(r.output_shape)}; attn_weights ${JSON.stringify(r.weights_shape)}.`);
+}
+
+// Load the presets and limits once, make a button per preset, start from the first.
+export async function drawPlayground({ setStatus }) {
+  if (presets) return;
+  try {
+    presets = await fetchMhaPresets();
+  } catch (e) {
+    setStatus(e.message, 'error');
+    return;
+  }
+  for (const [name, limit] of Object.entries(LIMITED)) field(name).max = presets.limits[limit];
+  for (const preset of presets.presets) {
+    const button = make('button', { text: preset.name, attrs: { type: 'button', title: preset.title, 'data-preset': preset.name } });
+    button.addEventListener('click', () => { fillForm(preset.config); run(); });
+    el.pgPresets.append(button);
+  }
+  fillForm(presets.presets[0].config);
+  await run();
+}
+
+export function setupPlayground() {
+  el.pgForm.addEventListener('submit', (e) => { e.preventDefault(); run(); });
+  el.pgForm.addEventListener('change', run);
+}
