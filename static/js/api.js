@@ -54,13 +54,19 @@ export async function fetchAttention({ text, model, truncate, similarity = false
   if (generation === 'continuation' && newTokens) request.generate = newTokens;
   if (generation === 'output' && newTokens) request.max_new_tokens = newTokens;
   const response = await post('/api/attention', request, signal);
-  const body = await response.arrayBuffer();
+  const result = decodeCompact(await response.arrayBuffer());
+  result.text = text; // offsets index into it: word labels are cut from it
+  return result;
+}
+
+// A compact body (ArrayBuffer) -> its header, with `attention` replaced by `kinds` (see decodeKind).
+// The notebook output (notebook.js) embeds the same body, so both read it here.
+export function decodeCompact(body) {
   const length = new DataView(body).getUint32(0, true);
   const header = JSON.parse(new TextDecoder().decode(new Uint8Array(body, 4, length)));
   header.kinds = Object.fromEntries(
     Object.entries(header.attention).map(([kind, entry]) => [kind, decodeKind(kind, entry, body, 4 + length, header)]));
   delete header.attention;
-  header.text = text; // offsets index into it: word labels are cut from it
   return header;
 }
 
