@@ -189,6 +189,20 @@ def test_bad_input_gets_a_clear_error(call, error, match):
         call()
 
 
+def test_the_example_notebook_is_committed_without_outputs_and_its_cells_parse():
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(ROOT / "docs" / "notebook.ipynb", as_version=4)
+    nbformat.validate(nb)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code and all(cell.outputs == [] and cell.execution_count is None for cell in code)
+    for cell in code:
+        ast.parse(cell.source)
+    assert any("show(outputs.attentions, tokens)" in cell.source for cell in code)
+
+
 HOSTILE = ["</script><script>window.pwned=1</script>", "<img src=x onerror=window.pwned=2>", "<!--", "&amp;", "]]>"]
 
 
