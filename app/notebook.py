@@ -123,6 +123,9 @@ def analyze(text: str, model: str | ModelSpec | AttentionModel = DEFAULT_MODEL, 
 
 
 def _tensor(x, name: str) -> torch.Tensor:
+    if x is None:  # transformers' fused (sdpa, flash) attention returns no weights
+        raise ValueError(f"{name} is None: the model returned no attention weights; load it with "
+                         "attn_implementation='eager' and call it with output_attentions=True")
     if isinstance(x, torch.Tensor):
         return x.detach().to("cpu", torch.float32)
     try:
@@ -271,7 +274,9 @@ def show(source=None, tokens=None, *, model: str | ModelSpec | AttentionModel = 
     elif isinstance(source, str) or text is not None:
         if isinstance(source, str) and text is not None:
             raise TypeError("text is given twice")
-        if tokens is not None or attention is not None:
+        arrays = (tokens, attention, causal, special, encoder_attention, decoder_attention, cross_attention,
+                  encoder_tokens, decoder_tokens)
+        if any(a is not None for a in arrays):
             raise TypeError("give a text to run through a model, or attention arrays with their tokens, not both")
         result = analyze(source if isinstance(source, str) else text, model, truncate=truncate, new_tokens=new_tokens)
     else:

@@ -179,6 +179,8 @@ def test_an_encoder_decoder_is_drawn_with_its_three_layouts(dates):
     (lambda: show(torch.ones(1, 1, 3, 4), list("abcd")), ValueError, "as many queries as keys"),
     (lambda: show([torch.ones(1, 2, 3, 3), torch.ones(1, 2, 4, 4)], list("abc")), ValueError, r"attention\[1\] has shape"),
     (lambda: show(SENTENCE, tokens=["x"]), TypeError, "not both"),
+    (lambda: show(SENTENCE, causal=True), TypeError, "not both"),
+    (lambda: show((None, None), list("ab")), ValueError, r"attention\[0\] is None: .*attn_implementation='eager'"),
     (lambda: show(softmax_pattern(), list("abcde"), attention=softmax_pattern()), TypeError, "given twice"),
     (lambda: show(softmax_pattern(), list("abcde"), special=[True]), ValueError, "special has 1 flags for 5 tokens"),
     (lambda: show(), TypeError, "no attention given"),
@@ -351,6 +353,9 @@ def test_a_notebook_executed_saved_and_exported_draws_every_head_offline(exporte
         assert roots.nth(0).locator(".hs-detail").is_hidden()
         second.get_by_role("button", name="next head").click()
         assert second.locator(".hs-bar h4").text_content() == "L2H6 · self"
+        second.locator("canvas.hs-heatmap").focus()
+        page.keyboard.press("ArrowDown")
+        assert second.locator(".hs-bar h4").text_content() == "L3H6 · self"
         # the head table: one row per head, opening the head it names
         second.locator("summary").click()
         assert second.locator('tr[data-kind="self"]').count() == 72

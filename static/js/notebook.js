@@ -134,7 +134,8 @@ function build(root, result) {
     for (let i = 0; i < matrix.length; i++) if (matrix[i] > zmax) zmax = matrix[i];
     note.textContent = [view.note && `Transformed view: ${view.note}.`,
       `Rows are queries, columns keys. Colour from 0 to this head's largest weight, ${zmax.toFixed(3)}; `
-      + `values are 8-bit (within ${(zmax / 510).toFixed(4)}). Hover for a value; arrow keys move between heads.`]
+      + `values are 8-bit (within ${(zmax / 510).toFixed(4)}). Hover for a value. The arrow buttons, or the arrow `
+      + 'keys once the heatmap has focus, move between heads.']
       .filter(Boolean).join(' ');
     geometry = { ...drawMatrix(heatmap, { matrix, rows: view.rows, cols: view.cols, zmax }), matrix, view };
     const { left, top, cell } = geometry; // where the cells are, for tests that hover one
@@ -172,8 +173,9 @@ function build(root, result) {
   heatmap.addEventListener('mouseleave', () => { tip.hidden = true; });
   detail.addEventListener('keydown', (e) => {
     const moves = { ArrowLeft: [0, -1], ArrowRight: [0, 1], ArrowUp: [-1, 0], ArrowDown: [1, 0] };
-    if (moves[e.key]) { e.preventDefault(); step(...moves[e.key]); }
+    if (moves[e.key]) step(...moves[e.key]);
     if (e.key === 'Escape') closeDetail();
+    if (moves[e.key] || e.key === 'Escape') { e.preventDefault(); e.stopPropagation(); } // not Jupyter's cell keys
   });
 
   // ---- head table
