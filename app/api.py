@@ -138,7 +138,8 @@ def selected_patterns(analysis: Analysis, req: AttentionRequest) -> dict:
     return {kind: max_pool(pattern, req.pool_to) for kind, pattern in patterns.items()}
 
 
-def attention_fields(analysis: Analysis, req: AttentionRequest, pool: dict) -> dict:
+def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict | None = None,
+                     similarity: bool = False) -> dict:
     """Everything /api/attention returns for one analysis, but the attention arrays."""
     return {
         "model": analysis.model,
@@ -150,12 +151,12 @@ def attention_fields(analysis: Analysis, req: AttentionRequest, pool: dict) -> d
         "truncated": analysis.truncated,
         "dims": list(DIMS),
         "layout": {kind: asdict(layout) for kind, layout in analysis.layout.items()},
-        "format": req.format,
+        "format": fmt,
         "pool": pool,
-        "selection": req.head.model_dump() if req.head else None,
+        "selection": selection,
         "attention": None,  # filled in by the chosen encoding
         "heads": summarize_heads(analysis),
-        "similarity": head_similarity(analysis) if req.similarity else None,
+        "similarity": head_similarity(analysis) if similarity else None,
         "output_text": analysis.output_text,
         "output_tokens": analysis.output_tokens,
         "output_special": analysis.output_special,
@@ -170,7 +171,8 @@ def attention_body(analysis: Analysis, req: AttentionRequest, encoding: str | No
     """The answer's bytes, compressed for the client; runs on the model's worker thread."""
     selected = selected_patterns(analysis, req)
     patterns = {kind: pattern for kind, (pattern, _) in selected.items()}
-    fields = attention_fields(analysis, req, {kind: block for kind, (_, block) in selected.items()})
+    pool = {kind: block for kind, (_, block) in selected.items()}
+    fields = attention_fields(analysis, req.format, pool, req.head.model_dump() if req.head else None, req.similarity)
     if req.format in ("compact", "safetensors"):
         return compress(safetensors_body(patterns, fields, exact=req.format == "safetensors"), encoding)
     attention = {kind: pattern.numpy() for kind, pattern in patterns.items()}

@@ -83,14 +83,21 @@ function attentionRequest({ text, model, truncate, generation = null, newTokens 
   return request;
 }
 
-async function fetchBinary(request, signal) {
-  const response = await post('/api/attention', request, signal);
-  const { fields, tensors } = readSafetensors(await response.arrayBuffer());
+// A binary answer (ArrayBuffer of a safetensors file) -> its fields, with `attention` replaced by
+// `kinds` (see decodeKind). The notebook output (notebook.js) embeds the same body and reads it here.
+export function decodeAnswer(buffer) {
+  const { fields, tensors } = readSafetensors(buffer);
   fields.kinds = Object.fromEntries(
     Object.entries(fields.attention).map(([kind, entry]) => [kind, decodeKind(kind, entry, tensors, fields)]));
   delete fields.attention;
-  fields.text = request.text; // offsets index into it: word labels are cut from it
   return fields;
+}
+
+async function fetchBinary(request, signal) {
+  const response = await post('/api/attention', request, signal);
+  const answer = decodeAnswer(await response.arrayBuffer());
+  answer.text = request.text; // offsets index into it: word labels are cut from it
+  return answer;
 }
 
 // The grid's answer: every head, pooled to GRID_CELLS. `params`: text, model, truncate, and for a
