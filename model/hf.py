@@ -344,6 +344,11 @@ class HFModel:
         handling for padded batches vary by family, so padding could change what a head sees."""
         return [self.analyze(text, truncate, new_tokens) for text in texts]
 
+    def id_tokens(self, ids: list[int]) -> list[str]:
+        """Token strings of generated ids. A model's vocabulary may be larger than its tokenizer's (rows
+        padded to a round number): an id the tokenizer lacks reads `<id N>`."""
+        return [t if t is not None else f"<id {i}>" for i, t in zip(ids, self.tokenizer.convert_ids_to_tokens(ids))]
+
     def inputs(self, enc) -> dict[str, torch.Tensor]:
         """What the tokenizer returned that the model takes (input_ids, attention_mask, token_type_ids ...)."""
         return {k: torch.tensor([enc[k]]) for k in self.tokenizer.model_input_names if k in enc}  # each (1, T)
@@ -368,9 +373,9 @@ class HFModel:
         from transformers import GenerationConfig
 
         g, pad, eos = self.net.generation_config, self.tokenizer.pad_token_id, self.eos
-        return GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=n, eos_token_id=eos, bos_token_id=g.bos_token_id,
-                                pad_token_id=pad if pad is not None else (eos[0] if isinstance(eos, list) else eos),
-                                decoder_start_token_id=g.decoder_start_token_id)
+        return GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=n, eos_token_id=eos,
+                                bos_token_id=g.bos_token_id, decoder_start_token_id=g.decoder_start_token_id,
+                                pad_token_id=pad if pad is not None else (eos[0] if isinstance(eos, list) else eos))
 
     def analyze_decoder(self, text: str, truncate: bool, n: int) -> Analysis:
         """Attention over the text, or, with n > 0, over the text and its greedy continuation of up to n tokens."""
@@ -391,7 +396,7 @@ class HFModel:
             new = sequence[0, ids.shape[1]:].tolist()
             stopped = "end" if new and new[-1] in self.eos_ids else "length"
             ids = sequence[:, : ids.shape[1] + len(new)]  # (1, T + new)
-            fields["tokens"] += self.tokenizer.convert_ids_to_tokens(new)
+            fields["tokens"] += self.id_tokens(new)
             fields["offsets"] += [None] * len(new)  # not in the text
             fields["special"] += [i in self.special_ids for i in new]
             fields["words"] += [None] * len(new)
@@ -414,7 +419,7 @@ class HFModel:
         positions = sequence[:-1]  # the decoder's positions: start, g1 .. g(k-1)
         out = self.net(**inputs, decoder_input_ids=torch.tensor([positions]), output_attentions=True)
         output_text = self.tokenizer.decode(made, skip_special_tokens=True)
-        output_tokens = self.tokenizer.convert_ids_to_tokens(positions)
+        output_tokens = self.id_tokens(positions)
         return Analysis(
             model=self.info.name,
             **self.token_fields(enc),

@@ -149,6 +149,16 @@ ENDS = {  # the special tokens each family's template puts first and last (None:
 }
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Models of width 32 gain nothing from threads, and on a busy machine each op's thread handoff
+    costs more than the op: this file ran 5-50x slower with two threads while other processes ran."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def built():
     """family -> (tokenizer, transformers model): the originals, run directly as the reference."""
@@ -324,6 +334,13 @@ def test_continuation_is_transformers_greedy_generate_then_attention_over_all(se
         out = model(input_ids=torch.tensor([sequence]), output_attentions=True)
     assert_patterns(analysis.patterns["decoder"], out.attentions)
     assert served[family].analyze(TEXT, new_tokens=0).generated is None
+
+
+def test_generated_ids_beyond_the_tokenizer_still_have_a_name(served, built):
+    """Models often have more output rows than their tokenizer has tokens (padded to a round number)."""
+    tokenizer = built["gpt2"][0]
+    assert served["gpt2"].id_tokens([0, len(tokenizer) + 5]) == [tokenizer.convert_ids_to_tokens(0),
+                                                                 f"<id {len(tokenizer) + 5}>"]
 
 
 def test_texts_longer_than_the_model_are_refused_or_cut(served, built):
@@ -521,19 +538,27 @@ def test_api_generation_fields_per_model(hf_client, served):
     assert r.status_code == 422 and r.json()["error"] == "too_many_tokens" and r.json()["limit"] == POSITIONS
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
-
-
-def test_cli_reports_a_checkpoint_it_cannot_serve_in_one_line(checkpoints, tmp_path):
-    done = run_cli("serve", "--model", f"x={tmp_path / 'nonexistent'}")
+def test_cli_reports_a_checkpoint_it_cannot_serve_in_one_line(tmp_path):
+    missing = tmp_path / "nonexistent"
+    done = subprocess.run([sys.executable, "-m", "app", "serve", "--model", f"x={missing}"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines() == [f"headscope: error: {tmp_path / 'nonexistent'} does not exist; "
+    assert done.stderr.strip().splitlines() == [f"headscope: error: {missing} does not exist; "
                                                 "give NAME=PATH with a Hugging Face checkpoint directory"]
+
+
+@pytest.mark.parametrize("command", ["serve", "heads"])
+def test_cli_commands_exit_2_on_a_checkpoint_without_weights(checkpoints, tmp_path, capsys, command):
+    from app.cli import main
+
     no_weights = copy_checkpoint(checkpoints["gpt2"], tmp_path / "no-weights", lambda n: n.endswith(".json"))
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(TEXT)
-    done = run_cli("heads", str(corpus), "--out", str(tmp_path / "heads.csv"), "--model", f"x={no_weights}")
-    assert done.returncode == 2 and "Traceback" not in done.stderr
-    (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("headscope: error: ") and "has no weights" in line
+    args = ["serve"] if command == "serve" else ["heads", str(corpus), "--out", str(tmp_path / "heads.csv")]
+    with pytest.raises(SystemExit) as e:
+        main([*args, "--model", f"x={no_weights}"])
+    assert e.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line == f"headscope: error: {no_weights} has no weights (model.safetensors or pytorch_model.bin); " \
+                   "save them with model.save_pretrained(PATH)"
+    assert not (tmp_path / "heads.csv").exists()
