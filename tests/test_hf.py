@@ -219,6 +219,7 @@ def test_each_family_is_served_with_its_kinds_limits_and_generation(served, buil
     assert info.max_tokens == {"bart": 256, "t5": 512}.get(family, POSITIONS)  # T5 has no absolute positions
     assert info.kv_heads == (2 if family == "llama" else None)
     assert type(built[family][1]).__name__ in info.description
+    assert "HF_HUB_OFFLINE" in os.environ  # set before transformers is asked for anything: no hub, ever
 
 
 @pytest.mark.parametrize("family", ENCODERS + DECODERS)
