@@ -12,8 +12,16 @@ import csv
 import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from model.metrics import METRICS
+
+
+def fail(error: Exception) -> NoReturn:
+    """A model that cannot be loaded: one line on stderr, exit status 2, no traceback."""
+    lines = str(error).strip().splitlines() or [type(error).__name__]
+    print(f"headscope: error: {lines[0]}", file=sys.stderr)
+    sys.exit(2)
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -22,7 +30,10 @@ def serve(args: argparse.Namespace) -> None:
     from app.main import create_app
     from app.settings import Settings
 
-    app = create_app(Settings(models=args.model))
+    try:
+        app = create_app(Settings(models=args.model))
+    except (FileNotFoundError, ValueError) as e:  # a model we cannot load (model.hf.CheckpointError is a ValueError)
+        fail(e)
     print(f"Headscope: models {', '.join(app.state.models)} loaded; open http://{args.host}:{args.port}/", flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, limit_concurrency=args.max_connections)
 
@@ -32,7 +43,10 @@ def heads(args: argparse.Namespace) -> None:
     from model.registry import load_model
 
     texts = Path(args.corpus).read_text(encoding="utf-8").splitlines()
-    model = load_model(args.model[0])
+    try:
+        model = load_model(args.model[0])
+    except (FileNotFoundError, ValueError) as e:  # as in serve
+        fail(e)
     batches, errors, _ = plan_corpus(model, texts, args.truncate, args.batch_size)
     errors = [e for e in errors if texts[e["index"]].strip()]  # blank lines are not errors in a file
     average = CorpusAverage()
