@@ -5,7 +5,6 @@ from dataclasses import asdict
 from functools import partial
 from typing import Annotated
 
-import anyio.to_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
@@ -29,7 +28,7 @@ from app.schemas import (
     ModelsResponse,
 )
 from app.settings import Settings
-from model.analysis import DIMS, MAX_NEW_TOKENS, Analysis, AttentionModel, TooManyTokens
+from model.analysis import DIMS, MAX_NEW_TOKENS, Analysis, AttentionModel, cut_to_chars
 from model.heads import CorpusAverage, head_similarity, plan_corpus, summarize_heads
 
 
@@ -56,7 +55,9 @@ ERRORS = {
         408: "The body arrived too slowly",
         413: "Body larger than the server's limit",
         415: "Body is not JSON",
-        422: "Invalid field, unknown model, or too many tokens",
+        421: "The Host header is not one this server answers to (DNS rebinding defence)",
+        422: "Invalid field, unknown model, too many characters or tokens, or a json answer too large",
+        431: "Request line and headers larger than the server's limit",
         503: "Too many requests waiting; retry after the Retry-After header",
     }.items()
 }
@@ -83,9 +84,16 @@ def list_models(models: ModelsDep, settings: SettingsDep):
         "models": [asdict(m.info) for m in models.values()],
         "limits": {
             "max_body_bytes": settings.max_body_bytes,
+            "max_json_floats": settings.max_json_floats,
+            "max_waiting": settings.max_waiting,
             "corpus_max_texts": settings.corpus_max_texts,
             "corpus_max_tokens": settings.corpus_max_tokens,
             "max_new_tokens": MAX_NEW_TOKENS,
+            "max_connections": settings.max_connections,
+            "max_header_bytes": settings.max_header_bytes,
+            "header_timeout_s": settings.header_timeout_s,
+            "body_timeout_s": settings.body_timeout_s,
+            "send_timeout_s": settings.send_timeout_s,
         },
     })
 
@@ -109,8 +117,9 @@ def new_tokens(model: AttentionModel, req: AttentionRequest) -> int | None:
     return req.max_new_tokens
 
 
-def attention_fields(analysis: Analysis, req: AttentionRequest) -> dict:
-    """Everything /api/attention returns for one analysis, but the attention arrays."""
+def attention_fields(analysis: Analysis, req: AttentionRequest, cut: bool) -> dict:
+    """Everything /api/attention returns for one analysis, but the attention arrays. `cut`: the text was
+    cut to the model's max_chars before it was tokenized."""
     return {
         "model": analysis.model,
         "tokens": analysis.tokens,
@@ -118,7 +127,7 @@ def attention_fields(analysis: Analysis, req: AttentionRequest) -> dict:
         "special": analysis.special,
         "words": analysis.words,
         "generated": analysis.generated,
-        "truncated": analysis.truncated,
+        "truncated": analysis.truncated or cut,
         "dims": list(DIMS),
         "layout": {kind: asdict(layout) for kind, layout in analysis.layout.items()},
         "format": req.format,
@@ -133,9 +142,15 @@ def attention_fields(analysis: Analysis, req: AttentionRequest) -> dict:
     }
 
 
-def attention_body(analysis: Analysis, req: AttentionRequest, encoding: str | None) -> bytes:
+def attention_body(analysis: Analysis, req: AttentionRequest, cut: bool, encoding: str | None,
+                   max_json_floats: int) -> bytes:
     """The answer's bytes, compressed for the client; runs on the model's worker thread."""
-    fields = attention_fields(analysis, req)
+    floats = sum(pattern.numel() for pattern in analysis.patterns.values())  # L*H*Tq*Tk per kind
+    if req.format == "json" and floats > max_json_floats:  # ~13 bytes of JSON each: refuse before building
+        raise ApiError(422, "answer_too_large", f"the answer has {floats} attention weights; format: json sends at "
+                       f"most {max_json_floats} (max_json_floats in GET /api/models limits). Send format: compact "
+                       "(8-bit weights, one byte each) or a shorter text", count=floats, limit=max_json_floats)
+    fields = attention_fields(analysis, req, cut)
     if req.format == "compact":
         return compress(compact_body(analysis.patterns, fields), encoding)
     attention = {kind: pattern.numpy() for kind, pattern in analysis.patterns.items()}
@@ -153,19 +168,17 @@ COMPACT_RESPONSE = {
 
 
 @router.post("/attention", response_model=AttentionResponse, responses=COMPACT_RESPONSE)
-async def attention(req: AttentionRequest, request: Request, models: ModelsDep, runner: RunnerDep):
+async def attention(req: AttentionRequest, request: Request, models: ModelsDep, runner: RunnerDep,
+                    settings: SettingsDep):
     """Every layer's and head's attention pattern for one text, with per-head metrics and roles."""
     started = time.perf_counter()
     model = pick_model(models, req.model)
     generate = new_tokens(model, req)
-    count = await anyio.to_thread.run_sync(model.count_tokens, req.text)  # long texts: off the event loop
-    limit = model.info.max_tokens
-    if count > limit and not req.truncate:
-        raise TooManyTokens(count, limit, model.info.name)
+    text, cut = cut_to_chars(model.info, req.text, req.truncate)  # no tokenizing yet: the runner does it in line
     encoding = choose_encoding(request.headers.get("accept-encoding", ""))
-    key = (model.info.name, req.text, req.truncate, generate, req.format, req.similarity, encoding)
-    build = partial(attention_body, req=req, encoding=encoding)
-    body = await runner.analyze(key, Pending(model, req.text, req.truncate, generate, min(count, limit), build))
+    key = (model.info.name, text, cut, req.truncate, generate, req.format, req.similarity, encoding)
+    build = partial(attention_body, req=req, cut=cut, encoding=encoding, max_json_floats=settings.max_json_floats)
+    body = await runner.analyze(key, Pending(model, text, req.truncate, generate, build))
     response = encoded_response(body, encoding, COMPACT_MEDIA_TYPE if req.format == "compact" else "application/json")
     response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"  # waiting included
     return response

@@ -10,11 +10,11 @@ from starlette.exceptions import HTTPException
 
 from app.encoding import json_response
 from app.runner import Busy
-from model.analysis import TooManyTokens
+from model.analysis import TooManyCharacters, TooManyTokens
 
 STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
-                413: "body_too_large", 415: "unsupported_media_type", 422: "validation_error",
-                429: "too_many_requests", 503: "busy"}
+                413: "body_too_large", 415: "unsupported_media_type", 421: "misdirected_request",
+                422: "validation_error", 429: "too_many_requests", 431: "headers_too_large", 503: "busy"}
 
 
 class ApiError(Exception):
@@ -61,6 +61,10 @@ async def on_too_many_tokens(request: Request, exc: TooManyTokens):
     return error_response(422, "too_many_tokens", str(exc), count=exc.count, limit=exc.limit)
 
 
+async def on_too_many_characters(request: Request, exc: TooManyCharacters):
+    return error_response(422, "too_many_characters", str(exc), count=exc.count, limit=exc.limit)
+
+
 async def on_busy(request: Request, exc: Busy):
     return error_response(503, "busy", str(exc), headers={"Retry-After": "1"})
 
@@ -70,4 +74,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(TooManyTokens, on_too_many_tokens)
+    app.add_exception_handler(TooManyCharacters, on_too_many_characters)
     app.add_exception_handler(Busy, on_busy)

@@ -4,10 +4,10 @@ import threading
 import time
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.server import make_server
 from app.settings import Settings
 from model.registry import load_models
 
@@ -67,10 +67,10 @@ def client(app):
 
 
 class LiveServer:
-    """uvicorn serving an app on a free port in a background thread."""
+    """The app served as `headscope serve` serves it (app/server.py), on a free port, in a background thread."""
 
     def __init__(self, app):
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.server = make_server(app, "127.0.0.1", 0, app.state.settings, log_level="warning")
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):

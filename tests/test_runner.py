@@ -14,8 +14,8 @@ def run(main):
         return pool.submit(asyncio.run, main()).result()
 
 
-def pending(model, text):
-    return Pending(model, text, False, None, len(model.tokenize(text)["ids"]), build=lambda a: a.tokens)
+def pending(model, text, truncate=False):
+    return Pending(model, text, truncate, None, build=lambda a: a.tokens)
 
 
 def test_waiting_requests_run_as_one_batch_and_identical_ones_share(minilm):
