@@ -107,7 +107,10 @@ def browser():
 
 @pytest.fixture
 def page(browser, live_server):
-    """A fresh page on the live server; the test fails if the page logs any console error."""
+    """A fresh page on the live server; the test fails if the page logs any console error.
+
+    The page runs under its Content-Security-Policy, which forbids eval: give `wait_for_function` a
+    function ("() => ..."), since Playwright evals a bare expression inside the page."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page = context.new_page()
     errors = []

@@ -18,7 +18,7 @@ def open_page(page, **params):
 
 
 def wait_ready(page):
-    page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+    page.wait_for_function("() => document.body.dataset.state === 'ready'", timeout=60_000)
 
 
 def heatmap_ticks(page, axis):
@@ -164,7 +164,7 @@ def test_a_512_token_text_renders_with_thinned_labels_that_zoom_brings_back(page
     shown = heatmap_ticks(page, "x")
     assert 10 < len(shown) < 200  # thinned: readable, not 512 overlapping labels
     page.evaluate("Plotly.relayout(document.getElementById('heatmap'), {'xaxis.range': [99.5, 120.5], 'yaxis.range': [120.5, 99.5]})")
-    page.wait_for_function("document.querySelectorAll('#heatmap .xtick text').length === 21")
+    page.wait_for_function("() => document.querySelectorAll('#heatmap .xtick text').length === 21")
     words = long_text().split()
     assert heatmap_ticks(page, "x") == words[99:120]  # positions 100..120 are words 99..119
     assert len(heatmap_ticks(page, "y")) == 21

@@ -20,7 +20,7 @@ def test_dates_model_from_the_picker_shows_output_and_three_grids(page):
     page.select_option("#model", "dates")
     page.fill("#text", TEXT)
     page.click("#analyze")
-    page.wait_for_function("document.body.dataset.state === 'ready'")
+    page.wait_for_function("() => document.body.dataset.state === 'ready'")
     expect(page.locator("#output-text")).to_have_text("2026-11-25")
     for kind in ("encoder", "decoder", "cross"):
         expect(page.locator(f'canvas.head[data-kind="{kind}"]')).to_have_count(12)
@@ -49,7 +49,7 @@ def cross_pixels(page):
 
 def test_step_slider_walks_through_generation(page):
     page.goto(f"{page.base_url}/?{urlencode({'text': TEXT, 'model': 'dates'})}")
-    page.wait_for_function("document.body.dataset.state === 'ready'")
+    page.wait_for_function("() => document.body.dataset.state === 'ready'")
     rows = ["<s>", *"2026-11-25"]
     assert page.input_value("#step") == str(len(rows))  # starts at the end of generation
     before = cross_pixels(page)
