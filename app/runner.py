@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
-import anyio.to_thread
 
 from model.analysis import Analysis, AttentionModel, TooManyTokens
 
@@ -94,8 +93,10 @@ class ModelRunner:
             async with self.admitted():
                 self.shared[key] = item
                 try:
-                    try:  # a text is tokenized only here, in the line: see the module's docstring
-                        item.tokens = await anyio.to_thread.run_sync(positions, item)
+                    try:  # a text is tokenized only here, in the line: see the module's docstring. Not on a
+                        # thread: the tokenizer holds the GIL, so a thread would only add its hop (max_chars
+                        # keeps this under ~10 ms)
+                        item.tokens = positions(item)
                     except Exception as e:  # noqa: BLE001 - too many tokens: the answer of all sharing it
                         item.error = e
                         item.done.set()

@@ -214,22 +214,18 @@ def test_a_flood_of_texts_is_tokenized_only_within_the_line(minilm, models, monk
     from app.main import create_app
     from app.settings import Settings
 
-    counted, gate, original = [], threading.Event(), minilm.count_tokens
-
-    def held_count(text):
-        counted.append(text)
-        gate.wait(10)  # the first ones hold the line while the rest arrive
-        return original(text)
-
-    monkeypatch.setattr(minilm, "count_tokens", held_count)
+    counted, gate = [], threading.Event()
+    count, analyze_batch = minilm.count_tokens, minilm.analyze_batch
+    monkeypatch.setattr(minilm, "count_tokens", lambda text: counted.append(text) or count(text))
+    monkeypatch.setattr(minilm, "analyze_batch", lambda *a, **k: gate.wait(10) and analyze_batch(*a, **k))
     with TestClient(create_app(Settings(max_waiting=1), models=models)) as c, ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(c.post, "/api/attention", json={"text": f"text {i}"}) for i in range(6)]
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 10  # the model is held: one request runs, one waits, the rest...
         while sum(f.done() for f in futures) < 4 and time.monotonic() < deadline:
             time.sleep(0.02)
         gate.set()
         statuses = sorted(f.result().status_code for f in futures)
-    assert statuses == [200, 200, 503, 503, 503, 503]  # one running and one waiting; the rest refused at once
+    assert statuses == [200, 200, 503, 503, 503, 503]  # ...are refused at once
     assert len(counted) == 2
 
 
