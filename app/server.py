@@ -17,8 +17,9 @@ API's JSON error:
   request (nothing in progress, nothing left to send), so idle connections never lock out real
   users; if every connection is busy, the new one's requests get 503.
 
-uvicorn's own `limit_concurrency` is not used. Parsing stays with httptools, several times faster
-than h11; the header check costs one comparison per read.
+uvicorn's own `limit_concurrency` is not used. Parsing stays with httptools rather than h11 (whose
+size limit uvicorn exposes): a small request such as GET /api/models took 1.0 ms with this protocol
+against 1.55 ms with h11, client included; the header check costs one comparison per read.
 """
 
 import asyncio
