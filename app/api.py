@@ -7,7 +7,6 @@ from dataclasses import asdict
 from functools import partial
 from typing import Annotated
 
-import anyio.to_thread
 import torch
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
@@ -39,7 +38,7 @@ from app.schemas import (
     TextRequest,
 )
 from app.settings import Settings
-from model.analysis import DIMS, MAX_NEW_TOKENS, Analysis, AttentionModel, TooManyTokens
+from model.analysis import DIMS, MAX_NEW_TOKENS, Analysis, AttentionModel, cut_to_chars
 from model.explain import explain as explain_head
 from model.heads import CorpusAverage, head_similarity, plan_corpus, summarize_heads
 from model.mha import LIMITS as MHA_LIMITS
@@ -71,7 +70,9 @@ ERRORS = {
         408: "The body arrived too slowly",
         413: "Body larger than the server's limit",
         415: "Body is not JSON",
-        422: "Invalid field, unknown model, or too many tokens",
+        421: "The Host header is not one this server answers to (DNS rebinding defence)",
+        422: "Invalid field, unknown model, too many characters or tokens, or a json answer too large",
+        431: "Request line and headers larger than the server's limit",
         503: "Too many requests waiting; retry after the Retry-After header",
     }.items()
 }
@@ -98,9 +99,16 @@ def list_models(models: ModelsDep, settings: SettingsDep):
         "models": [asdict(m.info) for m in models.values()],
         "limits": {
             "max_body_bytes": settings.max_body_bytes,
+            "max_json_floats": settings.max_json_floats,
+            "max_waiting": settings.max_waiting,
             "corpus_max_texts": settings.corpus_max_texts,
             "corpus_max_tokens": settings.corpus_max_tokens,
             "max_new_tokens": MAX_NEW_TOKENS,
+            "max_connections": settings.max_connections,
+            "max_header_bytes": settings.max_header_bytes,
+            "header_timeout_s": settings.header_timeout_s,
+            "body_timeout_s": settings.body_timeout_s,
+            "send_timeout_s": settings.send_timeout_s,
         },
     })
 
@@ -139,8 +147,9 @@ def selected_patterns(analysis: Analysis, req: AttentionRequest) -> dict:
 
 
 def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict | None = None,
-                     similarity: bool = False) -> dict:
-    """Everything /api/attention returns for one analysis, but the attention arrays."""
+                     similarity: bool = False, cut: bool = False) -> dict:
+    """Everything /api/attention returns for one analysis, but the attention arrays. `cut`: the text was
+    cut to the model's max_chars before it was tokenized."""
     return {
         "model": analysis.model,
         "tokens": analysis.tokens,
@@ -148,7 +157,7 @@ def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict |
         "special": analysis.special,
         "words": analysis.words,
         "generated": analysis.generated,
-        "truncated": analysis.truncated,
+        "truncated": analysis.truncated or cut,
         "dims": list(DIMS),
         "layout": {kind: asdict(layout) for kind, layout in analysis.layout.items()},
         "format": fmt,
@@ -167,12 +176,20 @@ def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict |
     }
 
 
-def attention_body(analysis: Analysis, req: AttentionRequest, encoding: str | None) -> bytes:
+def attention_body(analysis: Analysis, req: AttentionRequest, cut: bool, encoding: str | None,
+                   max_json_floats: int) -> bytes:
     """The answer's bytes, compressed for the client; runs on the model's worker thread."""
     selected = selected_patterns(analysis, req)
     patterns = {kind: pattern for kind, (pattern, _) in selected.items()}
+    floats = sum(pattern.numel() for pattern in patterns.values())  # L*H*Tq*Tk per kind
+    if req.format == "json" and floats > max_json_floats:  # ~13 bytes of JSON each: refuse before building
+        raise ApiError(422, "answer_too_large", f"the answer has {floats} attention weights; format: json sends at "
+                       f"most {max_json_floats} (max_json_floats in GET /api/models limits). Send format: "
+                       "safetensors (exact float32) or compact (8-bit), or a shorter text", count=floats,
+                       limit=max_json_floats)
     pool = {kind: block for kind, (_, block) in selected.items()}
-    fields = attention_fields(analysis, req.format, pool, req.head.model_dump() if req.head else None, req.similarity)
+    fields = attention_fields(analysis, req.format, pool, req.head.model_dump() if req.head else None,
+                              req.similarity, cut)
     if req.format in ("compact", "safetensors"):
         return compress(safetensors_body(patterns, fields, exact=req.format == "safetensors"), encoding)
     attention = {kind: pattern.numpy() for kind, pattern in patterns.items()}
@@ -192,7 +209,8 @@ BINARY_RESPONSE = {
 
 
 @router.post("/attention", response_model=AttentionResponse, responses=BINARY_RESPONSE)
-async def attention(req: AttentionRequest, request: Request, models: ModelsDep, runner: RunnerDep):
+async def attention(req: AttentionRequest, request: Request, models: ModelsDep, runner: RunnerDep,
+                    settings: SettingsDep):
     """Every layer's and head's attention pattern for one text, with per-head metrics and roles."""
     started = time.perf_counter()
     model = pick_model(models, req.model)
@@ -200,15 +218,12 @@ async def attention(req: AttentionRequest, request: Request, models: ModelsDep, 
     if req.head is not None and req.head.kind not in model.info.kinds:
         raise ApiError(422, "unknown_kind", f"{model.info.name} has no attention kind {req.head.kind!r}; its kinds "
                        f"are {', '.join(model.info.kinds)}")
-    count = await anyio.to_thread.run_sync(model.count_tokens, req.text)  # long texts: off the event loop
-    limit = model.info.max_tokens
-    if count > limit and not req.truncate:
-        raise TooManyTokens(count, limit, model.info.name)
+    text, cut = cut_to_chars(model.info, req.text, req.truncate)  # no tokenizing yet: the runner does it in line
     encoding = choose_encoding(request.headers.get("accept-encoding", ""))
-    key = (model.info.name, req.text, req.truncate, generate, req.format, req.similarity, req.pool_to,
+    key = (model.info.name, text, cut, req.truncate, generate, req.format, req.similarity, req.pool_to,
            None if req.head is None else tuple(req.head.model_dump().values()), encoding)
-    build = partial(attention_body, req=req, encoding=encoding)
-    body = await runner.analyze(key, Pending(model, req.text, req.truncate, generate, min(count, limit), build))
+    build = partial(attention_body, req=req, cut=cut, encoding=encoding, max_json_floats=settings.max_json_floats)
+    body = await runner.analyze(key, Pending(model, text, req.truncate, generate, build))
     response = encoded_response(body, encoding, "application/json" if req.format == "json" else BINARY_MEDIA_TYPE)
     response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"  # waiting included
     return response

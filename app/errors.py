@@ -10,13 +10,13 @@ from starlette.exceptions import HTTPException
 
 from app.encoding import json_response
 from app.runner import Busy
-from model.analysis import TooManyTokens
+from model.analysis import TooManyCharacters, TooManyTokens
 from model.explain import NotExplainable, OutOfRange
 from model.mha import InvalidConfig
 
 STATUS_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 408: "request_timeout",
-                413: "body_too_large", 415: "unsupported_media_type", 422: "validation_error",
-                429: "too_many_requests", 503: "busy"}
+                413: "body_too_large", 415: "unsupported_media_type", 421: "misdirected_request",
+                422: "validation_error", 429: "too_many_requests", 431: "headers_too_large", 503: "busy"}
 
 
 class ApiError(Exception):
@@ -73,6 +73,8 @@ async def on_not_explainable(request: Request, exc: NotExplainable):
 
 async def on_invalid_config(request: Request, exc: InvalidConfig):
     return error_response(422, "invalid_config", str(exc), rule=exc.rule)
+async def on_too_many_characters(request: Request, exc: TooManyCharacters):
+    return error_response(422, "too_many_characters", str(exc), count=exc.count, limit=exc.limit)
 
 
 async def on_busy(request: Request, exc: Busy):
@@ -87,4 +89,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OutOfRange, on_out_of_range)
     app.add_exception_handler(NotExplainable, on_not_explainable)
     app.add_exception_handler(InvalidConfig, on_invalid_config)
+    app.add_exception_handler(TooManyCharacters, on_too_many_characters)
     app.add_exception_handler(Busy, on_busy)

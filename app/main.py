@@ -9,6 +9,7 @@ from app import api, pages
 from app.errors import install_error_handlers
 from app.limits import BodyLimits
 from app.runner import ModelRunner
+from app.security import SecurityHeaders, TrustedHosts
 from app.settings import Settings
 from model.analysis import AttentionModel
 from model.registry import load_models
@@ -30,11 +31,33 @@ def create_app(settings: Settings | None = None, models: dict[str, AttentionMode
     app.state.models = models if models is not None else app.state.runner.run_now(load_models, settings.models)
 
     install_error_handlers(app)
+    # the last added runs first: security headers on every answer, then the Host check, then body limits
     # the page, scripts, docs and small answers; /api/attention compresses its own, off the event loop
     app.add_middleware(CompressMiddleware, minimum_size=1000, zstd_level=3, brotli=False, gzip_level=6)
     app.add_middleware(BodyLimits, max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s)
+    app.add_middleware(TrustedHosts, allowed=settings.allowed_hosts)
+    app.add_middleware(SecurityHeaders)
 
     app.include_router(api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.ROOT / "static"), name="static")
+    name_models_in_schema(app, list(app.state.models))
     return app
+
+
+def name_models_in_schema(app: FastAPI, names: list[str]) -> None:
+    """List the served model names as the `enum` of every request's `model` field in /openapi.json."""
+    build = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema is None:
+            schema = build()
+            for component in schema["components"]["schemas"].values():
+                model = component.get("properties", {}).get("model")
+                if model is not None and component["title"].endswith("Request"):
+                    for option in model.get("anyOf", [model]):
+                        if option.get("type") == "string":
+                            option["enum"] = names
+        return app.openapi_schema
+
+    app.openapi = openapi

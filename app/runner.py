@@ -8,8 +8,10 @@ which is several times cheaper than running them one by one, then builds each on
 Identical requests waiting at the same time share one computation, so they get identical bodies.
 
 At most `max_waiting` requests may wait; beyond that the server answers 503 at once instead of
-queueing without bound. The event loop never runs the model, so slow clients and waiting
-requests never stall each other.
+queueing without bound. A text is tokenized only once it has its place in the line: tokenizing
+holds the GIL, so a flood of texts is refused by the line's bound instead of all tokenizing at
+once. The event loop never runs the model, so slow clients and waiting requests never stall
+each other.
 """
 
 import asyncio
@@ -21,7 +23,7 @@ from typing import Any
 
 import anyio
 
-from model.analysis import Analysis, AttentionModel
+from model.analysis import Analysis, AttentionModel, TooManyTokens
 
 
 class Busy(Exception):
@@ -36,8 +38,8 @@ class Pending:
     text: str
     truncate: bool
     new_tokens: int | None  # for models that generate: how many tokens (None: the model's default)
-    tokens: int  # positions it needs after truncation: its share of a padded batch
     build: Callable[[Analysis], Any]  # runs on the worker thread, right after the forward pass
+    tokens: int = 0  # positions it needs after truncation (its share of a padded batch): counted once admitted
     done: anyio.Event = field(default_factory=anyio.Event)
     result: Any = None
     error: BaseException | None = None
@@ -90,18 +92,26 @@ class ModelRunner:
         else:
             async with self.admitted():
                 self.shared[key] = item
-                self.pending.append(item)
                 try:
-                    async with self.lock:
-                        if not item.done.is_set():  # nobody took it into a batch yet: run one now
-                            batch = self.take_batch(item)
-                            try:
-                                await self.on_thread(run_batch, batch)
-                            finally:
-                                for done in batch:
-                                    if done.result is None and done.error is None:
-                                        done.error = RuntimeError("the batch was cancelled")
-                                    done.done.set()
+                    try:  # a text is tokenized only here, in the line: see the module's docstring. Not on a
+                        # thread: the tokenizer holds the GIL, so a thread would only add its hop (max_chars
+                        # keeps this under ~10 ms)
+                        item.tokens = positions(item)
+                    except Exception as e:  # noqa: BLE001 - too many tokens: the answer of all sharing it
+                        item.error = e
+                        item.done.set()
+                    else:
+                        self.pending.append(item)
+                        async with self.lock:
+                            if not item.done.is_set():  # nobody took it into a batch yet: run one now
+                                batch = self.take_batch(item)
+                                try:
+                                    await self.on_thread(run_batch, batch)
+                                finally:
+                                    for done in batch:
+                                        if done.result is None and done.error is None:
+                                            done.error = RuntimeError("the batch was cancelled")
+                                        done.done.set()
                 finally:
                     del self.shared[key]
                     if item in self.pending:  # left the line (cancelled) before any batch took it
@@ -127,6 +137,15 @@ class ModelRunner:
             width = new_width
         self.pending = [p for p in self.pending if p not in batch]
         return batch
+
+
+def positions(item: Pending) -> int:
+    """How many positions the text takes after truncation; TooManyTokens when it does not fit."""
+    count = item.model.count_tokens(item.text)
+    limit = item.model.info.max_tokens
+    if count > limit and not item.truncate:
+        raise TooManyTokens(count, limit, item.model.info.name)
+    return min(count, limit)
 
 
 def run_batch(batch: list[Pending]) -> None:

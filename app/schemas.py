@@ -5,7 +5,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 
-from model.analysis import DEFAULT_MAX_NEW_TOKENS, DIMS, MAX_NEW_TOKENS, Layout, ModelInfo
+from model.analysis import DEFAULT_MAX_NEW_TOKENS, DIMS, MAX_CHARS_PER_TOKEN, MAX_NEW_TOKENS, Layout, ModelInfo
 from model.metrics import METRIC_DEFINITIONS, METRICS
 from model.mha import LIMITS as MHA_LIMITS
 from model.mha import OURS as MHA_OURS
@@ -25,7 +25,9 @@ def _check_text(text: str) -> str:
     return text
 
 
-Text = Annotated[str, AfterValidator(_check_text)]
+# minLength: says in the OpenAPI schema part of what _check_text enforces (a constraint here would change
+# how pydantic reads the string: a lone surrogate would no longer reach _check_text's clear message)
+Text = Annotated[str, Field(json_schema_extra={"minLength": 1}), AfterValidator(_check_text)]
 
 
 class Request(BaseModel):
@@ -41,10 +43,15 @@ class HeadRef(Request):
 class TextRequest(Request):
     """A text for one model to run, as /api/attention and /api/explain take it."""
 
-    text: Text = Field(description="The text to analyse.", examples=["The cat sat on the mat because it was warm."])
+    text: Text = Field(
+        description="The text to analyse: at least one character that is not whitespace, at most the model's "
+        "`max_chars` (GET /api/models) unless `truncate`.",
+        examples=["The cat sat on the mat because it was warm."],
+    )
     model: str | None = Field(None, description="A model name from GET /api/models; omitted: the server's default.")
     truncate: bool = Field(
-        False, description="Cut text that is longer than the model's maximum tokens instead of refusing it."
+        False, description="Cut text that is longer than the model's `max_chars` characters or `max_tokens` tokens "
+        "instead of refusing it: characters first, then tokens."
     )
     max_new_tokens: int | None = Field(
         None, ge=1, le=MAX_NEW_TOKENS,
@@ -63,8 +70,8 @@ class TextRequest(Request):
 class AttentionRequest(TextRequest):
     format: Literal["json", "compact", "safetensors"] = Field(
         "json",
-        description="`json`: attention as nested lists of floats (refused above a size limit: use a binary "
-        "format). `safetensors`: a safetensors file with one exact float32 tensor `attention.<kind>` per kind "
+        description="`json`: attention as nested lists of floats (at most `max_json_floats` weights, GET /api/models "
+        "limits; above that use a binary format). `safetensors`: a safetensors file with one exact float32 tensor `attention.<kind>` per kind "
         "and every other field in its `__metadata__`. `compact`: the same, with each head as 8-bit bytes "
         "scaled to its maximum (tensors `attention.<kind>` uint8 and `scale.<kind>` float32 (L, H)); about "
         "4x smaller than safetensors and 13x smaller than json; what the page uses. See the 200 response.",
@@ -100,10 +107,25 @@ class CorpusRequest(Request):
 
 
 class Limits(BaseModel):
-    max_body_bytes: int = Field(description="Largest request body, in bytes.")
+    """Every limit of a request, from the server's Settings. A text's limits are per model: `max_tokens` and
+    `max_chars` in `models`."""
+
+    max_body_bytes: int = Field(description="Largest request body, in bytes; larger gets 413.")
+    max_json_floats: int = Field(
+        description="Most attention weights (layers x heads x query x key, all kinds) in a `format: json` answer; "
+        "larger gets 422: ask for `format: compact`."
+    )
+    max_waiting: int = Field(description="Requests that may wait for the model at once; more get 503 and Retry-After.")
     corpus_max_texts: int = Field(description="Most sentences in one /api/corpus request.")
     corpus_max_tokens: int = Field(description="Most tokens in one /api/corpus request, all sentences together.")
     max_new_tokens: int = Field(description="Most tokens one request may ask any model to generate.")
+    max_connections: int = Field(
+        description="Open connections; beyond it a new one closes the longest-idle one, or gets 503 if none is idle."
+    )
+    max_header_bytes: int = Field(description="Largest request line and headers, in bytes; larger gets 431.")
+    header_timeout_s: float = Field(description="Seconds a connection has to send its request line and headers.")
+    body_timeout_s: float = Field(description="Seconds a request body has to arrive; slower gets 408.")
+    send_timeout_s: float = Field(description="Seconds a client may leave its answer unread before it is dropped.")
 
 
 class ModelsResponse(BaseModel):
@@ -114,7 +136,9 @@ class ModelsResponse(BaseModel):
         "answer — and whether it is causal. `generation`: `output` (an encoder–decoder writes "
         "output_tokens; see max_new_tokens), `continuation` (a causal LM continues the text; see "
         "generate), or null. `kv_heads`: with grouped-query attention, query head h shares the keys "
-        "and values of group h // (heads // kv_heads)."
+        "and values of group h // (heads // kv_heads). `max_chars`: the most characters a text may have, "
+        f"checked before it is tokenized: `max_tokens` times {MAX_CHARS_PER_TOKEN}, more than any real text "
+        "of `max_tokens` tokens needs."
     )
     limits: Limits
 

@@ -1,8 +1,14 @@
-"""Everything the server can be tuned with, in one frozen dataclass passed to `create_app`."""
+"""Everything the server can be tuned with, in one frozen dataclass passed to `create_app`.
+
+These are the only place each limit is written; GET /api/models publishes them under `limits`.
+A text's character limit is per model: `max_chars` in each model's info (model/analysis.py).
+"""
 
 from dataclasses import dataclass
 
 from model.registry import DEFAULT_SPECS, ModelSpec
+
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # Host header names always served
 
 
 @dataclass(frozen=True)
@@ -10,8 +16,25 @@ class Settings:
     models: tuple[ModelSpec, ...] = DEFAULT_SPECS  # loaded once, at start; the first is the default
     max_body_bytes: int = 2_000_000  # larger request bodies get 413 before they are read
     body_timeout_s: float = 30.0  # a request body that takes longer to arrive gets 408
-    max_waiting: int = 16  # requests allowed to wait for the model; beyond that, 503 at once
+    # Requests allowed to wait for the model; beyond that, 503 at once. A waiting request holds only its
+    # text (at most a model's max_chars), so the line is long enough that a burst of clients queues
+    # rather than being refused and retrying.
+    max_waiting: int = 256
     max_batch_tokens: int = 1024  # waiting requests run together up to this many padded tokens
+    # An answer in format json holds at most this many attention weights (layers x heads x query x key,
+    # all kinds): 2M floats are ~26 MB of JSON, about the size of the largest compact answer (MiniLM at
+    # 512 tokens: 19 MB). Larger ones get 422 asking for format: compact.
+    max_json_floats: int = 2_000_000
     corpus_max_texts: int = 2000  # sentences per /api/corpus request
     corpus_max_tokens: int = 100_000  # tokens per /api/corpus request, all sentences together
     corpus_batch_size: int = 32  # sentences run through the model together
+    # Connections (app/server.py). Beyond max_connections, a new connection closes the longest-idle
+    # one (no request in progress, nothing left to send); if none is idle it gets 503.
+    max_connections: int = 256
+    max_header_bytes: int = 65_536  # request line and headers; larger get 431
+    header_timeout_s: float = 10.0  # a request line and headers must arrive within this, else closed
+    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
+    send_timeout_s: float = 30.0  # a client that stops reading its answer for this long is dropped
+    # Host header names served besides LOCAL_HOSTS and the address the request came to (DNS rebinding
+    # defence); "*" serves any.
+    allowed_hosts: tuple[str, ...] = ()

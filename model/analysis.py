@@ -20,6 +20,12 @@ import torch
 DIMS = ("layer", "head", "query_pos", "key_pos")
 MAX_NEW_TOKENS = 128  # the most tokens any request may ask a model to generate
 DEFAULT_MAX_NEW_TOKENS = 32  # what an encoder–decoder generates when the request does not say
+# A text may have at most max_tokens * MAX_CHARS_PER_TOKEN characters (ModelInfo.max_chars), checked
+# before it is tokenized, so that tokenizing (which holds the GIL: ~1 s per MB) stays short. Real
+# text needs far fewer: English is ~4.5 characters per WordPiece token, and MiniLM's longest piece,
+# "telecommunications", is 18 characters plus a space. Only texts made mostly of whitespace runs or
+# of 32-character unknown words, which no tokenizer turns into many tokens, reach the limit.
+MAX_CHARS_PER_TOKEN = 32
 
 Axis = Literal["tokens", "output_tokens"]
 
@@ -68,6 +74,34 @@ class ModelInfo:
     # keys and values of group h // (heads // kv_heads). None: every head has its own.
     kv_heads: int | None = None
     example: str = "The cat sat on the mat because it was warm."  # a text to try it on
+    # The most characters a text may have, checked before tokenizing; 0 (the default) becomes
+    # max_tokens * MAX_CHARS_PER_TOKEN.
+    max_chars: int = 0
+
+    def __post_init__(self):
+        if not self.max_chars:
+            object.__setattr__(self, "max_chars", self.max_tokens * MAX_CHARS_PER_TOKEN)
+
+
+class TooManyCharacters(ValueError):
+    """The text is longer than a model's max_chars: refused before tokenizing."""
+
+    def __init__(self, count: int, limit: int, model: str):
+        self.count, self.limit, self.model = count, limit, model
+        super().__init__(
+            f"text has {count} characters but {model} takes at most {limit} (max_chars in GET /api/models: "
+            f"{MAX_CHARS_PER_TOKEN} per token); shorten it or send truncate: true to cut it to fit"
+        )
+
+
+def cut_to_chars(info: ModelInfo, text: str, truncate: bool) -> tuple[str, bool]:
+    """The text within info.max_chars, and whether it was cut; TooManyCharacters if it does not fit and
+    truncate is False. Cutting characters first, then tokens, keeps the text's first tokens."""
+    if len(text) <= info.max_chars:
+        return text, False
+    if not truncate:
+        raise TooManyCharacters(len(text), info.max_chars, info.name)
+    return text[: info.max_chars], True
 
 
 @dataclass

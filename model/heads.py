@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from model.analysis import Analysis
+from model.analysis import Analysis, TooManyCharacters, cut_to_chars
 from model.metrics import METRICS, cluster_order, head_distances, head_metrics
 from model.roles import head_roles
 
@@ -120,6 +120,11 @@ def plan_corpus(model, texts: list[str], truncate: bool, batch_size: int) -> tup
     for i, text in enumerate(texts):
         if not text.strip():
             errors.append({"index": i, "error": "text is empty or only whitespace"})
+            continue
+        try:
+            text, _ = cut_to_chars(model.info, text, truncate)  # before tokenizing: bounds its cost
+        except TooManyCharacters as e:
+            errors.append({"index": i, "error": str(e)})
             continue
         try:
             count = model.count_tokens(text)

@@ -4,10 +4,10 @@ import threading
 import time
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 
 from app.main import create_app
+from app.server import make_server
 from app.settings import Settings
 from model.registry import load_models
 
@@ -67,10 +67,10 @@ def client(app):
 
 
 class LiveServer:
-    """uvicorn serving an app on a free port in a background thread."""
+    """The app served as `headscope serve` serves it (app/server.py), on a free port, in a background thread."""
 
     def __init__(self, app):
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+        self.server = make_server(app, "127.0.0.1", 0, app.state.settings, log_level="warning")
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self):
@@ -107,7 +107,10 @@ def browser():
 
 @pytest.fixture
 def page(browser, live_server):
-    """A fresh page on the live server; the test fails if the page logs any console error."""
+    """A fresh page on the live server; the test fails if the page logs any console error.
+
+    The page runs under its Content-Security-Policy, which forbids eval: give `wait_for_function` a
+    function ("() => ..."), since Playwright evals a bare expression inside the page."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
     page = context.new_page()
     errors = []

@@ -2,6 +2,9 @@
 
 import json
 import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -27,7 +30,7 @@ def test_models_lists_minilm_first_with_its_shape(client):
     assert minilm == {
         "name": "minilm", "description": minilm["description"], "layers": 6, "heads": 12,
         "max_tokens": 512, "kinds": {"encoder": {"rows": "tokens", "columns": "tokens", "causal": False}},
-        "generation": None, "max_new_tokens": 0, "default_new_tokens": 0, "kv_heads": None,
+        "generation": None, "max_new_tokens": 0, "default_new_tokens": 0, "kv_heads": None, "max_chars": 512 * 32,
         "example": minilm["example"],
     }
     assert body["limits"]["max_new_tokens"] == 128 and body["limits"]["corpus_max_texts"] == 2000
@@ -201,6 +204,78 @@ def test_truncate_cuts_to_fit_and_says_so(client):
     assert body["attention"]["encoder"].shape == (6, 12, 512, 512)
 
 
+# ---- limits on a text and an answer ---------------------------------------------------------------
+
+
+def test_a_text_over_max_chars_is_refused_without_tokenizing(client, minilm, monkeypatch):
+    """Tokenizing a 1.9 MB text held the GIL for ~2 s before any limit applied."""
+    calls = []
+    monkeypatch.setattr(minilm, "count_tokens", lambda text: calls.append(text) or 0)
+    monkeypatch.setattr(minilm, "tokenize", lambda text, truncate=False: calls.append(text) or {})
+    text = "a " * 950_000
+    r = client.post("/api/attention", json={"text": text})
+    assert r.status_code == 422 and calls == []
+    body = r.json()
+    limit = client.get("/api/models").json()["models"][0]["max_chars"]
+    assert body["error"] == "too_many_characters" and body["count"] == len(text) and body["limit"] == limit
+    assert str(limit) in body["detail"] and "truncate" in body["detail"]
+
+
+def test_truncate_cuts_characters_first_then_tokens(client, minilm):
+    limit = minilm.info.max_chars
+    long = "word " * (limit // 5 + 100)  # over max_chars, and over max_tokens
+    body = read_safetensors(client.post("/api/attention", json={"text": long, "truncate": True, "format": "compact"}).content)
+    assert body["truncated"] is True and len(body["tokens"]) == 512
+    assert body["tokens"] == minilm.analyze(long[:limit], truncate=True).tokens
+    # cut by characters alone: the tokens fit, and the answer still says the text was cut
+    airy = "start" + " " * limit + "end"
+    body = client.post("/api/attention", json={"text": airy, "truncate": True}).json()
+    assert body["truncated"] is True and body["tokens"] == ["[CLS]", "start", "[SEP]"]
+    assert client.post("/api/attention", json={"text": airy}).json()["error"] == "too_many_characters"
+
+
+def test_a_json_answer_over_max_json_floats_is_refused_naming_the_binary_formats(client):
+    limits = client.get("/api/models").json()["limits"]
+    long = {"text": "word " * 510}  # 512 tokens: 6 * 12 * 512 * 512 weights, 252 MB of JSON
+    r = client.post("/api/attention", json=long)
+    assert r.status_code == 422
+    body = r.json()
+    assert body["error"] == "answer_too_large" and body["limit"] == limits["max_json_floats"]
+    assert body["count"] == 6 * 12 * 512 * 512 and "format: safetensors" in body["detail"] and "compact" in body["detail"]
+    r = client.post("/api/attention", json={**long, "format": "compact"})
+    assert r.status_code == 200 and read_safetensors(r.content)["attention"]["encoder"].shape == (6, 12, 512, 512)
+
+
+def test_corpus_entries_over_max_chars_are_reported_without_tokenizing(client, minilm):
+    long = "word " * (minilm.info.max_chars // 5 + 1)
+    body = client.post("/api/corpus", json={"texts": ["A short one.", long]}).json()
+    assert body["sentences"] == 1 and body["errors"][0]["index"] == 1
+    assert "characters" in body["errors"][0]["error"] and str(minilm.info.max_chars) in body["errors"][0]["error"]
+    assert client.post("/api/corpus", json={"texts": ["A short one.", long], "truncate": True}).json()["sentences"] == 2
+
+
+def test_a_flood_of_texts_is_tokenized_only_within_the_line(minilm, models, monkeypatch):
+    """Tokenizing waits for a place in the line, so a flood beyond the line is refused untokenized."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    counted, gate = [], threading.Event()
+    count, analyze_batch = minilm.count_tokens, minilm.analyze_batch
+    monkeypatch.setattr(minilm, "count_tokens", lambda text: counted.append(text) or count(text))
+    monkeypatch.setattr(minilm, "analyze_batch", lambda *a, **k: gate.wait(10) and analyze_batch(*a, **k))
+    with TestClient(create_app(Settings(max_waiting=1), models=models)) as c, ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(c.post, "/api/attention", json={"text": f"text {i}"}) for i in range(6)]
+        deadline = time.monotonic() + 10  # the model is held: one request runs, one waits, the rest...
+        while sum(f.done() for f in futures) < 4 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        gate.set()
+        statuses = sorted(f.result().status_code for f in futures)
+    assert statuses == [200, 200, 503, 503, 503, 503]  # ...are refused at once
+    assert len(counted) == 2
+
+
 # ---- errors ---------------------------------------------------------------------------------------
 
 BAD_BODIES = [
@@ -289,6 +364,22 @@ def test_openapi_documents_the_contract(client):
     for status in ("413", "422", "503"):
         assert status in spec["paths"]["/api/attention"]["post"]["responses"]
     assert "application/x-ndjson" in spec["paths"]["/api/corpus"]["post"]["responses"]["200"]["content"]
+
+
+def test_openapi_names_the_served_models_and_a_nonempty_text(client):
+    spec = client.get("/openapi.json").json()
+    served = [m["name"] for m in client.get("/api/models").json()["models"]]
+    for name in ("AttentionRequest", "CorpusRequest"):
+        model = spec["components"]["schemas"][name]["properties"]["model"]
+        assert [o.get("enum") for o in model["anyOf"] if o.get("type") == "string"] == [served]
+    assert spec["components"]["schemas"]["AttentionRequest"]["properties"]["text"]["minLength"] == 1
+
+
+def test_vary_is_sent_once(client):
+    for encoding in ("identity", "gzip", "zstd"):
+        for fmt in ("json", "compact"):
+            r = client.post("/api/attention", json={"text": SENTENCE, "format": fmt}, headers={"Accept-Encoding": encoding})
+            assert r.headers.get_list("vary") == ["Accept-Encoding"], (encoding, fmt)
 
 
 def test_docs_page_is_served_without_a_cdn(client):

@@ -2,9 +2,12 @@
 
 import csv
 import json
+import os
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -55,6 +58,61 @@ def test_serve_starts_the_app(command, unused_port):
         proc.terminate()
         proc.wait(30)
         proc.stdout.close()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "app", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_serve_answers_the_hosts_named_with_allow_host(unused_port):
+    proc = start(["serve", "--port", str(unused_port), "--model", "dates", "--allow-host", "my.box",
+                  "--log-level", "warning"])
+    try:
+        assert "loaded" in proc.stdout.readline()
+        url = f"http://127.0.0.1:{unused_port}/api/models"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                r = httpx.get(url, headers={"Host": "my.box"}, timeout=2)
+                break
+            except httpx.HTTPError:
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.2)
+        assert r.status_code == 200
+        assert httpx.get(url, headers={"Host": "other.box"}, timeout=5).status_code == 421
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_a_busy_port_is_one_clear_line_before_anything_loads(unused_port):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", unused_port))
+        taken.listen()
+        proc = start(["serve", "--port", str(unused_port)])
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and out == ""  # no "open http://..." for a server that never ran
+    assert err == f"headscope: error: port {unused_port} is in use; stop the server that holds it or choose " \
+                  "another with --port\n"
+
+
+def test_serve_makes_openmp_threads_sleep_unless_told_otherwise():
+    """OMP_WAIT_POLICY is read when torch loads: `main` sets it first, and importing the CLI loads no torch."""
+    script = ("import os, sys; import app.cli as cli; assert 'torch' not in sys.modules; "
+              "cli.serve = lambda args: print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules); "
+              "cli.main(['serve'])")
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.stdout == "PASSIVE True\n", done.stderr
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout == "ACTIVE True\n", done.stderr
 
 
 @pytest.fixture

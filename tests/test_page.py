@@ -19,7 +19,7 @@ def open_page(page, **params):
 
 
 def wait_ready(page):
-    page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+    page.wait_for_function("() => document.body.dataset.state === 'ready'", timeout=60_000)
 
 
 def heatmap_ticks(page, axis):
@@ -180,7 +180,7 @@ def test_a_512_token_text_renders_with_thinned_labels_that_zoom_brings_back(page
     shown = heatmap_ticks(page, "x")
     assert 10 < len(shown) < 200  # thinned: readable, not 512 overlapping labels
     page.evaluate("Plotly.relayout(document.getElementById('heatmap'), {'xaxis.range': [99.5, 120.5], 'yaxis.range': [120.5, 99.5]})")
-    page.wait_for_function("document.querySelectorAll('#heatmap .xtick text').length === 21")
+    page.wait_for_function("() => document.querySelectorAll('#heatmap .xtick text').length === 21")
     words = long_text().split()
     assert heatmap_ticks(page, "x") == words[99:120]  # positions 100..120 are words 99..119
     assert len(heatmap_ticks(page, "y")) == 21
@@ -254,7 +254,7 @@ def test_fit_on_screen_puts_every_head_in_the_viewport(browser, live_server):
     context = browser.new_context(viewport={"width": 1440, "height": 900})
     page = context.new_page()
     page.goto(f"{live_server.url}/?{urlencode({'text': SENTENCE})}")
-    page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+    page.wait_for_function("() => document.body.dataset.state === 'ready'", timeout=60_000)
     last = page.locator('canvas.head[data-layer="5"][data-head="11"]')
     assert last.bounding_box()["y"] + last.bounding_box()["height"] > 900  # without it, layer 5 is below the fold
     page.check("#opt-fit")

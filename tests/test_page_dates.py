@@ -20,7 +20,7 @@ def test_dates_model_from_the_picker_shows_output_and_three_grids(page):
     page.select_option("#model", "dates")
     page.fill("#text", TEXT)
     page.click("#analyze")
-    page.wait_for_function("document.body.dataset.state === 'ready'")
+    page.wait_for_function("() => document.body.dataset.state === 'ready'")
     expect(page.locator("#output-text")).to_have_text("2026-11-25")
     for kind in ("encoder", "decoder", "cross"):
         expect(page.locator(f'canvas.head[data-kind="{kind}"]')).to_have_count(12)
@@ -53,7 +53,7 @@ def cross_pixels(page):
 
 def test_step_slider_walks_through_generation(page):
     page.goto(f"{page.base_url}/?{urlencode({'text': TEXT, 'model': 'dates'})}")
-    page.wait_for_function("document.body.dataset.state === 'ready'")
+    page.wait_for_function("() => document.body.dataset.state === 'ready'")
     rows = ["<s>", *"2026-11-25"]
     assert page.input_value("#step") == str(len(rows))  # starts at the end of generation
     before = cross_pixels(page)
@@ -86,11 +86,11 @@ def test_step_slider_walks_through_generation(page):
 
 def test_an_impossible_date_is_flagged_and_each_character_has_its_probability(page, client):
     page.goto(f"{page.base_url}/?model=dates&text=31%2F02%2F2024")
-    page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+    page.wait_for_function("() => document.body.dataset.state === 'ready'", timeout=60_000)
     expect(page.locator("#output-valid")).to_have_text("not a valid date")
     body = client.post("/api/attention", json={"text": "31/02/2024", "model": "dates"}).json()
     shown = page.locator("#output-text span").evaluate_all("s => s.map(x => +x.dataset.prob)")
     assert shown == pytest.approx(body["output_probs"][: len(shown)], abs=1e-4)
     page.goto(f"{page.base_url}/?model=dates&text=1+May+2000")
-    page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+    page.wait_for_function("() => document.body.dataset.state === 'ready'", timeout=60_000)
     expect(page.locator("#output-valid")).to_have_text("valid date")

@@ -15,7 +15,7 @@ OTHER = "A different sentence entirely, with commas."
 
 def open_page(page, **params):
     page.goto(f"{page.base_url}/?{urlencode(params)}")
-    page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+    page.wait_for_function("() => document.body.dataset.state === 'ready'", timeout=60_000)
 
 
 def test_head_map_colours_every_head_by_the_chosen_metric(page, client):
@@ -67,7 +67,7 @@ def test_compare_two_heads_shows_their_difference(page, minilm):
     page.fill("#compare-b", "L1H8")
     page.click("#compare-heads")
     expect(page.locator("#compare-plots .plot")).to_have_count(3)
-    page.wait_for_function("document.querySelectorAll('#compare-plots .gtitle').length === 3")
+    page.wait_for_function("() => document.querySelectorAll('#compare-plots .gtitle').length === 3")
     titles = page.locator("#compare-plots .gtitle").all_text_contents()
     assert titles == ["L0H2 (encoder)", "L1H8 (encoder)", "L0H2 − L1H8"]
     diff = np.asarray(page.evaluate("document.querySelectorAll('#compare-plots .plot')[2].data[0].z"))
@@ -81,7 +81,7 @@ def test_one_head_on_two_sentences(page, minilm):
     page.fill("#compare-text", OTHER)
     page.click("#compare-texts")
     expect(page.locator("#compare-plots .plot")).to_have_count(2)
-    page.wait_for_function("document.querySelectorAll('#compare-plots .plot')[1].querySelectorAll('.xtick text').length > 0")
+    page.wait_for_function("() => document.querySelectorAll('#compare-plots .plot')[1].querySelectorAll('.xtick text').length > 0")
     second = page.locator("#compare-plots .plot").nth(1).locator(".xtick text").all_text_contents()
     assert second == minilm.analyze(OTHER).tokens
 
@@ -133,7 +133,7 @@ def test_corpus_runs_with_progress_and_feeds_the_head_map(page, client):
     open_page(page, text=SENTENCE, tab="corpus")
     page.fill("#corpus-text", "\n".join(CORPUS + ["", "   "]))
     page.click("#corpus-run")
-    page.wait_for_function("document.body.dataset.corpus === 'done'", timeout=120_000)
+    page.wait_for_function("() => document.body.dataset.corpus === 'done'", timeout=120_000)
     expect(page.locator("#corpus-status")).to_contain_text("300 sentences averaged")
     assert page.get_attribute("#corpus-progress", "value") == page.get_attribute("#corpus-progress", "max") == "300"
     page.click('[data-tab="map"]')
@@ -151,8 +151,8 @@ def test_corpus_from_a_file_and_cancel(page, tmp_path):
     page.set_input_files("#corpus-file", str(path))
     expect(page.locator("#corpus-text")).to_have_value(path.read_text())
     page.click("#corpus-run")
-    page.wait_for_function("+document.getElementById('corpus-progress').value > 0", timeout=60_000)
+    page.wait_for_function("() => +document.getElementById('corpus-progress').value > 0", timeout=60_000)
     page.click("#corpus-cancel")
-    page.wait_for_function("document.body.dataset.corpus === 'cancelled'")
+    page.wait_for_function("() => document.body.dataset.corpus === 'cancelled'")
     expect(page.locator("#corpus-status")).to_have_text("Cancelled.")
     assert page.is_enabled("#corpus-run")

@@ -40,7 +40,7 @@ def hf_page(browser, hf_server):
 
 def open_ready(page, server, **params):
     page.goto(f"{server.url}/?{urlencode(params)}")
-    page.wait_for_function("document.body.dataset.state === 'ready'", timeout=60_000)
+    page.wait_for_function("() => document.body.dataset.state === 'ready'", timeout=60_000)
 
 
 def test_a_causal_lm_draws_one_causal_grid_and_marks_its_continuation(hf_page, hf_server):

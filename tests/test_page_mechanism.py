@@ -22,7 +22,7 @@ def wait_drawn(page, explained=None):
     condition = "document.getElementById('mech-steps').dataset.state === 'ready'"
     if explained:
         condition += f" && document.getElementById('mech-steps').dataset.explained === '{explained}'"
-    page.wait_for_function(condition, timeout=60_000)
+    page.wait_for_function(f"() => {condition}", timeout=60_000)  # a function: the page's CSP forbids eval
 
 
 def plot_z(page, step):
@@ -81,7 +81,7 @@ def test_masked_scores_are_shown_as_masked(page, dates):
     assert notes[5:] == ["−∞"] * masked
     expect(page.locator("#mech-status")).to_contain_text(f"{masked} of {len(output_tokens)} keys masked")
     page.select_option("#mech-kind", "cross")
-    page.wait_for_function("document.getElementById('mech-steps').dataset.explained?.startsWith('cross')")
+    page.wait_for_function("() => document.getElementById('mech-steps').dataset.explained?.startsWith('cross')")
     wait_drawn(page)
     assert page.locator('figure[data-step="context"]').count() == 1
     assert None not in plot_z(page, "scores")[0]

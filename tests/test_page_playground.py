@@ -13,7 +13,7 @@ def open_playground(page):
 
 
 def wait_ready(page):
-    page.wait_for_function("document.getElementById('pg-shapes').dataset.state === 'ready'", timeout=30_000)
+    page.wait_for_function("() => document.getElementById('pg-shapes').dataset.state === 'ready'", timeout=30_000)
 
 
 def shape(page, name):

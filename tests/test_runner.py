@@ -14,8 +14,8 @@ def run(main):
         return pool.submit(asyncio.run, main()).result()
 
 
-def pending(model, text):
-    return Pending(model, text, False, None, len(model.tokenize(text)["ids"]), build=lambda a: a.tokens)
+def pending(model, text, truncate=False):
+    return Pending(model, text, truncate, None, build=lambda a: a.tokens)
 
 
 def test_waiting_requests_run_as_one_batch_and_identical_ones_share(minilm):
@@ -74,3 +74,19 @@ def test_the_line_is_bounded(minilm):
         assert await first == ["[CLS]", "a", "[SEP]"] and await second == ["[CLS]", "b", "[SEP]"]
 
     run(main)
+
+
+def test_a_text_is_counted_in_line_and_one_too_long_leaves_it_cleanly(minilm):
+    from model.analysis import TooManyTokens
+
+    runner = ModelRunner(max_waiting=16, max_batch_tokens=1024)
+    long = "word " * 600  # 602 tokens
+
+    async def main():
+        with pytest.raises(TooManyTokens, match="602 tokens"):
+            await runner.analyze("long", pending(minilm, long))
+        assert runner.pending == [] and runner.shared == {} and runner.admitted_count == 0
+        return await runner.analyze("cut", pending(minilm, long, truncate=True))
+
+    tokens = run(main)
+    assert len(tokens) == 512 and tokens[-1] == "[SEP]"

@@ -1,6 +1,8 @@
 """The live server under hostile clients: huge declared bodies, trickled bodies, clients that do
 not read, overload. Runs real uvicorn on a free port."""
 
+import json
+import select
 import socket
 import threading
 import time
@@ -14,7 +16,7 @@ from app.main import create_app
 from app.settings import Settings
 from tests.conftest import LiveServer
 
-LONG = " ".join(["attention"] * 500)  # 502 tokens: one of the slowest requests
+LONG = " ".join(["attention"] * 500)  # 502 tokens: one of the slowest requests (its answer: format compact)
 
 
 def raw_request(url: str, head: bytes) -> socket.socket:
@@ -42,7 +44,7 @@ def strict_server(models):
 
 
 def test_declared_oversized_body_is_refused_before_it_is_sent(live_server):
-    s = raw_request(live_server.url, b"POST /api/attention HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s = raw_request(live_server.url, b"POST /api/attention HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                     b"Content-Length: 1000000000\r\n\r\n")
     started = time.monotonic()
     assert read_status(s) == 413
@@ -51,7 +53,7 @@ def test_declared_oversized_body_is_refused_before_it_is_sent(live_server):
 
 
 def test_trickled_body_gets_408_and_does_not_stall_others(strict_server):
-    s = raw_request(strict_server.url, b"POST /api/attention HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    s = raw_request(strict_server.url, b"POST /api/attention HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                     b"Content-Length: 100\r\n\r\n{\"text\": ")
     started = time.monotonic()
     r = httpx.post(f"{strict_server.url}/api/attention", json={"text": "meanwhile"}, timeout=30)
@@ -62,8 +64,8 @@ def test_trickled_body_gets_408_and_does_not_stall_others(strict_server):
 
 
 def test_client_that_never_reads_does_not_stall_others(live_server):
-    body = b'{"text": "' + LONG.encode() + b'", "format": "json"}'
-    sockets = [raw_request(live_server.url, b"POST /api/attention HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    body = b'{"text": "' + LONG.encode() + b'", "format": "compact"}'
+    sockets = [raw_request(live_server.url, b"POST /api/attention HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
                            b"Content-Length: %d\r\n\r\n" % len(body) + body) for _ in range(3)]
     time.sleep(1.0)  # their large answers now sit unread
     r = httpx.post(f"{live_server.url}/api/attention", json={"text": "still serving"}, timeout=30)
@@ -75,8 +77,9 @@ def test_client_that_never_reads_does_not_stall_others(live_server):
 def test_overload_is_refused_at_once_with_503(strict_server):
     def post(i):
         started = time.monotonic()
-        r = httpx.post(f"{strict_server.url}/api/attention", json={"text": f"{LONG} {i}"}, timeout=120)
-        return r.status_code, r.headers.get("retry-after"), time.monotonic() - started, r.json()
+        r = httpx.post(f"{strict_server.url}/api/attention", json={"text": f"{LONG} {i}", "format": "compact"},
+                       timeout=120)
+        return r.status_code, r.headers.get("retry-after"), time.monotonic() - started, r
 
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(post, range(8)))
@@ -86,7 +89,7 @@ def test_overload_is_refused_at_once_with_503(strict_server):
     slowest_ok = max(t for status, _, t, _ in results if status == 200)
     for status, retry_after, elapsed, body in results:
         if status == 503:
-            assert retry_after == "1" and body["error"] == "busy"
+            assert retry_after == "1" and body.json()["error"] == "busy"
             assert elapsed < slowest_ok  # refused without waiting its turn
     assert httpx.post(f"{strict_server.url}/api/attention", json={"text": "after"}, timeout=30).status_code == 200
 
@@ -94,7 +97,7 @@ def test_overload_is_refused_at_once_with_503(strict_server):
 def test_identical_waiting_requests_share_one_computation(strict_server):
     """Eight identical requests in a line of one: they share one place, so nobody is refused."""
     def post(_):
-        return httpx.post(f"{strict_server.url}/api/attention", json={"text": LONG}, timeout=120)
+        return httpx.post(f"{strict_server.url}/api/attention", json={"text": LONG, "format": "compact"}, timeout=120)
 
     with ThreadPoolExecutor(8) as pool:
         responses = list(pool.map(post, range(8)))
@@ -143,3 +146,189 @@ def test_server_answers_while_a_corpus_runs(live_server):
     assert r.status_code == 200
     assert not done.is_set()  # answered between the corpus's batches, not after them
     assert done.wait(120) and result["r"].status_code == 200 and result["r"].json()["sentences"] == 2000
+
+
+# ---- connections: app/server.py -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def quick_server(models):
+    """Short header and send deadlines, and room for 100 connections."""
+    settings = Settings(header_timeout_s=1.0, send_timeout_s=1.0, max_connections=100)
+    with LiveServer(create_app(settings, models=models)) as server:
+        yield server
+
+
+def connect(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def read_answer(s: socket.socket) -> tuple[int, dict, bytes]:
+    """Status, headers and body of one answer with a Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = s.recv(65536)
+        assert chunk, f"closed before the answer's head: {data!r}"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    while len(body) < int(headers["content-length"]):
+        chunk = s.recv(65536)
+        assert chunk, "closed before the answer's body"
+        body += chunk
+    return int(lines[0].split(" ")[1]), headers, body
+
+
+def test_headers_over_the_limit_get_431_before_the_server_buffers_them(quick_server):
+    """httptools alone buffers a header of any size (10 unfinished 100 MB headers held ~1 GB)."""
+    with connect(quick_server.url) as s:
+        s.sendall(b"GET /api/models HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: ")
+        sent, chunk = 0, b"a" * 65536
+        try:
+            while sent < 16_000_000 and not select.select([s], [], [], 0.05)[0]:  # until the server speaks up
+                s.sendall(chunk)
+                sent += len(chunk)
+            status, headers, body = read_answer(s)
+            assert status == 431 and json.loads(body)["error"] == "headers_too_large"
+            assert headers["connection"] == "close"
+        except ConnectionResetError:  # the server closed while we were still sending: no answer to read
+            pass
+    assert sent < 1_000_000  # refused after about max_header_bytes (64 KB), not after 16 MB
+
+
+def test_a_silent_connection_is_closed_after_the_header_timeout(quick_server):
+    silent, partial = connect(quick_server.url), connect(quick_server.url)
+    partial.sendall(b"GET /api/models HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
+    assert silent.recv(1) == b""  # closed, within the socket's 10 s timeout
+    status, _, body = read_answer(partial)
+    assert status == 408 and json.loads(body)["error"] == "request_timeout"
+    silent.close()
+    partial.close()
+
+
+def test_a_kept_alive_connection_gets_the_header_timeout_for_each_request(quick_server):
+    s = connect(quick_server.url)
+    s.sendall(b"GET /api/models HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert read_answer(s)[0] == 200
+    s.sendall(b"GET /api/models HTTP/1.1\r\n")  # a second request that never finishes its head
+    assert read_answer(s)[0] == 408
+    s.close()
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(quick_server):
+    body = json.dumps({"text": LONG, "format": "compact"}).encode()
+    s = connect(quick_server.url)
+    s.sendall(b"POST /api/attention HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+              b"Accept-Encoding: identity\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    head = s.recv(100)  # an 18 MB answer starts to arrive; we read no more of it
+    length = int(head.split(b"content-length: ")[1].split(b"\r\n")[0])
+    time.sleep(4)  # well past send_timeout_s = 1
+    received = len(head)
+    try:
+        while chunk := s.recv(1 << 20):
+            received += len(chunk)
+    except ConnectionResetError:
+        pass
+    assert received < length  # the server dropped the rest, freeing it
+    s.close()
+
+
+def test_idle_connections_do_not_lock_out_a_real_request(quick_server):
+    """150 idle connections against room for 100: the longest-idle ones make room for new ones."""
+    idle = [connect(quick_server.url) for _ in range(150)]
+    for s in idle[::2]:
+        s.sendall(b"GET / HTTP/1.1\r\n")  # half of them trickle a head that never ends
+    r = httpx.get(f"{quick_server.url}/api/models", timeout=10)
+    assert r.status_code == 200
+    for s in idle:
+        s.close()
+
+
+def test_connections_beyond_the_limit_get_a_json_503_when_none_is_idle(models):
+    with LiveServer(create_app(Settings(max_connections=2), models=models)) as server:
+        busy = [connect(server.url) for _ in range(2)]
+        for s in busy:  # requests in progress: their bodies are still coming
+            s.sendall(b"POST /api/attention HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100\r\n\r\n{")
+        time.sleep(0.2)
+        r = httpx.get(f"{server.url}/api/models", timeout=10)
+        assert r.status_code == 503 and r.json()["error"] == "busy" and r.headers["retry-after"] == "1"
+        for s in busy:
+            s.close()
+
+
+def test_malformed_requests_get_a_json_400(quick_server):
+    s = connect(quick_server.url)
+    s.sendall(b"GET /api/models HTTP/1.1\r\nHost 127.0.0.1\r\n\r\n")  # no colon
+    status, headers, body = read_answer(s)
+    assert status == 400 and headers["content-type"] == "application/json" and json.loads(body)["error"]
+    s.close()
+
+
+# ---- long texts: tokenized only in line -----------------------------------------------------------
+
+
+def test_long_texts_do_not_freeze_the_server(live_server):
+    """Tokenizing holds the GIL (~1 s per MB): 1.9 MB texts once made every other request wait for them."""
+    huge = json.dumps({"text": "a " * 950_000}).encode()
+    huge_cut = json.dumps({"text": "a " * 950_000, "truncate": True, "format": "compact"}).encode()
+    stop = threading.Event()
+    statuses = []
+
+    def flood(body):
+        with httpx.Client(timeout=120) as c:
+            while not stop.is_set():
+                r = c.post(f"{live_server.url}/api/attention", content=body, headers={"Content-Type": "application/json"})
+                statuses.append(r.status_code)
+
+    threads = [threading.Thread(target=flood, args=(huge if i % 2 else huge_cut,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        for _ in range(3):
+            started = time.monotonic()
+            assert httpx.get(f"{live_server.url}/api/models", timeout=60).status_code == 200
+            assert time.monotonic() - started < 10  # no hang (it took tens of seconds)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(120)
+    assert set(statuses) <= {200, 422, 503} and 422 in statuses
+
+
+def test_a_fresh_request_is_answered_during_a_retry_storm(live_server):
+    """64 clients that retry 50 ms after each 503: a burst this size waits in line instead of being
+    refused over and over, so a newcomer is answered too (it was refused 9 times in 10)."""
+    url = f"{live_server.url}/api/attention"
+    stop, statuses = threading.Event(), []
+
+    def hammer(k):
+        with httpx.Client(timeout=120) as c:
+            i = 0
+            while not stop.is_set():
+                r = c.post(url, json={"text": f"client {k} asks request {i}"})
+                statuses.append(r.status_code)
+                i += r.status_code == 200
+                if r.status_code == 503:
+                    time.sleep(0.05)
+
+    threads = [threading.Thread(target=hammer, args=(k,)) for k in range(64)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(1.0)
+        with httpx.Client(timeout=120) as c:
+            for _ in range(3):
+                r = c.post(url, json={"text": "a newcomer asks once"})
+                if r.status_code != 503:
+                    break
+                time.sleep(0.05)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(120)
+    assert r.status_code == 200
+    assert set(statuses) <= {200, 503} and statuses.count(200) > 64
