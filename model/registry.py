@@ -22,7 +22,13 @@ def _dates() -> AttentionModel:
     return DatesModel.load()
 
 
-BUILTINS: dict[str, Callable[[], AttentionModel]] = {"minilm": _minilm, "dates": _dates}  # name -> loader
+def _induction() -> AttentionModel:
+    from model.induction import InductionModel
+
+    return InductionModel.load()
+
+
+BUILTINS: dict[str, Callable[[], AttentionModel]] = {"minilm": _minilm, "dates": _dates, "induction": _induction}  # name -> loader
 
 
 @dataclass(frozen=True)
