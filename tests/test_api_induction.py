@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from app.encoding import read_compact
+from app.encoding import read_safetensors
 
 TEXT = "k#9Qz.m>Ab k#9Qz.m>Ab"
 
@@ -59,7 +59,7 @@ def test_generate_continues_the_text(client, models):
 
 def test_compact_encoding(client, body):
     r = client.post("/api/attention", json={"text": TEXT, "model": "induction", "format": "compact"})
-    compact = read_compact(r.content)
+    compact = read_safetensors(r.content)
     np.testing.assert_allclose(compact["attention"]["decoder"], np.asarray(body["attention"]["decoder"]), atol=1 / 510 + 1e-6)
 
 

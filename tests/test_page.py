@@ -272,7 +272,7 @@ def test_model_picker_lists_the_models_with_their_kinds(page, models):
         assert label.endswith(f": {', '.join(model.info.kinds)})")
 
 
-@pytest.mark.parametrize("name", ["minilm", "dates"])
+@pytest.mark.parametrize("name", ["minilm", "dates", "induction"])
 def test_model_in_the_url_is_restored_with_its_grids(page, models, name):
     model = models[name]
     open_page(page, text="25 November 2026", model=name)
