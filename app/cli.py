@@ -54,14 +54,18 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
+def unreadable(path: str, e: OSError | UnicodeDecodeError) -> NoReturn:
+    if isinstance(e, UnicodeDecodeError):
+        fail(f"cannot read {path}: not UTF-8 text ({e.reason} at byte {e.start})")
+    fail(f"cannot read {path}: {e.strerror or e}")
+
+
 def read_corpus(path: str) -> list[str]:
     """The file's lines, split as `str.splitlines` does; an unreadable file ends the command."""
     try:
         return Path(path).read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as e:
-        fail(f"cannot read {path}: not UTF-8 text ({e.reason} at byte {e.start})")
-    except OSError as e:
-        fail(f"cannot read {path}: {e.strerror or e}")
+    except (OSError, UnicodeDecodeError) as e:
+        unreadable(path, e)
 
 
 def local_engine(args: argparse.Namespace) -> tuple["Sums", list[dict]]:
@@ -89,7 +93,7 @@ def ray_engine(args: argparse.Namespace) -> tuple["Sums", list[dict]]:
         with open(args.corpus, "rb") as f:
             f.read(1)
     except OSError as e:
-        fail(f"cannot read {args.corpus}: {e.strerror or e}")
+        unreadable(args.corpus, e)
     try:
         with tqdm(unit=" lines", file=sys.stderr) as bar:
             def progress(done: int, total: int) -> None:
@@ -99,7 +103,7 @@ def ray_engine(args: argparse.Namespace) -> tuple["Sums", list[dict]]:
             return ray_lines_sums(args.corpus, args.model[0], truncate=args.truncate, batch_size=args.batch_size,
                                   address=args.address, actors=args.actors, progress=progress)
     except UnicodeDecodeError as e:  # found by Ray's read task
-        fail(f"cannot read {args.corpus}: not UTF-8 text ({e.reason} at byte {e.start})")
+        unreadable(args.corpus, e)
 
 
 def write_heads(out: Path, model: str, sums: "Sums", skipped: list[dict]) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import write_heads
+from app.cli import main, write_heads
 from bench.corpus import sentences
 from model.corpus_ray import INSTALL_HINT, init_ray, pool_shape, ray_lines_sums
 from model.heads import lines_sums
@@ -77,6 +77,23 @@ def test_ray_engine_equals_the_local_engine(ray_address, corpus, local_result):
     done = [d for d, _ in progress]
     assert progress[0] == (0, 300) and progress[-1] == (300, 300) and all(t == 300 for _, t in progress)
     assert len(done) > 5 and done == sorted(done) and all(b - a <= 64 for a, b in zip(done, done[1:]))  # blocks of <= 64
+
+
+def test_ray_engine_on_a_file_that_is_not_utf8_raises_what_the_local_engine_raises(ray_address, tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("Fine.\nCafé au lait.\n".encode("latin-1"))
+    with pytest.raises(UnicodeDecodeError):
+        path.read_text(encoding="utf-8")
+    with pytest.raises(UnicodeDecodeError) as raised:
+        ray_lines_sums(path, ModelSpec("minilm"), truncate=False, batch_size=32)
+    assert raised.value.start == len("Fine.\nCaf")
+
+
+def test_cli_ray_engine_on_a_missing_file_says_so_in_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["heads", str(tmp_path / "missing.txt"), "--out", str(tmp_path / "h.csv"), "--engine", "ray"])
+    assert exited.value.code == 2
+    assert capsys.readouterr().err == f"headscope: error: cannot read {tmp_path / 'missing.txt'}: No such file or directory\n"
 
 
 def test_pool_leaves_a_cpu_for_ray_datas_own_tasks():
