@@ -40,7 +40,7 @@ from app.schemas import (
 from app.settings import Settings
 from model.analysis import DIMS, MAX_NEW_TOKENS, Analysis, AttentionModel, cut_to_chars
 from model.explain import explain as explain_head
-from model.heads import CorpusAverage, head_similarity, plan_corpus, summarize_heads
+from model.heads import Sums, corpus_sums, head_similarity, plan_corpus, summarize_heads
 from model.mha import LIMITS as MHA_LIMITS
 from model.mha import PRESETS as MHA_PRESETS
 from model.mha import MHAConfig
@@ -264,13 +264,13 @@ async def corpus_events(runner: ModelRunner, model: AttentionModel, batches, err
     """Progress after every batch, then the result. One model job per batch, so other requests
     get their turn in between."""
     total = sum(map(len, batches))
-    average = CorpusAverage()
+    sums = Sums()
     async with runner.admitted():
         for batch in batches:
-            await runner.call(average.add_batch, model, batch, truncate)
-            yield {"done": average.sentences, "total": total}
-    summary = await runner.call(average.summary)
-    yield {"result": {"model": model.info.name, "sentences": average.sentences, "errors": errors, "heads": summary}}
+            sums += await runner.call(corpus_sums, model, batch, truncate)
+            yield {"done": sums.sentences, "total": total}
+    summary = await runner.call(sums.summary)
+    yield {"result": {"model": model.info.name, "sentences": sums.sentences, "errors": errors, "heads": summary}}
 
 
 async def ndjson(events):

@@ -1,10 +1,12 @@
-"""Per-head summaries of an Analysis: metrics and roles, head similarity, corpus averages.
+"""Per-head summaries of an Analysis: metrics and roles, head similarity, corpus sums and averages.
 
 The formulas live in model/metrics.py and the role rules in model/roles.py; this module
 applies them to every attention kind of an Analysis and shapes the results as records.
 """
 
 import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 
@@ -69,45 +71,65 @@ def head_similarity(analysis: Analysis) -> dict[str, dict]:
     return out
 
 
-class CorpusAverage:
-    """Running per-head means of every metric over many analyses (NaN values are left out)."""
+@dataclass
+class Sums:
+    """Per-head sums of every metric over sentences, to be averaged at the end (NaN values are left out).
 
-    def __init__(self):
-        self.sums: dict[str, dict[str, torch.Tensor]] = {}  # kind -> metric -> (L, H)
-        self.counts: dict[str, dict[str, torch.Tensor]] = {}
-        self.keys: dict[str, int] = {}  # kind -> key positions, summed over sentences
-        self.sentences = 0
+    Plain data that adds up with `+` (`merge`): sums of different batches, processes or machines
+    combine in any order into the sums of all their sentences.
+    """
 
-    def add(self, analysis: Analysis) -> None:
-        self.sentences += 1
-        for kind, pattern in analysis.patterns.items():
-            self.keys[kind] = self.keys.get(kind, 0) + pattern.shape[-1]
-            metrics = kind_metrics(analysis, kind)
-            sums = self.sums.setdefault(kind, {})
-            counts = self.counts.setdefault(kind, {})
-            for name, value in metrics.items():  # (L, H)
-                defined = ~torch.isnan(value)
-                sums[name] = sums.get(name, 0) + torch.where(defined, value.double(), 0.0)
-                counts[name] = counts.get(name, 0) + defined
+    sentences: int = 0
+    keys: dict[str, int] = field(default_factory=dict)  # kind -> key positions, summed over sentences
+    totals: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # kind -> metric -> (L, H) float64
+    counts: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # kind -> metric -> (L, H) int64
+
+    def __add__(self, other: "Sums") -> "Sums":
+        return Sums(
+            self.sentences + other.sentences,
+            _add(self.keys, other.keys),
+            {kind: _add(self.totals.get(kind, {}), other.totals.get(kind, {})) for kind in self.totals | other.totals},
+            {kind: _add(self.counts.get(kind, {}), other.counts.get(kind, {})) for kind in self.counts | other.counts},
+        )
+
+    merge = __add__
 
     def means(self) -> dict[str, dict[str, torch.Tensor]]:
         """kind -> metric -> (L, H) mean over the sentences where it is defined (NaN if none)."""
-        return {
-            kind: {name: (self.sums[kind][name] / self.counts[kind][name]).float() for name in self.sums[kind]}
-            for kind in self.sums
-        }
+        return {kind: {name: (total / self.counts[kind][name]).float() for name, total in metrics.items()}
+                for kind, metrics in self.totals.items()}
 
     def summary(self) -> dict[str, list[dict]]:
         """kind -> a record per head with its mean metrics and the roles of those means."""
         return {kind: head_records(metrics, self.keys[kind] / self.sentences) for kind, metrics in self.means().items()}
 
-    def add_batch(self, model, texts: list[str], truncate: bool = False) -> None:
-        """Run texts through `model` together and add each one."""
-        analyses = model.analyze_batch(texts, truncate=truncate)
-        if len(analyses) != len(texts):
-            raise RuntimeError(f"{model.info.name} returned {len(analyses)} analyses for {len(texts)} texts")
-        for analysis in analyses:
-            self.add(analysis)
+
+def _add(a: dict, b: dict) -> dict:
+    """Key by key sum of two dicts; a key that only one has keeps its value."""
+    return {k: a[k] + b[k] if k in a and k in b else a.get(k, b.get(k)) for k in a | b}
+
+
+def analysis_sums(analysis: Analysis) -> Sums:
+    """The Sums of one analysed text."""
+    totals, counts = {}, {}
+    for kind in analysis.patterns:
+        metrics = kind_metrics(analysis, kind)  # name -> (L, H)
+        defined = {name: ~torch.isnan(value) for name, value in metrics.items()}
+        totals[kind] = {name: torch.where(defined[name], value.double(), 0.0) for name, value in metrics.items()}
+        counts[kind] = {name: d.long() for name, d in defined.items()}
+    keys = {kind: pattern.shape[-1] for kind, pattern in analysis.patterns.items()}
+    return Sums(1, keys, totals, counts)
+
+
+def corpus_sums(model, texts: list[str], truncate: bool = False) -> Sums:
+    """Run texts through `model` together (one batch) and sum the per-head metrics of each.
+
+    The one place the corpus statistics are computed: the CLI, /api/corpus and the Ray engine call it.
+    """
+    analyses = model.analyze_batch(texts, truncate=truncate)
+    if len(analyses) != len(texts):
+        raise RuntimeError(f"{model.info.name} returned {len(analyses)} analyses for {len(texts)} texts")
+    return sum(map(analysis_sums, analyses), Sums())
 
 
 def plan_corpus(model, texts: list[str], truncate: bool, batch_size: int) -> tuple[list[list[str]], list[dict], int]:
@@ -138,3 +160,22 @@ def plan_corpus(model, texts: list[str], truncate: bool, batch_size: int) -> tup
         tokens += min(count, limit)
     usable.sort(key=len)  # similar lengths together: less padding
     return [usable[i : i + batch_size] for i in range(0, len(usable), batch_size)], errors, tokens
+
+
+def lines_sums(model, lines: list[str], numbers: list[int], truncate: bool, batch_size: int,
+               progress: Callable[[int], object] = lambda done: None) -> tuple[Sums, list[dict]]:
+    """The Sums of the lines of a text file, or of a run of them, and the lines that were skipped.
+
+    numbers: each line's 1-based number in its file, for the report `{"line", "error"}`.
+    Blank lines are left out without a report: in a file they are no mistake.
+    progress(n) is called as n more lines are done (skipped ones at once, the rest batch by batch).
+    Both corpus engines run this: the local one over the whole file, the Ray one over each block.
+    """
+    batches, errors, _ = plan_corpus(model, lines, truncate, batch_size)
+    skipped = [{"line": numbers[e["index"]], "error": e["error"]} for e in errors if lines[e["index"]].strip()]
+    progress(len(errors))
+    sums = Sums()
+    for batch in batches:
+        sums += corpus_sums(model, batch, truncate)
+        progress(len(batch))
+    return sums, skipped

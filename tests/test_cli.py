@@ -12,9 +12,17 @@ from pathlib import Path
 import httpx
 import pytest
 
-from model.heads import CorpusAverage
+from app.cli import main
+from model.heads import corpus_sums
 
 LINES = ["The cat sat on the mat.", "", "Dogs bark at night, loudly!", "word " * 600, "Birds sing."]
+ROOT = Path(__file__).parents[1]
+
+
+def headscope(*args: str, **options) -> subprocess.CompletedProcess:
+    """`python -m app ...` from this checkout, as a user would run it."""
+    return subprocess.run([sys.executable, "-m", "app", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, **options)
 
 
 def test_heads_writes_csv_and_json_with_corpus_averages(tmp_path, minilm):
@@ -22,20 +30,58 @@ def test_heads_writes_csv_and_json_with_corpus_averages(tmp_path, minilm):
     corpus.write_text("\n".join(LINES))
     out_csv, out_json = tmp_path / "heads.csv", tmp_path / "heads.json"
     for out in (out_csv, out_json):
-        done = subprocess.run(["headscope", "heads", str(corpus), "--out", str(out)], capture_output=True, text=True,
-                              timeout=300)
+        done = headscope("heads", corpus, "--out", out)
         assert done.returncode == 0, done.stderr
-        assert "skipped line 4" in done.stderr and "602 tokens" in done.stderr
+        assert "skipped line 4: text has 602 tokens" in done.stderr and "skipped line 2" not in done.stderr
         assert "3 sentences averaged" in done.stderr
+        assert "5/5" in done.stderr  # tqdm's progress reached every line
     with out_csv.open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 72 and rows[2]["name"] == "L0H2" and "previous_token" in rows[2]["roles"].split()
-    average = CorpusAverage()
-    average.add_batch(minilm, [LINES[0], LINES[2], LINES[4]])
-    expected = average.summary()["encoder"]
+    expected = corpus_sums(minilm, [LINES[0], LINES[2], LINES[4]]).summary()["encoder"]
     assert float(rows[2]["previous_token"]) == pytest.approx(expected[2]["metrics"]["previous_token"], rel=1e-5)
     data = json.loads(out_json.read_text())
     assert data["sentences"] == 3 and data["heads"]["encoder"][2]["metrics"] == pytest.approx(expected[2]["metrics"], rel=1e-5)
+    assert data["skipped"] == [{"line": 4, "error": "text has 602 tokens but minilm takes at most 512"}]
+
+
+def run_main(capsys, *args) -> tuple[int, str]:
+    """app.cli.main in this process: (exit status, stderr)."""
+    with pytest.raises(SystemExit) as exited:
+        main([str(a) for a in args])
+    return exited.value.code, capsys.readouterr().err
+
+
+def one_error_line(capsys, *args) -> str:
+    code, err = run_main(capsys, *args)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("headscope: error: "), err
+    return lines[0]
+
+
+def test_heads_on_an_unreadable_corpus_says_so_in_one_line(tmp_path, capsys):
+    out = tmp_path / "heads.csv"
+    assert "No such file or directory" in one_error_line(capsys, "heads", tmp_path / "missing.txt", "--out", out)
+    assert "Is a directory" in one_error_line(capsys, "heads", tmp_path, "--out", out)
+    (tmp_path / "latin1.txt").write_bytes("Café au lait.\n".encode("latin-1"))
+    assert "not UTF-8" in one_error_line(capsys, "heads", tmp_path / "latin1.txt", "--out", out)
+    (tmp_path / "ok.txt").write_text("Fine.\n")
+    assert "no folder" in one_error_line(capsys, "heads", tmp_path / "ok.txt", "--out", tmp_path / "no" / "h.csv")
+    assert not out.exists()
+
+
+def test_heads_refuses_bad_options_before_running(tmp_path, capsys):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("Fine.\n")
+    code, err = run_main(capsys, "heads", corpus, "--out", tmp_path / "heads.txt")
+    assert code == 2 and "must end in .csv or .json" in err and not (tmp_path / "heads.txt").exists()
+    for options, words in [(["--model", "nope"], "unknown model 'nope'"), (["--model", "=x"], "has no name"),
+                           (["--model", "minilm", "--model", "dates"], "give --model once"),
+                           (["--batch-size", "0"], "'0' is not a whole number"),
+                           (["--address", "127.0.0.1:6379"], "are for --engine ray")]:
+        code, err = run_main(capsys, "heads", corpus, "--out", tmp_path / "heads.csv", *options)
+        assert code == 2 and words in err, (options, err)
+    assert not (tmp_path / "heads.csv").exists()
 
 
 @pytest.mark.parametrize("command", [["headscope", "serve"], [sys.executable, "-m", "app", "serve"]])

@@ -1,11 +1,13 @@
-"""Per-head summaries: corpus averages equal the mean of single runs, through the model and the API."""
+"""Per-head summaries: corpus averages equal the mean of single runs, through the model and the API;
+sums of parts merge into the sums of the whole."""
 
 import math
 
 import numpy as np
 import pytest
+import torch
 
-from model.heads import CorpusAverage, plan_corpus, summarize_heads
+from model.heads import Sums, corpus_sums, lines_sums, plan_corpus, summarize_heads
 from model.metrics import METRICS
 
 TEXTS = [
@@ -25,14 +27,12 @@ def mean_of_single_runs(records_per_text, metric, index):
 
 
 def test_corpus_average_equals_the_mean_of_single_runs(minilm):
-    average = CorpusAverage()
     batches, errors, _ = plan_corpus(minilm, TEXTS, truncate=False, batch_size=4)
     assert errors == [] and sorted(t for b in batches for t in b) == sorted(TEXTS)
-    for batch in batches:  # padded batches of different lengths
-        average.add_batch(minilm, batch)
-    assert average.sentences == len(TEXTS)
+    sums = sum((corpus_sums(minilm, batch) for batch in batches), Sums())  # padded batches of different lengths
+    assert sums.sentences == len(TEXTS)
     singles = [summarize_heads(minilm.analyze(t))["encoder"] for t in TEXTS]
-    summary = average.summary()["encoder"]
+    summary = sums.summary()["encoder"]
     for metric in METRICS:
         for index in range(72):
             expected = mean_of_single_runs(singles, metric, index)
@@ -41,6 +41,26 @@ def test_corpus_average_equals_the_mean_of_single_runs(minilm):
                 assert got is None
             else:
                 assert got == pytest.approx(expected, abs=2e-6), (metric, index)
+
+
+def test_sums_of_parts_merge_into_the_sums_of_the_whole(minilm):
+    whole = corpus_sums(minilm, TEXTS)
+    parts = [corpus_sums(minilm, TEXTS[i : i + 2]) for i in range(0, len(TEXTS), 2)]
+    for merged in (sum(parts, Sums()), parts[2] + parts[0] + parts[1], Sums().merge(parts[1]).merge(parts[0] + parts[2])):
+        assert merged.sentences == whole.sentences == len(TEXTS) and merged.keys == whole.keys
+        for metric, total in whole.totals["encoder"].items():
+            assert torch.equal(merged.counts["encoder"][metric], whole.counts["encoder"][metric])
+            torch.testing.assert_close(merged.totals["encoder"][metric], total, rtol=0, atol=1e-5)
+    assert Sums().summary() == {}  # nothing summed: no heads, no division by zero
+
+
+def test_lines_sums_reports_lines_by_their_number_in_the_file(minilm):
+    lines = ["fine", "", "word " * 600, "   ", "also fine"]
+    done = []
+    sums, skipped = lines_sums(minilm, lines, [10, 11, 12, 13, 14], truncate=False, batch_size=1, progress=done.append)
+    assert skipped == [{"line": 12, "error": "text has 602 tokens but minilm takes at most 512"}]  # blank: no report
+    assert sums.sentences == 2 and sum(done) == len(lines) and done[0] == 3  # skipped lines at once, then batches
+    assert sums.keys == corpus_sums(minilm, ["fine", "also fine"]).keys
 
 
 def test_plan_reports_bad_entries_and_keeps_going(minilm):
