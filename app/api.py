@@ -301,6 +301,19 @@ def explanation_json(steps: dict) -> dict:
     return out
 
 
+@router.get("/one-head-or-many", responses={200: {"content": {"application/json": {}}}})
+def one_head_or_many():
+    """The measured answer to "one head or many?": the dates model's architecture trained with 1, 2, 4 and 8
+    heads at the same width, recipe and seed (model/one_head_or_many.py): held-out exact match, train and
+    held-out gap, loss and accuracy curves, gradient-norm spread, local and long-range heads, and the
+    attention of the 1-head and the best multi-head model on one example."""
+    from fastapi.responses import FileResponse
+
+    from model.one_head_or_many import DEFAULT_OUT
+
+    return FileResponse(DEFAULT_OUT, media_type="application/json")
+
+
 @router.get("/mha/presets", response_model=MHAPresetsResponse)
 def mha_presets():
     """Ready configurations for POST /api/mha (PyTorch docs' three classic shapes) and the limits of a request."""

@@ -301,3 +301,19 @@ def test_export_csv_png_and_svg_of_the_open_head(page, minilm):
             page.click(button)
         assert info.value.suggested_filename == "L0H2-encoder" + suffix
         assert Path(info.value.path()).read_bytes()[:4] == magic[:4]
+
+
+def test_one_head_or_many_shows_the_measures_and_two_models_side_by_side(page):
+    import json
+
+    from model.one_head_or_many import DEFAULT_OUT
+
+    record = json.loads(DEFAULT_OUT.read_text())
+    open_page(page, tab="heads-experiment")
+    page.wait_for_function("() => document.getElementById('ohm-grids').dataset.state === 'ready'", timeout=60_000)
+    assert page.locator("#ohm-table tbody tr").count() == len(record["runs"])
+    expect(page.locator("#ohm-exact .bars path, #ohm-exact .point").first).to_be_attached()
+    for heads, example in record["examples"].items():
+        grid = page.locator(f'.ohm-grid[data-heads="{heads}"]')
+        for kind, pattern in example["patterns"].items():
+            expect(grid.locator(f'canvas.head[data-kind="{kind}"]')).to_have_count(len(pattern) * int(heads))

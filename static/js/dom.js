@@ -22,6 +22,7 @@ const ids = [
   'heatmap', 'prev-layer', 'prev-head', 'next-head', 'next-layer', 'detail-close',
   'export-png', 'export-svg', 'export-csv', 'detail-mechanism',
   'mech-kind', 'mech-layer', 'mech-head', 'mech-query', 'mech-status', 'mech-steps',
+  'ohm-recipe', 'ohm-table', 'ohm-exact', 'ohm-loss', 'ohm-spread', 'ohm-grids',
   'pg-presets', 'pg-form', 'pg-run', 'pg-status', 'pg-code', 'pg-shapes', 'pg-heads',
 ];
 

@@ -10,6 +10,7 @@ import { drawHeatmap, loadPlotly } from './heatmap.js';
 import { drawHeadMap, drawHeadTable, drawSimilarity, drawCompareHeads, drawCompareTexts, fillKindSelects, hasCorpus, setupCorpus } from './heads.js';
 import { drawMechanism, mech, setupMechanism } from './mechanism.js';
 import { drawPlayground, setupPlayground } from './playground.js';
+import { drawExperiment } from './experiment.js';
 
 const state = { text: '', model: el.model.value, truncate: false, layer: null, head: null, kind: null,
   tab: 'grid', words: false, nospecial: false, fit: false, step: null, gen: null };
@@ -369,6 +370,7 @@ const TABS = {
   similarity: { draw: drawSimilarity, ready: () => result },
   mechanism: { draw: drawMechanism, ready: () => result },
   playground: { draw: drawPlayground, ready: () => true },
+  'heads-experiment': { draw: drawExperiment, ready: () => true },
 };
 
 function drawTab() {
