@@ -66,8 +66,11 @@ export async function drawHeatmap(div, { matrix, rows, cols, title, zmax, colors
     yaxis: { title: { text: yTitle }, autorange: false, range: [R - 0.5, -0.5], automargin: true },
     shapes,
     hoverlabel: { namelength: -1 },
+    modebar: { orientation: 'v' },
   };
-  await Plotly.react(div, [trace], layout, { displaylogo: false, responsive: true });
+  // The toolbar stands vertically at the right edge, clear of the title; Plotly's "double-click to zoom
+  // back out" tip is off (it was clipped in small panels; the toolbar's home button does the same).
+  await Plotly.react(div, [trace], layout, { displaylogo: false, responsive: true, showTips: false });
   await relabel(div, rows, cols);
   if (!div.dataset.relabel) {
     div.dataset.relabel = '1';
