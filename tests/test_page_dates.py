@@ -94,3 +94,11 @@ def test_an_impossible_date_is_flagged_and_each_character_has_its_probability(pa
     page.goto(f"{page.base_url}/?model=dates&text=1+May+2000")
     page.wait_for_function("() => document.body.dataset.state === 'ready'", timeout=60_000)
     expect(page.locator("#output-valid")).to_have_text("valid date")
+
+
+def test_a_hyphen_token_reads_as_one_hyphen(page):
+    """Tick marks beside the labels made the output token "-" read "- -": the axes draw none."""
+    page.goto(f"{page.base_url}/?model=dates&text=25+Nov+2026&kind=cross&layer=1&head=0")
+    page.wait_for_selector("#heatmap .ytick text")
+    assert "-" in page.locator("#heatmap .ytick text").all_text_contents()
+    assert page.locator("#heatmap path.ticks").count() == 0

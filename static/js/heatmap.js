@@ -62,8 +62,9 @@ export async function drawHeatmap(div, { matrix, rows, cols, title, zmax, colors
   const layout = {
     title: { text: escapeLabel(title) },
     margin: { l: 110, r: 20, t: 40, b: 110 },
-    xaxis: { title: { text: xTitle }, side: 'bottom', tickangle: -60, automargin: true, range: [-0.5, C - 0.5] },
-    yaxis: { title: { text: yTitle }, autorange: false, range: [R - 0.5, -0.5], automargin: true },
+    // No tick marks: beside a token such as "-" a tick mark read as part of it ("- -").
+    xaxis: { title: { text: xTitle }, side: 'bottom', tickangle: -60, automargin: true, range: [-0.5, C - 0.5], ticks: '' },
+    yaxis: { title: { text: yTitle }, autorange: false, range: [R - 0.5, -0.5], automargin: true, ticks: '' },
     shapes,
     hoverlabel: { namelength: -1 },
     modebar: { orientation: 'v' },
