@@ -31,6 +31,7 @@ import torch
 from model.analysis import Analysis, AttentionModel
 from model.attention import MultiHeadAttention
 from model.dates import VOCAB, DatesModel
+from model.induction import BOS, BOS_ID, InductionModel
 from model.minilm import MiniLM
 
 
@@ -104,10 +105,30 @@ def seq2seq_input(model: DatesModel, analysis: Analysis, kind: str, layer: int) 
     return AttentionInput(block.cross_attn, block.ln_2(x)[0], memory[0], analysis.layout[kind].causal)
 
 
+def induction_id(token: str) -> int:
+    """The byte id of an induction token: `<s>`, an ASCII character, or `<0xNN>` (model/induction.py byte_token)."""
+    if token == BOS:
+        return BOS_ID
+    return ord(token) if len(token) == 1 else int(token[3:5], 16)
+
+
+def causal_input(model: InductionModel, analysis: Analysis, kind: str, layer: int) -> AttentionInput:
+    """model/causal.py is pre-LN: a block's attention reads LayerNorm of the residual stream. The
+    tokens are those of the analysis, a continuation included."""
+    net = model.net
+    ids = torch.tensor([[induction_id(t) for t in analysis.tokens]])  # (1, T)
+    x = net.token_emb(ids) + net.pos_emb(torch.arange(ids.shape[1]))  # (1, T, C)
+    for block in net.blocks[:layer]:
+        x, _ = block(x)  # (1, T, C)
+    block = net.blocks[layer]
+    return AttentionInput(block.attn, block.ln_1(x)[0], None, analysis.layout[kind].causal)
+
+
 # adapter class -> replay(model, analysis, kind, layer); a new model with our attention adds one line
 REPLAYS: dict[type, Callable[[AttentionModel, Analysis, str, int], AttentionInput]] = {
     MiniLM: bert_input,
     DatesModel: seq2seq_input,
+    InductionModel: causal_input,
 }
 
 

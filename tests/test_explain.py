@@ -115,6 +115,20 @@ def test_dates_every_kind_and_layer(dates, kind):
         torch.testing.assert_close(e["context"], memory[0].detach(), atol=1e-5, rtol=0)
 
 
+@pytest.mark.parametrize("new_tokens", [None, 4])
+def test_induction_every_layer_with_and_without_a_continuation(models, new_tokens):
+    """The causal model: every step equals its forward, the mask hides later keys, a continuation and
+    bytes of a non-ASCII character included."""
+    model = models["induction"]
+    analysis = model.analyze("k#9Qz é k#9Qz", new_tokens=new_tokens)
+    L, H, T, _ = analysis.patterns["decoder"].shape
+    for layer in range(L):
+        for head, query in ((0, 0), (H - 1, T // 2), (1, T - 1)):
+            e, pattern = check_steps(model, "decoder", layer, head, query, analysis)
+            assert torch.equal(e["masked"], torch.arange(T) > query)
+        torch.testing.assert_close(pattern, analysis.patterns["decoder"][layer], atol=PATTERN_TOL, rtol=0)
+
+
 def test_padding_masks_keys_like_torch():
     """explain_query's padding path: -inf scores and weights equal to torch.nn.MultiheadAttention's."""
     torch.manual_seed(0)
