@@ -45,7 +45,7 @@ def analyze_runs(page, tokens: int, runs: int) -> tuple[list[float], list[int], 
         page.fill("#text", texts[i % 2])
         page.evaluate("performance.clearResourceTimings()")
         page.click("#analyze")
-        page.wait_for_function("document.body.dataset.state === 'ready'", timeout=120_000)
+        page.wait_for_function("() => document.body.dataset.state === 'ready'", timeout=120_000)
         assert f": {tokens} tokens" in page.locator("#status").text_content(), page.locator("#status").text_content()
         if i >= 2:  # the first two warm up
             paints.append(float(page.evaluate("document.body.dataset.paintMs")))
@@ -61,7 +61,7 @@ def shared_link_runs(browser, url: str, tokens: int, runs: int) -> tuple[list[fl
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         text = ("b " if i % 2 else "") + text_of(tokens - i % 2)
         page.goto(f"{url}/?text={quote(text)}")
-        page.wait_for_function("document.body.dataset.state === 'ready'", timeout=120_000)
+        page.wait_for_function("() => document.body.dataset.state === 'ready'", timeout=120_000)
         if i:
             server.append(page.evaluate(SERVER_TIME))
             painted.append(page.evaluate("performance.now()"))
@@ -81,14 +81,14 @@ def main(runs: int = 9) -> None:
             context = browser.new_context()  # a fresh cache each time: a first visit
             page = context.new_page()
             page.goto(server.url)
-            page.wait_for_function("document.body.dataset.state === 'idle'")
+            page.wait_for_function("() => document.body.dataset.state === 'idle'")
             loads.append(float(page.evaluate("document.body.dataset.readyMs")))
             context.close()
         rows.append({"measure": "first load to interactive, ms (target <= 1000)", "value": statistics.median(loads)})
 
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(server.url)
-        page.wait_for_function("document.body.dataset.state === 'idle'")
+        page.wait_for_function("() => document.body.dataset.state === 'idle'")
         analyze_server = {}
         for tokens in (128, 512):
             paints, wire, server_ms = analyze_runs(page, tokens, runs if tokens == 128 else max(3, runs // 3))

@@ -19,7 +19,7 @@ def main() -> None:
 
         def shot(name: str, wait: str, **params):
             page.goto(f"{server.url}/?{urlencode(params)}")
-            page.wait_for_function("document.body.dataset.state === 'ready'")
+            page.wait_for_function("() => document.body.dataset.state === 'ready'")
             page.wait_for_selector(wait)
             page.wait_for_timeout(500)
             page.screenshot(path=HERE / name)
