@@ -18,14 +18,27 @@ weights) and `output_attentions=True`, stacked per kind to (L, H, Tq, Tk) float3
 float32 whatever dtype the file holds. With grouped-query attention there is one pattern per query
 head, and `ModelInfo.kv_heads` says how many key/value groups they share.
 
-Generation is plain greedy decoding: the argmax at every step. A checkpoint's own generation
-settings (sampling, beams, length and repetition penalties, forced tokens) are not applied, so row i
-of a decoder pattern is exactly the position whose argmax is the next token.
+Tokens, offsets, special flags and words are the checkpoint's own tokenizer's, called as
+`tokenizer(text)` (its default special tokens included). Word ids come from its pre-tokenizer: one
+that does not split on spaces (Llama's Metaspace) puts the whole text in word 0.
+
+Generation is plain greedy decoding, stopping at the end token: the argmax at every step. A
+checkpoint's own generation settings (sampling, beams, length and repetition penalties, forced
+tokens) are not applied, so row i of a decoder pattern is exactly the position whose argmax is the
+next token.
+  decoder-only     `new_tokens` n > 0 continues the text by up to n tokens, then one forward pass
+                   over text + continuation; text and continuation must fit max_tokens together
+                   (truncate cuts the text). Generated tokens have no offsets and no words.
+  encoder–decoder  generates up to n tokens (default DEFAULT_MAX_NEW_TOKENS), then one teacher-forced
+                   pass over the decoder's positions, as model/dates.py. output_words: word ids of
+                   output_text tokenized again, when that gives back exactly the generated tokens;
+                   else None (decoding and encoding need not round-trip).
 
 Limits: input positions are the config's (max_position_embeddings or n_positions; RoBERTa-like
 types lose their padding offset), capped at MAX_POSITIONS = 1024 to keep one answer's memory and
 time bounded on a CPU; a config without positions (T5: relative positions) gets NO_POSITIONS_LIMIT
-= 512.
+= 512. Before loading, the weights' float32 size is compared with the memory that is free.
+Anything Headscope cannot serve raises CheckpointError with one line: the problem and what to do.
 
 Legend: B batch (always 1 here), L layers, H query heads, T tokens, Tq query positions, Tk key positions.
 """
