@@ -103,6 +103,7 @@ class InductionModel:
             generation="continuation",
             max_new_tokens=min(MAX_NEW_TOKENS, config.max_positions - 1),  # <s> takes one position
             default_new_tokens=0,
+            example="k#9Qz.m>Ab k#9Qz.m>Ab",  # a random string typed twice: L1H1's induction stripe
         )
 
     @classmethod

@@ -251,3 +251,16 @@ def test_repeated_random_sequences_are_what_the_scores_measure():
     assert (ids[:, 0] == BOS_ID).all()
     assert torch.equal(ids[:, 1:21], ids[:, 21:])
     assert all(len(set(row[1:21])) == 20 for row in ids.tolist())  # distinct symbols
+
+
+def test_its_example_shows_the_induction_head(models):
+    """The page's "Try an example" for this model is a random string typed twice, on which L1H1 reads the
+    token after the earlier occurrence."""
+    model = models["induction"]
+    text = model.info.example
+    half = len(text) // 2
+    assert text[:half] == text[half + 1:]
+    pattern = model.analyze(text).patterns["decoder"][1, 1]  # (T, T); position p + 1 is character p
+    second = range(half + 2, len(text) + 1)  # second copy, after its first character
+    mean = sum(float(pattern[q, q - half]) for q in second) / len(second)
+    assert mean > 0.5
