@@ -12,6 +12,8 @@ import math
 import torch
 from torch import nn
 
+from model.ablation import ablate_z
+
 
 class MultiHeadAttention(nn.Module):
     """Self- or cross-attention with `heads` heads over a model of width `width`.
@@ -31,6 +33,9 @@ class MultiHeadAttention(nn.Module):
         self.head_width = width // heads
         self.qkv = nn.Linear(width, 3 * width, bias=bias)  # projection into per-head Q, K, V
         self.out_proj = nn.Linear(width, width, bias=bias)  # final linear layer after concatenation
+        # Set only inside model/ablation.py's `ablating` and `capturing` blocks:
+        self.ablation: tuple[tuple[int, ...], str] | None = None  # (heads, "zero" | "mean") to knock out
+        self.capture: list[dict] | None = None  # each call appends its query, key, value, pattern and z
 
     def project(self, x: torch.Tensor, context: torch.Tensor | None):
         """Project into Q, K, V, each (B, H, T, D); keys and values come from `context` if given."""
@@ -69,8 +74,8 @@ class MultiHeadAttention(nn.Module):
 
         # Scaled dot-product attention. Scaling q before the product equals scaling the
         # scores after it, and touches D numbers per token instead of Tk.
-        q = q * (1.0 / math.sqrt(self.head_width))  # (B, H, Tq, D)
-        attn_scores = q @ k.transpose(-2, -1)  # (B, H, Tq, Tk)
+        scale = 1.0 / math.sqrt(self.head_width)
+        attn_scores = (q * scale) @ k.transpose(-2, -1)  # (B, H, Tq, Tk)
         if key_padding_mask is not None:
             attn_scores = attn_scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
         if causal:
@@ -78,6 +83,12 @@ class MultiHeadAttention(nn.Module):
             attn_scores = attn_scores.masked_fill(future, float("-inf"))
         pattern = torch.softmax(attn_scores, dim=-1, out=pattern_out)  # (B, H, Tq, Tk), every row sums to 1
         z = pattern @ v  # (B, H, Tq, D), one result per head
+        if self.capture is not None:
+            self.capture.append({"query": q, "key": k, "value": v, "pattern": pattern, "z": z, "scale": scale})
+        if self.ablation is not None:
+            # In self-attention the queries are the keys, so padded keys are padded queries too.
+            valid = None if key_padding_mask is None or context is not None else ~key_padding_mask  # (B, Tq)
+            z = ablate_z(z, *self.ablation, head_axis=1, query_axis=2, query_valid=valid)  # (B, H, Tq, D)
 
         z = z.transpose(1, 2).reshape(B, Tq, C)  # (B, Tq, C), the heads concatenated
         return self.out_proj(z), pattern  # (B, Tq, C), (B, H, Tq, Tk)

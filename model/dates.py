@@ -125,6 +125,14 @@ class DatesModel:
     def count_tokens(self, text: str) -> int:
         return len(text.strip()) + 2  # one token per character of the stripped text, plus <s> and </s>
 
+    def attention_modules(self) -> dict:
+        """(kind, layer) -> the attention module that computes it (see model/ablation.py)."""
+        return {
+            **{("encoder", i): block.self_attn for i, block in enumerate(self.net.encoder)},
+            **{("decoder", i): block.self_attn for i, block in enumerate(self.net.decoder)},
+            **{("cross", i): block.cross_attn for i, block in enumerate(self.net.decoder)},
+        }
+
     def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Analysis:
         limit = self.info.max_tokens
         count = self.count_tokens(text)

@@ -52,6 +52,7 @@ from pathlib import Path
 
 import torch
 
+from model import hf_attention
 from model.analysis import (
     CAUSAL_SELF,
     CROSS,
@@ -243,6 +244,18 @@ def check_patterns(path: Path, arch: str, kinds: dict, attentions: dict, shapes:
                                   "Headscope cannot say which tokens its rows see")
 
 
+def headscope_modules(net, tokenizer, arch: str, layers: dict[str, int]) -> dict | None:
+    """Switch `net` to model/hf_attention.py's attention and return (kind, layer) -> module; None (and
+    eager attention kept) for a family whose modules do not run through transformers' attention interface."""
+    hf_attention.register()
+    try:
+        net.set_attn_implementation(hf_attention.NAME)
+        return hf_attention.attention_modules(net, arch, lambda: probe(net, tokenizer, arch), layers)
+    except Exception:  # noqa: BLE001 - any family that does not fit: patterns still come from eager
+        net.set_attn_implementation("eager")
+        return None
+
+
 class HFModel:
     """A transformers model and its fast tokenizer; `analyze` returns every head's pattern per kind."""
 
@@ -250,6 +263,7 @@ class HFModel:
         self.net = net.eval()
         self.tokenizer = tokenizer
         self.arch = arch  # "encoder", "decoder" or "encoder-decoder"
+        self.modules: dict | None = None  # (kind, layer) -> attention module, when it runs model/hf_attention.py's
         config = net.config
         self.special_ids = set(tokenizer.all_special_ids)
         generation = getattr(net, "generation_config", None)  # encoders have none
@@ -324,12 +338,21 @@ class HFModel:
         heads = max(a[0].shape[1] for a in attentions.values())
         params = sum(p.numel() for p in net.parameters())
         description = f"{arch_name} ({arch}, {params:,} parameters) from the folder {path.name}, run by transformers"
-        return cls(name, net, tokenizer, arch, description, layers, heads)
+        model = cls(name, net, tokenizer, arch, description, layers, heads)
+        model.modules = headscope_modules(net, tokenizer, arch, {kind: len(a) for kind, a in attentions.items()})
+        return model
 
     # --- running it -----------------------------------------------------------------------------------------
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, verbose=False)["input_ids"])
+
+    def attention_modules(self) -> dict:
+        """(kind, layer) -> the attention module that computes it (see model/ablation.py)."""
+        if self.modules is None:
+            raise NotImplementedError(f"{self.info.name}'s attention modules do not run through transformers' "
+                                      "attention interface, so their heads cannot be reached one by one")
+        return self.modules
 
     def encode(self, text: str, limit: int, truncate: bool) -> tuple[dict, bool]:
         """The tokenizer's encoding of text (special tokens as it adds them by default), cut to `limit`

@@ -121,6 +121,10 @@ class InductionModel:
     def count_tokens(self, text: str) -> int:
         return 1 + len(text.encode("utf-8"))  # <s> and one token per byte
 
+    def attention_modules(self) -> dict:
+        """(kind, layer) -> the attention module that computes it (see model/ablation.py)."""
+        return {("decoder", i): block.attn for i, block in enumerate(self.net.blocks)}
+
     def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Analysis:
         n = self.info.default_new_tokens if new_tokens is None else new_tokens
         limit = self.info.max_tokens

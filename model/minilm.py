@@ -57,6 +57,10 @@ class MiniLM:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer.encode(text).ids)
 
+    def attention_modules(self) -> dict:
+        """(kind, layer) -> the attention module that computes it (see model/ablation.py)."""
+        return {("encoder", i): block.attn for i, block in enumerate(self.encoder.blocks)}
+
     def tokenize(self, text: str, truncate: bool = False) -> dict:
         """ids, tokens, offsets (None for specials), special flags and whether it was cut."""
         enc = self.tokenizer.encode(text)

@@ -1,0 +1,83 @@
+"""One attention function for every transformers family, so that Headscope can knock heads out and
+see each head's query, key and value in checkpoints it did not write.
+
+transformers (5.x) runs every attention module's core through a function it looks up by the name in
+`config._attn_implementation`; each family's module computes Q, K, V (rotary embeddings, T5's
+position bias and grouped key/value heads included) and hands them to it, then applies the output
+projection to what it returns: the heads' outputs z, (B, Tq, H, D), not yet concatenated. We
+register "headscope": it calls the family's own `eager_attention_forward` (the code `eager` would
+run, so the weights are the same to the bit), then applies the module's `ablation` and fills its
+`capture` (model/ablation.py). Masks are built as for eager attention.
+
+`attention_modules(net, arch)` finds which module computes which (kind, layer): it runs one short
+probe and records the order modules are called in: an encoder's layers first, then, per decoder
+layer, its self-attention and (encoder–decoders) its cross-attention.
+"""
+
+import sys
+
+import torch
+
+from model.ablation import ablate_z
+
+NAME = "headscope"
+
+
+def headscope_attention(module, query, key, value, attention_mask, **kwargs):
+    """The family's eager attention, then the module's ablation and capture (model/ablation.py).
+
+    query (B, H, Tq, D); key, value (B, H_kv, Tk, D); returns z (B, Tq, H, D) and the pattern (B, H, Tq, Tk).
+    """
+    family = sys.modules[type(module).__module__]
+    z, pattern = family.eager_attention_forward(module, query, key, value, attention_mask, **kwargs)
+    capture = getattr(module, "capture", None)
+    if capture is not None:
+        scaling = kwargs.get("scaling")
+        capture.append({"query": query, "key": key, "value": value, "pattern": pattern, "z": z.transpose(1, 2),
+                        "scale": query.shape[-1] ** -0.5 if scaling is None else scaling,
+                        "bias": kwargs.get("position_bias"), "mask": attention_mask})
+    ablation = getattr(module, "ablation", None)
+    if ablation is not None:
+        z = ablate_z(z, *ablation, head_axis=2, query_axis=1)  # batch of one: every query is real
+    return z, pattern
+
+
+def register() -> None:
+    """Make "headscope" a name transformers knows, for attention and for its masks (as eager's)."""
+    from transformers import AttentionInterface, AttentionMaskInterface
+    from transformers.masking_utils import eager_mask
+
+    AttentionInterface.register(NAME, headscope_attention)
+    AttentionMaskInterface.register(NAME, eager_mask)
+
+
+def attention_modules(net, arch: str, run_probe, layers: dict[str, int]) -> dict[tuple[str, int], torch.nn.Module]:
+    """(kind, layer) -> attention module, from the order in which one probe run calls them.
+
+    run_probe(): one forward pass of `net` with "headscope" attention. layers: kind -> layer count.
+    """
+    import transformers
+
+    calls: list[torch.nn.Module] = []
+    eager = transformers.AttentionInterface._global_mapping[NAME]
+
+    def recording(module, *args, **kwargs):
+        if all(m is not module for m in calls):
+            calls.append(module)
+        return eager(module, *args, **kwargs)
+
+    transformers.AttentionInterface.register(NAME, recording)
+    try:
+        run_probe()
+    finally:
+        transformers.AttentionInterface.register(NAME, eager)
+    if arch == "encoder":
+        order = [("encoder", i) for i in range(layers["encoder"])]
+    elif arch == "decoder":
+        order = [("decoder", i) for i in range(layers["decoder"])]
+    else:
+        order = [("encoder", i) for i in range(layers["encoder"])]
+        order += [(kind, i) for i in range(layers["decoder"]) for kind in ("decoder", "cross")]
+    if len(calls) != len(order):
+        raise ValueError(f"expected {len(order)} attention modules to run, saw {len(calls)}")
+    return dict(zip(order, calls, strict=True))
