@@ -46,7 +46,8 @@ BEST_HEADS = 10  # heads listed as best, over all probed kinds
 
 DEFINITIONS = {
     "prediction": "the word that receives the most attention from the from-word: attention to a word is the sum "
-    "over its tokens, from a word the mean over its tokens; tokens of no word (special tokens) are not candidates; "
+    "over its tokens, from a word the mean over its tokens; tokens of no word (special tokens; a character-level "
+    "model's spaces and punctuation) are not candidates; "
     "ties go to the earlier word",
     "accuracy": "share of the pairs used whose prediction is the to-word",
     "baseline": "always predict the word at a fixed offset from the from-word (in the model's words); the offset "
