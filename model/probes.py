@@ -382,11 +382,11 @@ def summarize(tally: Tally, info: ModelInfo, best: int = BEST_HEADS) -> dict:
     }
 
 
-def probe(model, pairs: list[Pair], batch_size: int = 32, progress=lambda done: None) -> dict:
+def probe(model, pairs: list[Pair], batch_size: int = 32, progress=lambda done: None, best: int = BEST_HEADS) -> dict:
     """Every step in one call, for the command line: plan, run the sentences in batches, summarize."""
     sentences, tally, _ = plan_probe(model, pairs)
     probe_kinds(model.info)
     for batch in batches(sentences, batch_size):
         tally += tally_batch(model, batch, pairs_of(pairs, batch))
         progress(len(batch))
-    return summarize(tally, model.info)
+    return summarize(tally, model.info, best)
