@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None, models: dict[str, AttentionMode
 
     app.include_router(api.router)
     app.include_router(probes.router)  # POST /api/probe, GET /api/probe
+    app.include_router(probes.docs_router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.ROOT / "static"), name="static")
     name_models_in_schema(app, list(app.state.models))

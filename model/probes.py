@@ -81,9 +81,14 @@ class PairsError(ValueError):
 
     def __init__(self, problems: list[tuple[int, str]]):
         self.problems = problems
-        shown = "; ".join(f"line {line}: {what}" for line, what in problems[:MAX_REPORTED_LINES])
+        shown = "; ".join(f"line {line}: {what}" if line else what for line, what in problems[:MAX_REPORTED_LINES])
         more = f"; and {len(problems) - MAX_REPORTED_LINES} more bad lines" if len(problems) > MAX_REPORTED_LINES else ""
         super().__init__(shown + more)
+
+
+def quote(text: str) -> str:
+    """Text in double quotes, as JSON writes it: how messages name words and fields."""
+    return json.dumps(text, ensure_ascii=False)
 
 
 def _is_word_char(c: str) -> bool:
@@ -109,20 +114,20 @@ def _word_ref(record: dict, sentence: str, name: str) -> WordRef:
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"{name} must be a word of the sentence (a non-empty string)")
     if text != text.strip():
-        raise ValueError(f"{name} {text!r} has spaces at its ends")
+        raise ValueError(f"{name} {quote(text)} has spaces at its ends")
     key = f"{name}_occurrence"
     occurrence = record.get(key)
     if occurrence is not None and (type(occurrence) is not int or occurrence < 1):
         raise ValueError(f"{key} must be a whole number of 1 or more")
     spans = occurrences(sentence, text)
     if not spans:
-        raise ValueError(f"{name} {text!r} is not a whole word of the sentence")
+        raise ValueError(f"{name} {quote(text)} is not a whole word of the sentence")
     if occurrence is None and len(spans) > 1:
-        raise ValueError(f"{name} {text!r} occurs {len(spans)} times in the sentence: say which with {key} "
+        raise ValueError(f"{name} {quote(text)} occurs {len(spans)} times in the sentence: say which with {key} "
                          f"(1 to {len(spans)})")
     occurrence = occurrence or 1
     if occurrence > len(spans):
-        raise ValueError(f"{key} is {occurrence} but {text!r} occurs {len(spans)} time"
+        raise ValueError(f"{key} is {occurrence} but {quote(text)} occurs {len(spans)} time"
                          f"{'s' if len(spans) > 1 else ''} in the sentence")
     return WordRef(text, occurrence, *spans[occurrence - 1])
 
@@ -139,7 +144,7 @@ def parse_line(line: str, number: int) -> Pair:
         raise ValueError('expected a JSON object such as {"sentence": "...", "from": "...", "to": "..."}')
     unknown = [k for k in record if k not in FIELDS]
     if unknown:
-        raise ValueError(f"unknown field {unknown[0]!r}; the fields are {', '.join(FIELDS)}")
+        raise ValueError(f"unknown field {quote(unknown[0])}; the fields are {', '.join(FIELDS)}")
     missing = [k for k in REQUIRED if k not in record]
     if missing:
         raise ValueError(f"missing {' and '.join(missing)}")
@@ -152,7 +157,7 @@ def parse_line(line: str, number: int) -> Pair:
         raise ValueError(f"sentence is not valid Unicode: lone surrogate at character {e.start}") from None
     source, target = _word_ref(record, sentence, "from"), _word_ref(record, sentence, "to")
     if (source.start, source.end) == (target.start, target.end):
-        raise ValueError(f"from and to are the same word ({source.text!r})")
+        raise ValueError(f"from and to are the same word ({quote(source.text)})")
     return Pair(number, sentence, source, target)
 
 
@@ -169,7 +174,7 @@ def parse_pairs(text: str) -> list[Pair]:
     if problems:
         raise PairsError(problems)
     if not pairs:
-        raise PairsError([(0, "no pairs: give one JSON object per line with sentence, from and to")])
+        raise PairsError([(0, "no pairs: give one JSON object per line with sentence, from and to")])  # line 0: none
     return pairs
 
 
@@ -215,11 +220,11 @@ def find_word(ref: WordRef, spans: list[tuple[int, int]], sentence: str, model: 
     """The position of the one model word whose characters overlap `ref`; ValueError (the skip reason) if
     none or several do."""
     hits = [p for p, (start, end) in enumerate(spans) if start < ref.end and end > ref.start]
-    where = f"{ref.text!r}" + (f" (occurrence {ref.occurrence})" if ref.occurrence > 1 else "")
+    where = f"{quote(ref.text)}" + (f" (occurrence {ref.occurrence})" if ref.occurrence > 1 else "")
     if not hits:
         raise ValueError(f"{model} has no word at {where}")
     if len(hits) > 1:
-        parts = ", ".join(repr(sentence[spans[p][0] : spans[p][1]]) for p in hits)
+        parts = ", ".join(quote(sentence[spans[p][0] : spans[p][1]]) for p in hits)
         raise ValueError(f"{model} splits {where} into {len(hits)} words: {parts}")
     return hits[0]
 
@@ -262,7 +267,7 @@ def tally_analysis(analysis: Analysis, pairs: list[Pair], kinds: list[str]) -> T
             source = find_word(pair.source, spans, pair.sentence, analysis.model)
             target = find_word(pair.target, spans, pair.sentence, analysis.model)
             if source == target:
-                raise ValueError(f"{analysis.model} reads {pair.source.text!r} and {pair.target.text!r} as one word")
+                raise ValueError(f"{analysis.model} reads {quote(pair.source.text)} and {quote(pair.target.text)} as one word")
         except ValueError as e:
             tally.skipped.append({"line": pair.line, "reason": str(e)})
             continue
