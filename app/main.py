@@ -39,7 +39,7 @@ def create_app(settings: Settings | None = None, models: dict[str, AttentionMode
     app.add_middleware(SecurityHeaders)
 
     app.include_router(api.router)
-    app.include_router(probes.router)  # POST /api/probe, GET /api/probe
+    app.include_router(probes.router)  # POST /api/probe, GET /api/probe/info
     app.include_router(probes.docs_router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.ROOT / "static"), name="static")

@@ -1,4 +1,4 @@
-"""POST /api/probe and GET /api/probe: heads as classifiers of a relation between words (model/probes.py).
+"""POST /api/probe and GET /api/probe/info: heads as classifiers of a relation between words (model/probes.py).
 
 Its own router, schemas and example sets, so that the rest of the API does not change. The model
 work goes through the runner as /api/corpus's does: one job to tokenize the distinct sentences,
@@ -6,6 +6,7 @@ then one job per batch, so other requests get their turn in between.
 """
 
 from pathlib import Path
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
@@ -21,6 +22,7 @@ from model.probes import (
     NotProbeable,
     NoUsablePairs,
     PairsError,
+    TooManyPairs,
     batches,
     pairs_of,
     parse_pairs,
@@ -55,7 +57,7 @@ def probes_doc():
 class ProbeRequest(StrictRequest):
     pairs: str = Field(
         description=f"The pairs, as the text of a JSONL file. {FORMAT} At most `probe_max_chars` characters and "
-        "`probe_max_pairs` pairs (GET /api/probe `limits`). A bad line is a 422 naming it.",
+        "`probe_max_pairs` pairs (GET /api/probe/info `limits`). A bad line is a 422 naming it.",
         examples=['{"sentence": "The cat sat on the mat.", "from": "the", "to": "mat"}'],
     )
     model: str | None = Field(None, description="A model name from GET /api/models; omitted: the server's default.")
@@ -145,27 +147,26 @@ def limits(settings: Settings) -> dict:
             "probe_max_tokens": settings.probe_max_tokens}
 
 
-@router.get("/probe", response_model=ProbeInfo)
+@router.get("/probe/info", response_model=ProbeInfo)
 def probe_info(settings: SettingsDep):
     """What POST /api/probe takes (the pairs format, its limits) and computes, with example pair sets."""
     return json_response({"format": FORMAT, "fields": list(FIELDS), "definitions": DEFINITIONS,
                           "limits": limits(settings), "examples": examples()})
 
 
-def read_pairs(req: ProbeRequest, settings: Settings):
+async def read_pairs(req: ProbeRequest, settings: Settings):
     """The request's pairs, or the 422 that says what is wrong with them."""
     if len(req.pairs) > settings.probe_max_chars:
         raise ApiError(422, "too_many_characters", f"pairs has {len(req.pairs)} characters; the limit is "
-                       f"{settings.probe_max_chars} (probe_max_chars in GET /api/probe)", count=len(req.pairs),
+                       f"{settings.probe_max_chars} (probe_max_chars in GET /api/probe/info)", count=len(req.pairs),
                        limit=settings.probe_max_chars)
-    try:
-        pairs = parse_pairs(req.pairs)
+    try:  # on a worker thread: ~0.1 s for the largest text allowed, which the event loop need not wait out
+        return await anyio.to_thread.run_sync(parse_pairs, req.pairs, settings.probe_max_pairs)
+    except TooManyPairs as e:
+        raise ApiError(422, "too_many_pairs", f"{e} (probe_max_pairs in GET /api/probe/info)", count=e.count,
+                       limit=e.limit) from None
     except PairsError as e:
         raise ApiError(422, "invalid_pairs", str(e), lines=[{"line": line, "error": what} for line, what in e.problems]) from None
-    if len(pairs) > settings.probe_max_pairs:
-        raise ApiError(422, "too_many_pairs", f"{len(pairs)} pairs sent; the limit is {settings.probe_max_pairs} "
-                       "(probe_max_pairs in GET /api/probe)", count=len(pairs), limit=settings.probe_max_pairs)
-    return pairs
 
 
 @router.post("/probe", response_model=ProbeResponse)
@@ -178,12 +179,12 @@ async def probe(req: ProbeRequest, request: Request, models: ModelsDep, runner: 
         probe_kinds(model.info)
     except NotProbeable as e:
         raise ApiError(422, "not_probeable", str(e)) from None
-    pairs = read_pairs(req, settings)
+    pairs = await read_pairs(req, settings)
     async with runner.admitted():
         sentences, tally, tokens = await runner.call(plan_probe, model, pairs)
         if tokens > settings.probe_max_tokens:
             raise ApiError(422, "too_many_tokens", f"the sentences have {tokens} tokens together; the limit is "
-                           f"{settings.probe_max_tokens} (probe_max_tokens in GET /api/probe)", count=tokens,
+                           f"{settings.probe_max_tokens} (probe_max_tokens in GET /api/probe/info)", count=tokens,
                            limit=settings.probe_max_tokens)
         for batch in batches(sentences, settings.corpus_batch_size):
             tally += await runner.call(tally_batch, model, batch, pairs_of(pairs, batch))

@@ -87,26 +87,17 @@ class PairsError(ValueError):
 
 
 def quote(text: str) -> str:
-    """Text in double quotes, as JSON writes it: how messages name words and fields."""
-    return json.dumps(text, ensure_ascii=False)
-
-
-def _is_word_char(c: str) -> bool:
-    return c.isalnum() or c == "_"
+    """Text in double quotes, as JSON writes it: how messages name words and fields. A lone surrogate (which JSON
+    lets a file write as \\ud800) is written escaped, so that the message itself is valid Unicode."""
+    return json.dumps(text, ensure_ascii=False).encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def occurrences(sentence: str, word: str) -> list[tuple[int, int]]:
-    """Character spans of `word` in `sentence` as a whole word: no letter, digit or underscore runs on
+    """Character spans of `word` in `sentence` as a whole word: no letter, digit or underscore (regex \\w) runs on
     past an end of it that is itself one."""
-    spans, start = [], sentence.find(word)
-    while start >= 0:
-        end = start + len(word)
-        before_ok = not _is_word_char(word[0]) or start == 0 or not _is_word_char(sentence[start - 1])
-        after_ok = not _is_word_char(word[-1]) or end == len(sentence) or not _is_word_char(sentence[end])
-        if before_ok and after_ok:
-            spans.append((start, end))
-        start = sentence.find(word, start + 1)
-    return spans
+    before = r"(?<!\w)" if re.match(r"\w", word[0]) else ""
+    after = r"(?!\w)" if re.match(r"\w", word[-1]) else ""
+    return [m.span() for m in re.finditer(before + re.escape(word) + after, sentence)]
 
 
 def _word_ref(record: dict, sentence: str, name: str) -> WordRef:
@@ -161,10 +152,23 @@ def parse_line(line: str, number: int) -> Pair:
     return Pair(number, sentence, source, target)
 
 
-def parse_pairs(text: str) -> list[Pair]:
-    """Every pair of a JSONL text; PairsError naming every bad line. Blank lines are skipped."""
+class TooManyPairs(ValueError):
+    def __init__(self, count: int, limit: int):
+        self.count, self.limit = count, limit
+        super().__init__(f"{count} pairs sent; the limit is {limit}")
+
+
+def parse_pairs(text: str, max_pairs: int | None = None) -> list[Pair]:
+    """Every pair of a JSONL text; PairsError naming every bad line. Blank lines are skipped.
+
+    max_pairs: TooManyPairs, before any line is parsed, when the text has more lines that are not blank."""
+    lines = text.splitlines()
+    if max_pairs is not None:
+        count = sum(1 for line in lines if line.strip())
+        if count > max_pairs:
+            raise TooManyPairs(count, max_pairs)
     pairs, problems = [], []
-    for number, line in enumerate(text.splitlines(), 1):
+    for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:

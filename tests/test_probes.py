@@ -375,7 +375,7 @@ def test_api_answers_accuracy_baseline_and_best_heads(client, minilm):
 
 
 def test_api_describes_the_format_limits_and_examples(client):
-    body = client.get("/api/probe").json()
+    body = client.get("/api/probe/info").json()
     assert body["limits"] == {"probe_max_chars": 1_000_000, "probe_max_pairs": 2000, "probe_max_tokens": 100_000}
     assert [e["name"] for e in body["examples"]] == ["det_noun", "obj_verb"]
     assert body["examples"][0]["pairs"] == DET_NOUN.read_text() and body["examples"][0]["file"] == "probes/det_noun.jsonl"
@@ -410,6 +410,14 @@ def test_api_limits_are_422_naming_them(small_client):
     r = small_client.post("/api/probe", json={"pairs": long + line})
     assert r.status_code == 422 and r.json()["error"] == "too_many_tokens" and r.json()["limit"] == 30
     assert small_client.post("/api/probe", json={"pairs": line * 3}).status_code == 200
+
+
+def test_api_lone_surrogates_are_named_not_a_500(client):
+    for line in ('{"sentence": "a b", "from": "\\ud800", "to": "b"}', '{"sentence": "a b", "\\udc00": 1}',
+                 '{"sentence": "a \\ud800", "from": "a", "to": "b"}'):
+        r = client.post("/api/probe", json={"pairs": line})
+        assert r.status_code == 422 and r.json()["error"] == "invalid_pairs", (line, r.text)
+        assert r.json()["detail"].startswith("line 1: ")
 
 
 def test_api_other_422s(client):

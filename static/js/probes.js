@@ -1,5 +1,5 @@
 // The Probes tab: each head as a classifier of a relation between words (Clark et al. 2019). Pairs are
-// JSONL pasted, uploaded or taken from an example set (GET /api/probe); POST /api/probe answers each
+// JSONL pasted, uploaded or taken from an example set (GET /api/probe/info); POST /api/probe answers each
 // head's accuracy [layer][head] per kind, the best fixed-offset baseline and the best heads, drawn
 // here as a heatmap per kind and a table. The model is the one in the page's picker.
 import { make } from './dom.js';
@@ -11,7 +11,7 @@ const ids = ['probe-example', 'probe-use-example', 'probe-file', 'probe-pairs', 
   'probe-baseline', 'probe-plots', 'probe-table', 'probe-skipped', 'model'];
 const el = Object.fromEntries(ids.map((id) => [id.replace(/-(\w)/g, (_, c) => c.toUpperCase()), document.getElementById(id)]));
 
-let info = null; // GET /api/probe: format, limits, example sets
+let info = null; // GET /api/probe/info: format, limits, example sets
 let setup = null; // the promise of loading them and wiring the controls, made once
 let running = null; // the AbortController of the probe in flight
 
@@ -24,7 +24,7 @@ function setStatus(text, kind = 'info') {
 }
 
 async function loadInfo() {
-  const response = await fetch('/api/probe');
+  const response = await fetch('/api/probe/info');
   if (!response.ok) throw new ApiError(`cannot load the probe's description (${response.status})`);
   info = await response.json();
   el.probeExample.replaceChildren(...info.examples.map((e) =>
