@@ -186,7 +186,7 @@ async def probe(req: ProbeRequest, request: Request, models: ModelsDep, runner: 
             raise ApiError(422, "too_many_tokens", f"the sentences have {tokens} tokens together; the limit is "
                            f"{settings.probe_max_tokens} (probe_max_tokens in GET /api/probe/info)", count=tokens,
                            limit=settings.probe_max_tokens)
-        for batch in batches(sentences, settings.corpus_batch_size):
+        for batch in batches(sentences, settings.corpus_batch_size, settings.max_batch_tokens):
             tally += await runner.call(tally_batch, model, batch, pairs_of(pairs, batch))
             if await request.is_disconnected():  # nobody to answer: stop spending the model on it
                 raise ApiError(400, "client_disconnected", "the client went away before the probe finished")

@@ -289,9 +289,9 @@ def tally_analysis(analysis: Analysis, pairs: list[Pair], kinds: list[str]) -> T
     return tally
 
 
-def plan_probe(model, pairs: list[Pair]) -> tuple[list[str], Tally, int]:
-    """The distinct sentences that fit the model (shortest first: less padding), a Tally holding the pairs
-    skipped because their sentence does not fit, and the tokens of the sentences kept."""
+def plan_probe(model, pairs: list[Pair]) -> tuple[list[tuple[str, int]], Tally, int]:
+    """The distinct sentences that fit the model with their token counts (fewest tokens first: less padding), a
+    Tally holding the pairs skipped because their sentence does not fit, and the tokens of the sentences kept."""
     sentences = list(dict.fromkeys(p.sentence for p in pairs))
     limit, kept, skipped, tokens = model.info.max_tokens, [], {}, 0
     for sentence in sentences:
@@ -307,9 +307,9 @@ def plan_probe(model, pairs: list[Pair]) -> tuple[list[str], Tally, int]:
         if count > limit:
             skipped[sentence] = f"sentence has {count} tokens but {model.info.name} takes at most {limit}"
             continue
-        kept.append(sentence)
+        kept.append((sentence, count))
         tokens += count
-    kept.sort(key=len)
+    kept.sort(key=lambda kept_one: kept_one[1])
     reasons = [{"line": p.line, "reason": skipped[p.sentence]} for p in pairs if p.sentence in skipped]
     return kept, Tally(skipped=reasons), tokens
 
@@ -326,8 +326,17 @@ def tally_batch(model, sentences: list[str], pairs: list[Pair]) -> Tally:
     return sum((tally_analysis(a, by_sentence[s], kinds) for s, a in zip(sentences, analyses, strict=True)), Tally())
 
 
-def batches(sentences: list[str], size: int) -> list[list[str]]:
-    return [sentences[i : i + size] for i in range(0, len(sentences), size)]
+def batches(sentences: list[tuple[str, int]], size: int, padded_tokens: int) -> list[list[str]]:
+    """Runs of sentences (sorted by tokens) of at most `size` sentences and at most `padded_tokens` tokens once
+    padded to the longest (which bounds the batch's attention memory), but never less than one sentence."""
+    out, batch, longest = [], [], 0
+    for sentence, count in sentences:
+        if batch and (len(batch) == size or max(longest, count) * (len(batch) + 1) > padded_tokens):
+            out.append(batch)
+            batch, longest = [], 0
+        batch.append(sentence)
+        longest = max(longest, count)
+    return out + [batch] if batch else out
 
 
 def pairs_of(pairs: list[Pair], sentences: list[str]) -> list[Pair]:
@@ -391,11 +400,12 @@ def summarize(tally: Tally, info: ModelInfo, best: int = BEST_HEADS) -> dict:
     }
 
 
-def probe(model, pairs: list[Pair], batch_size: int = 32, progress=lambda done: None, best: int = BEST_HEADS) -> dict:
+def probe(model, pairs: list[Pair], batch_size: int = 32, padded_tokens: int = 1024, progress=lambda done: None,
+          best: int = BEST_HEADS) -> dict:
     """Every step in one call, for the command line: plan, run the sentences in batches, summarize."""
     sentences, tally, _ = plan_probe(model, pairs)
     probe_kinds(model.info)
-    for batch in batches(sentences, batch_size):
+    for batch in batches(sentences, batch_size, padded_tokens):
         tally += tally_batch(model, batch, pairs_of(pairs, batch))
         progress(len(batch))
     return summarize(tally, model.info, best)

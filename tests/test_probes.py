@@ -20,6 +20,7 @@ from model.analysis import CROSS, DECODER_SELF, SELF, Analysis, ModelInfo
 from model.probes import (
     NotProbeable,
     PairsError,
+    batches,
     best_offset,
     occurrences,
     parse_pairs,
@@ -205,6 +206,13 @@ def test_every_bad_line_is_reported_and_an_empty_file_too():
     assert "and 5 more bad lines" in str(e.value)
     with pytest.raises(PairsError, match="no pairs"):
         parse_pairs("\n  \n")
+
+
+def test_batches_bound_sentences_and_padded_tokens():
+    sentences = [("a", 3), ("b", 4), ("c", 5), ("d", 10), ("e", 600)]
+    assert batches(sentences, 2, 1024) == [["a", "b"], ["c", "d"], ["e"]]
+    assert batches(sentences, 32, 15) == [["a", "b", "c"], ["d"], ["e"]]  # 3 x 5 = 15; 4 x 10 > 15; 600 alone
+    assert batches([], 32, 1024) == []
 
 
 def test_examples_parse():
