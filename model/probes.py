@@ -186,7 +186,7 @@ def parse_pairs(text: str, max_pairs: int | None = None) -> list[Pair]:
 
 
 class NotProbeable(ValueError):
-    """The model has no attention kind over its input tokens, or no words."""
+    """The model has no attention kind whose rows and columns are both its input tokens."""
 
 
 def probe_kinds(info: ModelInfo) -> list[str]:
@@ -271,7 +271,8 @@ def tally_analysis(analysis: Analysis, pairs: list[Pair], kinds: list[str]) -> T
             source = find_word(pair.source, spans, pair.sentence, analysis.model)
             target = find_word(pair.target, spans, pair.sentence, analysis.model)
             if source == target:
-                raise ValueError(f"{analysis.model} reads {quote(pair.source.text)} and {quote(pair.target.text)} as one word")
+                raise ValueError(f"{analysis.model} reads {quote(pair.source.text)} and {quote(pair.target.text)} "
+                                 "as one word")
         except ValueError as e:
             tally.skipped.append({"line": pair.line, "reason": str(e)})
             continue

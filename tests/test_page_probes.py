@@ -66,3 +66,14 @@ def test_another_example_and_model_and_a_bad_line(page, client):
     expect(page.locator("#probe-table tbody tr")).to_have_count(0)  # the old result is gone
     assert page.console_errors == ["Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"]
     page.console_errors.clear()
+
+
+def test_phone_width_keeps_the_tab_within_the_screen(browser, live_server):
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.base_url = live_server.url
+    open_tab(page)
+    run(page)
+    expect(page.locator("#probe-table tbody tr")).to_have_count(11)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390  # the table scrolls in its own box
+    context.close()
