@@ -4,6 +4,7 @@
                                                                               start the web app
   headscope heads corpus.txt --out heads.csv [--model NAME[=PATH]]           per-head corpus averages
             [--engine ray [--address HOST:PORT] [--actors N]]                  ... computed on Ray
+  headscope probe pairs.jsonl [--model NAME[=PATH]] [--json]                 heads as classifiers of a relation
 
 `--model` names a built-in (minilm, dates, ...) or serves a local Hugging Face checkpoint
 directory as NAME=PATH; repeat it for several. Without it: every built-in. The first is the default.
@@ -161,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     # PyTorch's OpenMP threads spin for a while after each forward pass, taking the cores from the browser
     # and from the server's own event loop; passive threads sleep. Read when torch loads, which is below.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from app.cli_probe import add_probe_parser
     from app.settings import Settings
 
     parser = argparse.ArgumentParser(prog="headscope", description="See what every attention head looks at.")
@@ -192,11 +194,13 @@ def main(argv: list[str] | None = None) -> None:
                    "(default: the cluster's CPUs less one)")
     p.set_defaults(func=heads)
 
+    add_probe_parser(sub, add_model_option)
+
     args = parser.parse_args(argv)
     from model.registry import parse_specs
 
-    if args.command == "heads" and args.model and len(args.model) > 1:
-        parser.error("heads runs one model: give --model once")
+    if args.command in ("heads", "probe") and args.model and len(args.model) > 1:
+        parser.error(f"{args.command} runs one model: give --model once")
     try:
         args.model = parse_specs(args.model)  # NAME[=PATH] strings -> ModelSpecs
     except ValueError as e:

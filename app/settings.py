@@ -27,7 +27,12 @@ class Settings:
     max_json_floats: int = 2_000_000
     corpus_max_texts: int = 2000  # sentences per /api/corpus request
     corpus_max_tokens: int = 100_000  # tokens per /api/corpus request, all sentences together
-    corpus_batch_size: int = 32  # sentences run through the model together
+    corpus_batch_size: int = 32  # sentences run through the model together (corpus and probe)
+    # POST /api/probe: the JSONL text of pairs, at most this many characters and pairs, and at most this
+    # many tokens in its distinct sentences together (what bounds the model's work, as corpus_max_tokens)
+    probe_max_chars: int = 1_000_000
+    probe_max_pairs: int = 2000
+    probe_max_tokens: int = 100_000
     # Connections (app/server.py). Beyond max_connections, a new connection closes the longest-idle
     # one (no request in progress, nothing left to send); if none is idle it gets 503.
     max_connections: int = 256
