@@ -71,10 +71,8 @@ def value_norms(model: AttentionModel, text: str, truncate: bool = False,
     The last call of each module is the one the analysis's patterns come from: models that generate
     run the whole sequence once more after generating (model/dates.py, model/induction.py, model/hf.py).
     """
-    try:
-        modules = model.attention_modules()
-    except (AttributeError, NotImplementedError) as e:
-        raise NoValueNorms(f"{model.info.name}: its attention modules cannot be reached ({e})") from None
+    check_value_norms(model)
+    modules = model.attention_modules()
     with capturing(modules) as records:
         analysis = model.analyze(text, truncate, new_tokens)
     norms: dict[str, list[torch.Tensor]] = {kind: [] for kind in analysis.patterns}
@@ -88,3 +86,13 @@ def value_norms(model: AttentionModel, text: str, truncate: bool = False,
         sizes = value_sizes(record["value"][0], weight, pattern.shape[0])  # (H, Tk)
         norms[kind].append((pattern.double() * sizes[:, None, :]).float())  # (H, Tq, Tk)
     return analysis, {kind: torch.stack(layers) for kind, layers in norms.items()}  # kind -> (L, H, Tq, Tk)
+
+
+def check_value_norms(model: AttentionModel) -> None:
+    """NoValueNorms, saying why, unless every attention module of the model and its W_O can be reached."""
+    try:
+        modules = model.attention_modules()
+    except (AttributeError, NotImplementedError) as e:
+        raise NoValueNorms(f"{model.info.name}: its attention modules cannot be reached ({e})") from None
+    for key, module in modules.items():
+        output_projection(model, key, module)
