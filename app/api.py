@@ -293,7 +293,9 @@ async def ndjson(events):
 async def explain(req: ExplainRequest, models: ModelsDep, runner: RunnerDep):
     """Every step of one head for one query token, recomputed on the real model: the layer's input x, q_i, every
     k_j and v_j, the scores (masked: null), the weights, z_i, all heads' z_i concatenated, the output after W_O,
-    and q_i ⊙ k_j. `shapes` says where each array comes from. Models whose attention is Headscope's own code."""
+    and q_i ⊙ k_j. `shapes` says where each array comes from, `notes` what the family adds (rotary embeddings,
+    grouped-query heads, T5's position bias). Headscope's own models, and transformers checkpoints whose attention
+    runs through model/hf_attention.py (BERT, RoBERTa, DistilBERT, GPT-2, Llama, BART, T5); others get 422."""
     model = pick_model(models, req.model)
     generate = new_tokens(model, req)
     steps = await runner.run(explain_head, model, req.text, req.kind, req.layer, req.head, req.query,

@@ -342,7 +342,16 @@ class ExplainResponse(BaseModel):
     heads: int = Field(description="H, heads in the layer.")
     d_model: int = Field(description="C, the model width.")
     d_head: int = Field(description="D = C / H, the width of one head's q, k, v and z.")
-    scale: float = Field(description="1 / sqrt(D), the factor of the scores.")
+    scale: float = Field(description="The factor of the scores: 1 / sqrt(D), or what the family uses (T5: 1).")
+    kv_heads: int = Field(description="H_kv, key/value heads: H, or fewer with grouped-query attention (Llama).")
+    kv_group: int = Field(description="The key/value head this head reads: head // (H / H_kv).")
+    rotary: bool = Field(description="True where q and k are after rotary position embeddings (Llama): rotated "
+                         "by position, so q_i · k_j depends on the distance between i and j.")
+    notes: list[str] = Field(description="What this model's attention does beyond the textbook steps, in words "
+                             "(rotary embeddings, grouped-query heads, a position bias, a scale other than 1/√D).")
+    position_bias: list[float] | None = Field(
+        None, description="[Tk] T5's relative position bias added to the scores before the softmax; null where "
+        "the model has none.")
     x: list[list[float]] = Field(
         description="[Tq, C] the attention's input, every query token: what the Q projection reads (and K and V in "
         "self-attention). After LayerNorm where the block is pre-LN (dates), the residual stream where it is "
@@ -359,8 +368,8 @@ class ExplainResponse(BaseModel):
         "dimensions make the score large. Unscaled, and given for masked keys too."
     )
     scores: list[float | None] = Field(
-        description="[Tk] attn_scores: q_i · k_j / sqrt(D); null stands for -infinity, where key j is masked "
-        "(causal: j > i; padding)."
+        description="[Tk] attn_scores: q_i · k_j · scale (+ position_bias where the model has one); null stands "
+        "for -infinity, where key j is masked (causal: j > i; padding)."
     )
     masked: list[bool] = Field(description="[Tk] true where key j is masked (its score is -infinity, its weight 0).")
     weights: list[float] = Field(description="[Tk] softmax of the scores: the row i of the head's pattern.")
@@ -368,7 +377,8 @@ class ExplainResponse(BaseModel):
     heads_z: list[float] = Field(
         description="[C] z_i of all H heads concatenated; head h fills [h*D, (h+1)*D)."
     )
-    output: list[float] = Field(description="[C] heads_z @ W_Oᵀ + b_O: the attention's output for token i.")
+    output: list[float] = Field(description="[C] heads_z @ W_Oᵀ + b_O: the attention's output for token i (T5 and "
+                                "Llama have no b_O).")
     shapes: dict[str, ArrayShape] = Field(
         description="Per array: its shape and axes here, and the module's tensor it is cut from (its shape in the "
         "forward pass, batch of one) with the index taken."
