@@ -172,3 +172,24 @@ def test_api_out_of_range_for_a_checkpoint_names_the_range(hf_client):
     assert r.status_code == 422 and r.json()["valid"] == [0, 1] and r.json()["field"] == "layer"
     r = hf_client.post("/api/explain", json={**body, "layer": 0, "query": 99})
     assert r.status_code == 422 and r.json()["field"] == "query"
+
+
+@pytest.mark.parametrize("family", ["llama", "t5"])
+def test_api_value_norms_and_rollout_of_checkpoints(hf_client, served, family):
+    """/api/attention on a checkpoint: value norms equal model/value_norm.py's (itself against numpy from
+    transformers in tests/test_value_norm.py); rollout for the kinds whose rows and columns are one sequence."""
+    from model.value_norm import value_norms
+
+    body = {"text": TEXT, "model": f"tiny-{family}", "weights": "value_norm", "rollout": True, "format": "safetensors"}
+    body["generate" if family == "llama" else "max_new_tokens"] = NEW_TOKENS[family]
+    r = hf_client.post("/api/attention", json=body)
+    assert r.status_code == 200, r.text
+    from app.encoding import read_safetensors
+
+    a = read_safetensors(r.content)
+    _, norms = value_norms(served[family], TEXT, new_tokens=NEW_TOKENS[family])
+    for kind, norm in norms.items():
+        np.testing.assert_allclose(a["attention"][kind], norm.numpy(), atol=1e-6, rtol=1e-6)
+    kinds = served[family].info.kinds
+    assert set(a["rollout"]) == {k for k, lay in kinds.items() if lay.rows == lay.columns}
+    assert a["weights"]["rows_sum_to_one"] is False

@@ -94,3 +94,16 @@ def test_an_opened_head_says_it_shows_value_norms(page):
     note = page.locator("#detail-note").text_content()
     assert "value norm" in note and "rows do not sum to 1" in note
     assert "value norm" in page.locator("#heatmap .cbtitle").text_content()
+
+
+def test_hiding_special_tokens_drops_value_norm_columns_without_rescaling_rows(page, minilm):
+    page.goto(f"{page.base_url}/?{urlencode({'text': SENTENCE, 'model': 'minilm', 'weights': 'value_norm', 'nospecial': '1'})}")
+    wait_ready(page)
+    expect(page.locator("#transform-label")).to_contain_text("not probabilities, so rows are not rescaled")
+    _, norms = value_norms(minilm, SENTENCE)
+    norm = norms["encoder"][3, 2].numpy()[1:-1, 1:-1]  # [CLS] and [SEP] rows and columns dropped, nothing rescaled
+    painted = levels(page, thumbnail(page, 3, 2))
+    assert painted.shape == norm.shape
+    head_max = norms["encoder"][3, 2].numpy().max()  # the 8-bit steps are of the whole head's maximum
+    step = 255 * (head_max / 255) / norm.max()  # one 8-bit step of the answer, in levels of this view
+    assert np.abs(painted - np.rint(norm / norm.max() * 255)).max() <= step + 1
