@@ -224,7 +224,8 @@ class RolloutAbout(BaseModel):
     not_counted: dict[str, list[str]] = Field(
         description="Per kind, other kinds that also bring information into its positions (cross-attention into a "
         "decoder) and are not part of its rollout.")
-    rows_sum_to_one: bool
+    rows_sum_to_one: bool = Field(description="True unless max-pooled (pool_to): each pooled cell holds its block's "
+                                  "largest value.")
     pool: dict[str, list[int]] = Field(description="Per kind, [rows, columns] max-pooled into one cell (pool_to).")
 
 

@@ -60,4 +60,5 @@ def rollout_fields(analysis: Analysis, wanted: bool, pool_to: int | None) -> tup
     pooled = {kind: max_pool(r[None, None], pool_to) for kind, r in rollouts(analysis.patterns, analysis.layout).items()}
     about = rollout_about(analysis.layout)
     about["pool"] = {kind: block for kind, (_, block) in pooled.items()}
+    about["rows_sum_to_one"] = all(block == [1, 1] for block in about["pool"].values())  # max-pooled cells do not
     return {kind: r[0, 0] for kind, (r, _) in pooled.items()}, about

@@ -91,7 +91,8 @@ def test_one_head_and_pooling_apply_to_value_norms_and_rollout(client):
     pooled = answer(client, "safetensors", rollout=True, pool_to=8, text="word " * 20)
     block = pooled["rollout_about"]["pool"]["encoder"]
     assert block == pooled["pool"]["encoder"] == [3, 3]
-    assert pooled["rollout"]["encoder"].shape == (8, 8)
+    assert pooled["rollout"]["encoder"].shape == (8, 8) and pooled["rollout_about"]["rows_sum_to_one"] is False
+    assert answer(client, rollout=True)["rollout_about"]["rows_sum_to_one"] is True
 
 
 def test_every_builtin_model_answers_value_norms_and_rollout(client, models):

@@ -21,7 +21,8 @@ export function drawRollout(container, result, views) {
   const about = result.rollout_about;
   container.append(make('h3', { text: 'Attention rollout' }),
     make('p', { className: 'hint', text: `${about.formula}. Row i: how much of each token has reached token i after the `
-      + 'last layer; every row sums to 1. Drawn on the tokens themselves (the word and special-token options do not apply).' }));
+      + `last layer${about.rows_sum_to_one ? '; every row sums to 1' : '; max-pooled for a long text: each cell is its block\'s largest value'}. `
+      + 'Drawn on the tokens themselves (the word and special-token options do not apply).' }));
   for (const [kind, reason] of Object.entries(about.skipped)) {
     container.append(make('p', { className: 'hint', text: `${kind}: no rollout (${reason}).` }));
   }
