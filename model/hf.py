@@ -40,6 +40,10 @@ time bounded on a CPU; a config without positions (T5: relative positions) gets 
 = 512. Before loading, the weights' float32 size is compared with the memory that is free.
 Anything Headscope cannot serve raises CheckpointError with one line: the problem and what to do.
 
+Heads one by one: `attention_modules()` (model/hf_attention.py's attention function, for ablation and
+capture) and `output_projections()`, each module's W_O, found at load by what it reads (value norms,
+model/value_norm.py; the mechanism view, model/explain.py).
+
 Legend: B batch (always 1 here), L layers, H query heads, T tokens, Tq query positions, Tk key positions.
 """
 
