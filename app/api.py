@@ -38,6 +38,7 @@ from app.schemas import (
     TextRequest,
 )
 from app.settings import Settings
+from app.weights import check_weights_request, chosen_weights, rollout_fields, weights_about
 from model.analysis import DIMS, MAX_NEW_TOKENS, Analysis, AttentionModel, cut_to_chars
 from model.explain import explain as explain_head
 from model.heads import Sums, corpus_sums, head_similarity, plan_corpus, summarize_heads
@@ -132,10 +133,10 @@ def new_tokens(model: AttentionModel, req: TextRequest) -> int | None:
     return req.max_new_tokens
 
 
-def selected_patterns(analysis: Analysis, req: AttentionRequest) -> dict:
+def selected_patterns(analysis: Analysis, req: AttentionRequest, arrays: dict | None = None) -> dict:
     """kind -> (L, H, Tq, Tk) patterns to send: every kind, or the one head the request names, pooled
-    as it asks."""
-    patterns = analysis.patterns
+    as it asks. `arrays`: what to send instead of the patterns, of the same shapes (value norms)."""
+    patterns = analysis.patterns if arrays is None else arrays
     if req.head is not None:
         kind, layer, head = req.head.kind, req.head.layer, req.head.head
         L, H = patterns[kind].shape[:2]
@@ -177,11 +178,14 @@ def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict |
 
 
 def attention_body(analysis: Analysis, req: AttentionRequest, cut: bool, encoding: str | None,
-                   max_json_floats: int) -> bytes:
+                   max_json_floats: int, model: AttentionModel | None = None, text: str = "",
+                   generate: int | None = None) -> bytes:
     """The answer's bytes, compressed for the client; runs on the model's worker thread."""
-    selected = selected_patterns(analysis, req)
+    arrays = chosen_weights(analysis, req.weights, model, text, req.truncate, generate)
+    selected = selected_patterns(analysis, req, arrays)
     patterns = {kind: pattern for kind, (pattern, _) in selected.items()}
-    floats = sum(pattern.numel() for pattern in patterns.values())  # L*H*Tq*Tk per kind
+    rollout, rollout_about = rollout_fields(analysis, req.rollout, req.pool_to)
+    floats = sum(pattern.numel() for pattern in [*patterns.values(), *(rollout or {}).values()])  # L*H*Tq*Tk per kind
     if req.format == "json" and floats > max_json_floats:  # ~13 bytes of JSON each: refuse before building
         raise ApiError(422, "answer_too_large", f"the answer has {floats} attention weights; format: json sends at "
                        f"most {max_json_floats} (max_json_floats in GET /api/models limits). Send format: "
@@ -190,10 +194,12 @@ def attention_body(analysis: Analysis, req: AttentionRequest, cut: bool, encodin
     pool = {kind: block for kind, (_, block) in selected.items()}
     fields = attention_fields(analysis, req.format, pool, req.head.model_dump() if req.head else None,
                               req.similarity, cut)
+    fields.update(weights=weights_about(req.weights, patterns), rollout_about=rollout_about)
     if req.format in ("compact", "safetensors"):
-        return compress(safetensors_body(patterns, fields, exact=req.format == "safetensors"), encoding)
+        return compress(safetensors_body(patterns, fields, exact=req.format == "safetensors", rollout=rollout), encoding)
     attention = {kind: pattern.numpy() for kind, pattern in patterns.items()}
-    return compress(dumps({**fields, "attention": attention}), encoding)
+    json_rollout = None if rollout is None else {kind: r.numpy() for kind, r in rollout.items()}
+    return compress(dumps({**fields, "attention": attention, "rollout": json_rollout}), encoding)
 
 
 BINARY_RESPONSE = {
@@ -218,11 +224,13 @@ async def attention(req: AttentionRequest, request: Request, models: ModelsDep, 
     if req.head is not None and req.head.kind not in model.info.kinds:
         raise ApiError(422, "unknown_kind", f"{model.info.name} has no attention kind {req.head.kind!r}; its kinds "
                        f"are {', '.join(model.info.kinds)}")
+    check_weights_request(model, req.weights)
     text, cut = cut_to_chars(model.info, req.text, req.truncate)  # no tokenizing yet: the runner does it in line
     encoding = choose_encoding(request.headers.get("accept-encoding", ""))
     key = (model.info.name, text, cut, req.truncate, generate, req.format, req.similarity, req.pool_to,
-           None if req.head is None else tuple(req.head.model_dump().values()), encoding)
-    build = partial(attention_body, req=req, cut=cut, encoding=encoding, max_json_floats=settings.max_json_floats)
+           None if req.head is None else tuple(req.head.model_dump().values()), encoding, req.weights, req.rollout)
+    build = partial(attention_body, req=req, cut=cut, encoding=encoding, max_json_floats=settings.max_json_floats,
+                    model=model, text=text, generate=generate)
     body = await runner.analyze(key, Pending(model, text, req.truncate, generate, build))
     response = encoded_response(body, encoding, "application/json" if req.format == "json" else BINARY_MEDIA_TYPE)
     response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"  # waiting included
@@ -285,7 +293,9 @@ async def ndjson(events):
 async def explain(req: ExplainRequest, models: ModelsDep, runner: RunnerDep):
     """Every step of one head for one query token, recomputed on the real model: the layer's input x, q_i, every
     k_j and v_j, the scores (masked: null), the weights, z_i, all heads' z_i concatenated, the output after W_O,
-    and q_i ⊙ k_j. `shapes` says where each array comes from. Models whose attention is Headscope's own code."""
+    and q_i ⊙ k_j. `shapes` says where each array comes from, `notes` what the family adds (rotary embeddings,
+    grouped-query heads, T5's position bias). Headscope's own models, and transformers checkpoints whose attention
+    runs through model/hf_attention.py (BERT, RoBERTa, DistilBERT, GPT-2, Llama, BART, T5); others get 422."""
     model = pick_model(models, req.model)
     generate = new_tokens(model, req)
     steps = await runner.run(explain_head, model, req.text, req.kind, req.layer, req.head, req.query,

@@ -5,6 +5,7 @@
   headscope heads corpus.txt --out heads.csv [--model NAME[=PATH]]           per-head corpus averages
             [--engine ray [--address HOST:PORT] [--actors N]]                  ... computed on Ray
   headscope probe pairs.jsonl [--model NAME[=PATH]] [--json]                 heads as classifiers of a relation
+  headscope attention "TEXT" --out a.json [--weights value_norm] [--rollout]  one text's answer, as the API's
 
 `--model` names a built-in (minilm, dates, ...) or serves a local Hugging Face checkpoint
 directory as NAME=PATH; repeat it for several. Without it: every built-in. The first is the default.
@@ -153,6 +154,68 @@ def heads(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}: {sums.sentences} sentences averaged", file=sys.stderr)
 
 
+ATTENTION_SUFFIXES = {".json": "json", ".safetensors": "safetensors"}  # `attention --out` -> the API's format
+
+
+def attention_out(text: str) -> Path:
+    path = Path(text)
+    if path.suffix not in ATTENTION_SUFFIXES:
+        raise argparse.ArgumentTypeError(f"{text!r} must end in {' or '.join(ATTENTION_SUFFIXES)}")
+    return path
+
+
+def attention(args: argparse.Namespace) -> None:
+    """One text's POST /api/attention answer, written to a file: attention weights or value norms, and the
+    rollout, with every field the API gives (app/weights.py)."""
+    from app.api import attention_body
+    from app.errors import ApiError
+    from app.schemas import AttentionRequest
+    from app.settings import Settings
+    from model.analysis import TooManyCharacters, TooManyTokens, cut_to_chars
+    from model.registry import load_model
+
+    if not args.out.parent.is_dir():
+        fail(f"cannot write {args.out}: there is no folder {args.out.parent}")
+    try:
+        model = load_model(args.model[0])
+    except (FileNotFoundError, ValueError) as e:
+        fail(e)
+    from pydantic import ValidationError
+
+    try:
+        req = AttentionRequest(text=args.text, truncate=args.truncate, format=ATTENTION_SUFFIXES[args.out.suffix],
+                               weights=args.weights, rollout=args.rollout)
+    except ValidationError as e:
+        fail(f"text: {e.errors()[0]['msg']}")
+    try:
+        text, cut = cut_to_chars(model.info, req.text, req.truncate)
+        analysis = model.analyze(text, req.truncate)
+        body = attention_body(analysis, req, cut, None, Settings().max_json_floats, model=model, text=text)
+    except (TooManyTokens, TooManyCharacters) as e:
+        fail(e)
+    except ApiError as e:
+        fail(e.detail)
+    try:
+        args.out.write_bytes(body)
+    except OSError as e:
+        fail(f"cannot write {args.out}: {e.strerror or e}")
+    print(f"wrote {args.out}: {model.info.name}, {len(analysis.tokens)} tokens, {args.weights}"
+          f"{', rollout' if args.rollout else ''}", file=sys.stderr)
+
+
+def add_attention_parser(sub) -> None:
+    p = sub.add_parser("attention", help="one text's attention (or value norms, rollout) as the API answers it")
+    p.add_argument("text", help="the text to analyse")
+    p.add_argument("--out", required=True, type=attention_out,
+                   help="output file: .json (the API's json answer) or .safetensors (its exact binary answer)")
+    add_model_option(p, "the model to run (default: the first built-in)")
+    p.add_argument("--weights", choices=("attention", "value_norm"), default="attention",
+                   help="what the arrays hold: attention weights, or value norms ‖α f(x)‖ (docs/metrics.md)")
+    p.add_argument("--rollout", action="store_true", help="add the attention rollout of every kind that has one")
+    p.add_argument("--truncate", action="store_true", help="cut a text longer than the model's maximum")
+    p.set_defaults(func=attention)
+
+
 def add_model_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--model", action="append", metavar="NAME[=PATH]",
                         help=f"{help}. NAME is a built-in; NAME=PATH a local Hugging Face checkpoint directory")
@@ -193,13 +256,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--actors", type=positive_int, help="with --engine ray: model copies, each on one CPU "
                    "(default: the cluster's CPUs less one)")
     p.set_defaults(func=heads)
+    add_attention_parser(sub)
 
     add_probe_parser(sub, add_model_option)
 
     args = parser.parse_args(argv)
     from model.registry import parse_specs
 
-    if args.command in ("heads", "probe") and args.model and len(args.model) > 1:
+    if args.command in ("heads", "probe", "attention") and args.model and len(args.model) > 1:
         parser.error(f"{args.command} runs one model: give --model once")
     try:
         args.model = parse_specs(args.model)  # NAME[=PATH] strings -> ModelSpecs

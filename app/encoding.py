@@ -11,6 +11,8 @@ JSON answer but `attention` is in the header's `__metadata__`, each as a JSON-en
                         `scale.<kind>` float32 (L, H): weight = byte / 255 * scale[layer][head],
                         within scale / 510 of the truth. What the page uses.
 Any format may be max-pooled for thumbnails (`pool_to`); the answer's `pool` says by how much.
+With `rollout: true`, `rollout` maps each kind to {"dtype": "float32", "shape", "tensor": "rollout.<kind>"}
+in both binary formats: one (Tq, Tk) matrix per kind, exact.
 """
 
 import gzip
@@ -78,8 +80,10 @@ def max_pool(pattern: torch.Tensor, max_side: int | None) -> tuple[torch.Tensor,
     return pooled.reshape(L, H, *pooled.shape[-2:]), block
 
 
-def safetensors_body(patterns: dict[str, torch.Tensor], fields: dict, exact: bool) -> bytes:
-    """The answer as a safetensors file: float32 weights (exact) or 8-bit per head (compact)."""
+def safetensors_body(patterns: dict[str, torch.Tensor], fields: dict, exact: bool,
+                     rollout: dict[str, torch.Tensor] | None = None) -> bytes:
+    """The answer as a safetensors file: float32 weights (exact) or 8-bit per head (compact); a rollout,
+    when given, as float32 (Tq, Tk) tensors `rollout.<kind>` in either format (it is small)."""
     from safetensors.numpy import save
 
     tensors, entries = {}, {}
@@ -94,7 +98,12 @@ def safetensors_body(patterns: dict[str, torch.Tensor], fields: dict, exact: boo
             tensors[f"scale.{kind}"] = np.asarray(scale, np.float32)
             entry.update(dtype="uint8", scale=f"scale.{kind}")
         entries[kind] = entry
-    metadata = {key: dumps(value).decode() for key, value in {**fields, "attention": entries}.items()}
+    rollouts = None
+    if rollout is not None:
+        rollouts = {kind: {"dtype": "float32", "shape": list(r.shape), "tensor": f"rollout.{kind}"}
+                    for kind, r in rollout.items()}
+        tensors.update({f"rollout.{kind}": r.contiguous().numpy() for kind, r in rollout.items()})
+    metadata = {key: dumps(value).decode() for key, value in {**fields, "attention": entries, "rollout": rollouts}.items()}
     return save(tensors, metadata=metadata)
 
 
@@ -111,6 +120,8 @@ def read_safetensors(body: bytes) -> dict:
         if entry["dtype"] == "uint8":
             data = data * (tensors[entry["scale"]][..., None, None] / 255)
         answer["attention"][kind] = data
+    for kind, entry in (answer.get("rollout") or {}).items():
+        answer["rollout"][kind] = tensors[entry["tensor"]]
     return answer
 
 

@@ -91,6 +91,21 @@ class AttentionRequest(TextRequest):
         description="Also return the head-to-head Hellinger distance matrix and its clustering order "
         "(one matrix product: cheaper than the forward pass at any length); off by default.",
     )
+    weights: Literal["attention", "value_norm"] = Field(
+        "attention",
+        description="What `attention` holds. `attention`: the weights α_ij after softmax (rows sum to 1). "
+        "`value_norm`: ‖α_ij f(x_j)‖ with f(x_j) = (x_j W_V^h + b_V^h) W_O^h (Kobayashi et al. 2020), the size of "
+        "what head h moves from key j into query i, in the hidden states' units; rows do not sum to 1. Same "
+        "shapes and formats; the answer's `weights` says which it holds. Costs one more forward pass. "
+        "Metrics and roles (`heads`) always describe the attention weights. docs/metrics.md.",
+    )
+    rollout: bool = Field(
+        False,
+        description="Also return `rollout`: per kind whose rows and columns are the same tokens (see `layout`), "
+        "the attention rollout (Abnar & Zuidema 2020), Â_l = 0.5·mean_heads(A_l) + 0.5·I, rows renormalised, "
+        "multiplied from the first layer up: [query_pos][key_pos], rows sum to 1. `rollout_about` says which "
+        "kinds have one.",
+    )
 
 
 class CorpusRequest(Request):
@@ -180,6 +195,40 @@ class Similarity(BaseModel):
     order: list[int] = Field(description="Row order from average-linkage hierarchical clustering.")
 
 
+class WeightsAbout(BaseModel):
+    """What the `attention` arrays of an answer hold (the request's `weights`)."""
+
+    name: Literal["attention", "value_norm"]
+    label: str = Field(description="A short name for a colour bar or a column.")
+    description: str = Field(description="The formula.")
+    units: str = Field(description="`probability` for attention weights; for value norms, the norm of a "
+                       "hidden-state vector.")
+    rows_sum_to_one: bool = Field(description="True for attention weights; value norms are not probabilities.")
+    max: dict[str, float] = Field(description="Per kind, the largest value sent: the top of a common colour scale.")
+
+
+class BinaryRollout(BaseModel):
+    """One kind's rollout in a safetensors answer: the float32 tensor `rollout.<kind>` of the file."""
+
+    dtype: Literal["float32"]
+    shape: list[int] = Field(description="[query_pos, key_pos]")
+    tensor: str = Field(description="Name of the tensor in the safetensors file, `rollout.<kind>`.")
+
+
+class RolloutAbout(BaseModel):
+    formula: str
+    dims: list[str] = Field(description="Axis names of every rollout array.")
+    kinds: list[str] = Field(description="The kinds that have a rollout: those whose rows and columns are the same "
+                             "tokens (self-attention, causal included).")
+    skipped: dict[str, str] = Field(description="Kinds without one, and why.")
+    not_counted: dict[str, list[str]] = Field(
+        description="Per kind, other kinds that also bring information into its positions (cross-attention into a "
+        "decoder) and are not part of its rollout.")
+    rows_sum_to_one: bool = Field(description="True unless max-pooled (pool_to): each pooled cell holds its block's "
+                                  "largest value.")
+    pool: dict[str, list[int]] = Field(description="Per kind, [rows, columns] max-pooled into one cell (pool_to).")
+
+
 class AttentionResponse(BaseModel):
     model: str
     tokens: list[str] = Field(description="Input tokens exactly as the model sees them, special tokens included.")
@@ -207,7 +256,7 @@ class AttentionResponse(BaseModel):
     )
     selection: HeadRef | None = Field(None, description="The one head returned, when the request named `head`.")
     attention: dict[str, list[list[list[list[float]]]] | BinaryAttention] = Field(
-        description="Per attention kind: weights indexed [layer][head][query_pos][key_pos]; `layout` says "
+        description="Per attention kind: weights (or value norms: see `weights`) indexed [layer][head][query_pos][key_pos]; `layout` says "
         "which tokens index the rows and columns."
     )
     heads: dict[str, list[HeadSummary]] = Field(description="Per attention kind, every head's metrics and roles.")
@@ -231,6 +280,10 @@ class AttentionResponse(BaseModel):
         None, description="For models whose output has a checkable form: dates — true when the output is a real "
         "calendar date from 1900-01-01 to 2099-12-31. Null for other models.",
     )
+    weights: WeightsAbout = Field(description="What `attention` holds: attention weights or value norms, with units.")
+    rollout: dict[str, list[list[float]] | BinaryRollout] | None = Field(
+        None, description="With `rollout: true`: per kind in `rollout_about.kinds`, [query_pos][key_pos].")
+    rollout_about: RolloutAbout | None = Field(None, description="With `rollout: true`: what `rollout` holds.")
 
 
 class CorpusError(BaseModel):
@@ -290,7 +343,16 @@ class ExplainResponse(BaseModel):
     heads: int = Field(description="H, heads in the layer.")
     d_model: int = Field(description="C, the model width.")
     d_head: int = Field(description="D = C / H, the width of one head's q, k, v and z.")
-    scale: float = Field(description="1 / sqrt(D), the factor of the scores.")
+    scale: float = Field(description="The factor of the scores: 1 / sqrt(D), or what the family uses (T5: 1).")
+    kv_heads: int = Field(description="H_kv, key/value heads: H, or fewer with grouped-query attention (Llama).")
+    kv_group: int = Field(description="The key/value head this head reads: head // (H / H_kv).")
+    rotary: bool = Field(description="True where q and k are after rotary position embeddings (Llama): rotated "
+                         "by position, so q_i · k_j depends on the distance between i and j.")
+    notes: list[str] = Field(description="What this model's attention does beyond the textbook steps, in words "
+                             "(rotary embeddings, grouped-query heads, a position bias, a scale other than 1/√D).")
+    position_bias: list[float] | None = Field(
+        None, description="[Tk] T5's relative position bias added to the scores before the softmax; null where "
+        "the model has none.")
     x: list[list[float]] = Field(
         description="[Tq, C] the attention's input, every query token: what the Q projection reads (and K and V in "
         "self-attention). After LayerNorm where the block is pre-LN (dates), the residual stream where it is "
@@ -307,8 +369,8 @@ class ExplainResponse(BaseModel):
         "dimensions make the score large. Unscaled, and given for masked keys too."
     )
     scores: list[float | None] = Field(
-        description="[Tk] attn_scores: q_i · k_j / sqrt(D); null stands for -infinity, where key j is masked "
-        "(causal: j > i; padding)."
+        description="[Tk] attn_scores: q_i · k_j · scale (+ position_bias where the model has one); null stands "
+        "for -infinity, where key j is masked (causal: j > i; padding)."
     )
     masked: list[bool] = Field(description="[Tk] true where key j is masked (its score is -infinity, its weight 0).")
     weights: list[float] = Field(description="[Tk] softmax of the scores: the row i of the head's pattern.")
@@ -316,7 +378,8 @@ class ExplainResponse(BaseModel):
     heads_z: list[float] = Field(
         description="[C] z_i of all H heads concatenated; head h fills [h*D, (h+1)*D)."
     )
-    output: list[float] = Field(description="[C] heads_z @ W_Oᵀ + b_O: the attention's output for token i.")
+    output: list[float] = Field(description="[C] heads_z @ W_Oᵀ + b_O: the attention's output for token i (T5 and "
+                                "Llama have no b_O).")
     shapes: dict[str, ArrayShape] = Field(
         description="Per array: its shape and axes here, and the module's tensor it is cut from (its shape in the "
         "forward pass, batch of one) with the index taken."

@@ -40,6 +40,10 @@ time bounded on a CPU; a config without positions (T5: relative positions) gets 
 = 512. Before loading, the weights' float32 size is compared with the memory that is free.
 Anything Headscope cannot serve raises CheckpointError with one line: the problem and what to do.
 
+Heads one by one: `attention_modules()` (model/hf_attention.py's attention function, for ablation and
+capture) and `output_projections()`, each module's W_O, found at load by what it reads (value norms,
+model/value_norm.py; the mechanism view, model/explain.py).
+
 Legend: B batch (always 1 here), L layers, H query heads, T tokens, Tq query positions, Tk key positions.
 """
 
@@ -256,6 +260,17 @@ def headscope_modules(net, tokenizer, arch: str, layers: dict[str, int]) -> dict
         return None
 
 
+def find_output_projections(net, tokenizer, arch: str, modules: dict | None) -> dict | None:
+    """(kind, layer) -> output projection W_O of each attention module (model/hf_attention.py); None where
+    the modules are not reachable or some module's W_O cannot be told apart."""
+    if modules is None:
+        return None
+    try:
+        return hf_attention.output_projections(net, modules, lambda: probe(net, tokenizer, arch))
+    except ValueError:
+        return None
+
+
 class HFModel:
     """A transformers model and its fast tokenizer; `analyze` returns every head's pattern per kind."""
 
@@ -264,6 +279,7 @@ class HFModel:
         self.tokenizer = tokenizer
         self.arch = arch  # "encoder", "decoder" or "encoder-decoder"
         self.modules: dict | None = None  # (kind, layer) -> attention module, when it runs model/hf_attention.py's
+        self.out_projs: dict | None = None  # (kind, layer) -> that module's output projection W_O, when found
         config = net.config
         self.special_ids = set(tokenizer.all_special_ids)
         generation = getattr(net, "generation_config", None)  # encoders have none
@@ -340,6 +356,7 @@ class HFModel:
         description = f"{arch_name} ({arch}, {params:,} parameters) from the folder {path.name}, run by transformers"
         model = cls(name, net, tokenizer, arch, description, layers, heads)
         model.modules = headscope_modules(net, tokenizer, arch, {kind: len(a) for kind, a in attentions.items()})
+        model.out_projs = find_output_projections(net, tokenizer, arch, model.modules)
         return model
 
     # --- running it -----------------------------------------------------------------------------------------
@@ -353,6 +370,13 @@ class HFModel:
             raise NotImplementedError(f"{self.info.name}'s attention modules do not run through transformers' "
                                       "attention interface, so their heads cannot be reached one by one")
         return self.modules
+
+    def output_projections(self) -> dict:
+        """(kind, layer) -> the linear layer W_O that reads that attention module's heads concatenated."""
+        if self.out_projs is None:
+            raise NotImplementedError(f"{self.info.name}'s attention output projections could not be found, so "
+                                      "what its heads hand on cannot be computed")
+        return self.out_projs
 
     def encode(self, text: str, limit: int, truncate: bool) -> tuple[dict, bool]:
         """The tokenizer's encoding of text (special tokens as it adds them by default), cut to `limit`

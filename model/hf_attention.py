@@ -12,13 +12,18 @@ run, so the weights are the same to the bit), then applies the module's `ablatio
 `attention_modules(net, arch)` finds which module computes which (kind, layer): it runs one short
 probe and records the order modules are called in: an encoder's layers first, then, per decoder
 layer, its self-attention and (encoder–decoders) its cross-attention.
+
+`output_projections(net, modules, run_probe)` finds each module's output projection W_O, the layer
+that reads the heads' outputs concatenated, without knowing the family's attribute names (`o_proj`,
+`out_proj`, `c_proj`, `o`, `output.dense`, `out_lin`): during one probe every linear layer records
+its input, and W_O is the one whose input equals the module's z, (B, Tq, H·D), to the bit.
 """
 
 import sys
 
 import torch
 
-from model.ablation import ablate_z
+from model.ablation import ablate_z, capturing
 
 NAME = "headscope"
 
@@ -81,3 +86,42 @@ def attention_modules(net, arch: str, run_probe, layers: dict[str, int]) -> dict
     if len(calls) != len(order):
         raise ValueError(f"expected {len(order)} attention modules to run, saw {len(calls)}")
     return dict(zip(order, calls, strict=True))
+
+
+def is_linear(module: torch.nn.Module) -> bool:
+    """nn.Linear, or transformers' Conv1D (GPT-2), a linear layer whose weight is stored (in, out)."""
+    return isinstance(module, torch.nn.Linear) or type(module).__name__ == "Conv1D"
+
+
+def linear_weight(module: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(weight (out, in) as nn.Linear holds it, bias (out,) or None) of a linear layer or a Conv1D."""
+    if isinstance(module, torch.nn.Linear):
+        return module.weight, module.bias
+    return module.weight.T, module.bias  # Conv1D: y = x @ weight + bias, weight (in, out)
+
+
+def output_projections(net, modules: dict, run_probe) -> dict[tuple[str, int], torch.nn.Module]:
+    """(kind, layer) -> the linear layer that reads that module's heads concatenated (its W_O).
+
+    run_probe(): one forward pass of `net` with "headscope" attention. ValueError when some module's
+    z reaches no linear layer unchanged, or reaches more than one.
+    """
+    seen: list[tuple[torch.nn.Module, torch.Tensor]] = []
+    hooks = [m.register_forward_pre_hook(lambda m, args: seen.append((m, args[0])))
+             for m in net.modules() if is_linear(m)]
+    try:
+        with capturing(modules) as records:
+            run_probe()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    found = {}
+    for key, calls in records.items():
+        z = calls[-1]["z"]  # (B, H, Tq, D)
+        B, H, Tq, D = z.shape
+        heads_z = z.transpose(1, 2).reshape(B, Tq, H * D)  # (B, Tq, H·D), the heads concatenated
+        readers = {id(m): m for m, x in seen if x.shape == heads_z.shape and torch.equal(x, heads_z)}
+        if len(readers) != 1:
+            raise ValueError(f"{key}: {len(readers)} linear layers read the heads' concatenated output, not one")
+        found[key] = next(iter(readers.values()))
+    return found

@@ -76,11 +76,19 @@ function decodeKind(kind, entry, tensors, answer) {
     pool: answer.pool[kind], rows: axis(answer, layout.rows), cols: axis(answer, layout.columns) };
 }
 
-function attentionRequest({ text, model, truncate, generation = null, newTokens = null }) {
+function attentionRequest({ text, model, truncate, generation = null, newTokens = null, weights = 'attention' }) {
   const request = { text, model, truncate };
   if (generation === 'continuation' && newTokens) request.generate = newTokens;
   if (generation === 'output' && newTokens) request.max_new_tokens = newTokens;
+  if (weights !== 'attention') request.weights = weights; // what `attention` holds: the answer's `weights` says
   return request;
+}
+
+// The answer's `rollout` (kind -> {tensor, shape}) -> kind -> {kind, Tq, Tk, values: Float32Array}.
+function decodeRollout(entries, tensors) {
+  if (!entries) return null;
+  return Object.fromEntries(Object.entries(entries).map(([kind, entry]) =>
+    [kind, { kind, Tq: entry.shape[0], Tk: entry.shape[1], values: tensors[entry.tensor] }]));
 }
 
 // A binary answer (ArrayBuffer of a safetensors file) -> its fields, with `attention` replaced by
@@ -90,6 +98,7 @@ export function decodeAnswer(buffer) {
   fields.kinds = Object.fromEntries(
     Object.entries(fields.attention).map(([kind, entry]) => [kind, decodeKind(kind, entry, tensors, fields)]));
   delete fields.attention;
+  fields.rollout = decodeRollout(fields.rollout, tensors);
   return fields;
 }
 
@@ -101,10 +110,11 @@ async function fetchBinary(request, signal) {
 }
 
 // The grid's answer: every head, pooled to GRID_CELLS. `params`: text, model, truncate, and for a
-// model that generates, generation (its kind) and newTokens (sent as the field that kind names).
+// model that generates, generation (its kind) and newTokens (sent as the field that kind names);
+// weights ('attention' or 'value_norm') and rollout (true: the answer's `rollout` per kind).
 export function fetchAttention(params, signal) {
   return fetchBinary({ ...attentionRequest(params), format: 'compact', similarity: !!params.similarity,
-    pool_to: GRID_CELLS }, signal);
+    pool_to: GRID_CELLS, ...(params.rollout ? { rollout: true } : {}) }, signal);
 }
 
 // One head at full resolution: 8-bit, or the exact float32 weights with `exact`. Returns its kind

@@ -11,10 +11,12 @@
 //   #mech-steps[data-state]                          loading | ready | error, [data-explained] kind/layer/head/query drawn
 //   div.pg-head[data-head]                           one weights heatmap per head in the Playground (data-head="mean" averaged)
 //   #pg-shapes[data-state]                           loading | ready | error
+//   section.rollout[data-kind] > canvas.rollout-map[data-max]   the attention rollout of one kind (rollout.js)
+//   #weights-label[data-weights]                     what the grid shows: attention | value_norm, with its units
 const ids = [
   'input-form', 'text', 'example', 'tab-corpus', 'compare-kind', 'hover-name', 'model', 'truncate', 'analyze', 'status', 'tabs', 'grids',
   'opt-words', 'opt-nospecial', 'opt-fit', 'transform-label', 'output', 'output-label', 'output-text', 'output-valid', 'step', 'step-label', 'step-control',
-  'gen-label', 'gen-what', 'gen',
+  'gen-label', 'gen-what', 'gen', 'opt-weights', 'opt-rollout', 'weights-label', 'rollout',
   'map-metric', 'map-kind', 'map-source', 'head-map', 'table-kind', 'table-source', 'head-table',
   'similarity-kind', 'similarity-plot', 'compare-a', 'compare-b', 'compare-heads', 'compare-text',
   'compare-texts', 'compare-plots', 'corpus-text', 'corpus-file', 'corpus-run', 'corpus-cancel',

@@ -194,8 +194,10 @@ export async function drawCompareHeads({ result, views, state, setStatus }) {
   const boxes = [plotBox(na), plotBox(nb), plotBox(`${na} − ${nb}`)];
   await loadPlotly();
   await Promise.all([
-    drawHeatmap(boxes[0].div, { matrix: ma, rows: view.rows, cols: view.cols, title: `${na} (${kind})`, zmax }),
-    drawHeatmap(boxes[1].div, { matrix: mb, rows: view.rows, cols: view.cols, title: `${nb} (${kind})`, zmax }),
+    drawHeatmap(boxes[0].div, { matrix: ma, rows: view.rows, cols: view.cols, title: `${na} (${kind})`, zmax,
+      colorbarTitle: result.weights.label }),
+    drawHeatmap(boxes[1].div, { matrix: mb, rows: view.rows, cols: view.cols, title: `${nb} (${kind})`, zmax,
+      colorbarTitle: result.weights.label }),
     drawHeatmap(boxes[2].div, { matrix: diff, rows: view.rows, cols: view.cols, title: `${na} − ${nb}`,
       zmin: -dmax, zmax: dmax, colorscale: DIVERGING, colorbarTitle: 'difference' }),
   ]);
@@ -213,7 +215,7 @@ export async function drawCompareTexts({ result, views, state, setStatus }) {
   if (!text.trim()) return setStatus('Type a second sentence.', 'error');
   let other;
   try {
-    other = await fetchAttention({ text, model: result.model, truncate: state.truncate });
+    other = await fetchAttention({ text, model: result.model, truncate: state.truncate, weights: result.weights.name });
   } catch (e) {
     return setStatus(e.message, 'error');
   }
@@ -225,8 +227,10 @@ export async function drawCompareTexts({ result, views, state, setStatus }) {
   const m1 = view.matrix(a.layer, a.head), m2 = otherView.matrix(a.layer, a.head);
   const zmax = Math.max(...m1, ...m2);
   await Promise.all([
-    drawHeatmap(boxes[0].div, { matrix: m1, rows: view.rows, cols: view.cols, title: `${name} on sentence 1`, zmax }),
-    drawHeatmap(boxes[1].div, { matrix: m2, rows: otherView.rows, cols: otherView.cols, title: `${name} on sentence 2`, zmax }),
+    drawHeatmap(boxes[0].div, { matrix: m1, rows: view.rows, cols: view.cols, title: `${name} on sentence 1`, zmax,
+      colorbarTitle: result.weights.label }),
+    drawHeatmap(boxes[1].div, { matrix: m2, rows: otherView.rows, cols: otherView.cols, title: `${name} on sentence 2`, zmax,
+      colorbarTitle: result.weights.label }),
   ]);
   el.comparePlots.dataset.compared = `${name} on two sentences`;
   setStatus(`${name} on two sentences.`);

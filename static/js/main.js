@@ -1,5 +1,5 @@
 // The page: reads its state from the URL, runs the analysis, draws the grid and the views.
-// State in the URL (?text=&model=&layer=&head=&kind=&tab=&words=&nospecial=&step=) means any
+// State in the URL (?text=&model=&layer=&head=&kind=&tab=&words=&nospecial=&step=&weights=&rollout=) means any
 // view can be shared, bookmarked and tested. With tab=mechanism, kind/layer/head (and query) name the
 // head that tab explains, and no detail dialog opens.
 import { el, make } from './dom.js';
@@ -12,9 +12,11 @@ import { drawMechanism, mech, setupMechanism } from './mechanism.js';
 import { drawPlayground, setupPlayground } from './playground.js';
 import { drawExperiment } from './experiment.js';
 import { drawProbes } from './probes.js';
+import { drawRollout } from './rollout.js';
 
 const state = { text: '', model: el.model.value, truncate: false, layer: null, head: null, kind: null,
-  tab: 'grid', words: false, nospecial: false, fit: false, step: null, gen: null };
+  tab: 'grid', words: false, nospecial: false, fit: false, step: null, gen: null, weights: 'attention', rollout: false };
+const WEIGHTS = ['attention', 'value_norm']; // what the grid can show (the request's `weights`)
 let result = null; // the last /api/attention answer, decoded
 let views = {}; // kind -> view of the grid (after the word / special-token options)
 let controller = null;
@@ -40,6 +42,18 @@ function readState() {
   state.nospecial = q.get('nospecial') === '1';
   state.fit = q.get('fit') === '1';
   state.step = int('step');
+  readWeightsState(q);
+}
+
+// `weights` and `rollout` in the URL: what every head shows, and the rollout under the grid.
+function readWeightsState(q) {
+  state.weights = WEIGHTS.includes(q.get('weights')) ? q.get('weights') : 'attention';
+  state.rollout = q.get('rollout') === '1';
+}
+
+function writeWeightsState(q) {
+  if (state.weights !== 'attention') q.set('weights', state.weights);
+  if (state.rollout) q.set('rollout', '1');
 }
 
 function writeState() {
@@ -60,6 +74,7 @@ function writeState() {
   if (state.tab === 'mechanism' && mech.query !== null) q.set('query', mech.query);
   if (state.step !== null) q.set('step', state.step);
   if (state.gen !== null) q.set('gen', state.gen);
+  writeWeightsState(q);
   history.replaceState(null, '', `${location.pathname}?${q}`);
 }
 
@@ -140,7 +155,8 @@ async function analyze() {
   document.body.dataset.state = 'loading';
   setStatus('Analyzing…');
   try {
-    result = await fetchAttention({ ...state, generation: generation?.kind, newTokens: state.gen }, controller.signal);
+    result = await fetchAttention({ ...state, generation: generation?.kind, newTokens: state.gen, weights: state.weights,
+      rollout: state.rollout }, controller.signal);
   } catch (e) {
     if (e.name === 'AbortError') return;
     clearResult(); // what was on screen belonged to the previous input
@@ -185,10 +201,20 @@ function drawAll() {
     { onOpen: openDetail, onHover: showHoverName, roles });
   const notes = [...new Set(Object.values(views).map((v) => v.note).filter(Boolean))];
   el.transformLabel.textContent = notes.length ? `Transformed view: ${notes.join('; ')}` : '';
+  drawWeightsLabel();
+  drawRollout(el.rollout, result, views);
   fitGrids();
   fillKindSelects(Object.keys(result.kinds));
   drawOutput();
   drawTab();
+}
+
+// What the grid's numbers are, from the answer's own description (`weights`): attention weights or value norms.
+function drawWeightsLabel() {
+  const w = result.weights;
+  el.weightsLabel.dataset.weights = w.name;
+  el.weightsLabel.textContent = w.rows_sum_to_one ? '' : `Showing ${w.label}: ${w.units}; not probabilities, rows do not `
+    + 'sum to 1; each head shaded to its own maximum. Metrics, roles and the other tabs use the attention weights.';
 }
 
 function showHoverName(kind, layer, head) {
@@ -254,7 +280,7 @@ function openDetail(kind, layer, head) {
 // What the request for the current result was: fetching one head again must ask the same.
 function resultRequest() {
   return { text: result.text, model: result.model, truncate: state.truncate, generation: modelGeneration()?.kind,
-    newTokens: state.gen };
+    newTokens: state.gen, weights: result.weights.name };
 }
 
 // One head at full resolution, as {view, layer, head} to read with view.matrix(layer, head): from the
@@ -290,12 +316,14 @@ async function drawDetail() {
   el.detailRoles.replaceChildren(...roles(state.kind, layer, head).map((r) => make('span', { text: r, className: 'badge' })));
   const matrix = view.matrix(at.layer, at.head);
   const zmax = matrix.reduce((a, b) => Math.max(a, b), 0);
+  const what = result.weights;
   el.detailNote.textContent = [view.note && `Transformed view: ${view.note}.`,
-    `Rows are queries, columns keys. Colour from 0 to this head's largest weight, ${zmax.toFixed(3)}; shown values are 8-bit (within ${(zmax / 510).toFixed(4)}); CSV export has the exact float32 weights.`]
+    `Rows are queries, columns keys. Colour from 0 to this head's largest ${what.label}, ${zmax.toFixed(3)}${what.rows_sum_to_one ? '' : ` (${what.units}; rows do not sum to 1)`}; shown values are 8-bit (within ${(zmax / 510).toFixed(4)}); CSV export has the exact float32 values.`]
     .filter(Boolean).join(' ');
   const highlight = state.step !== null && view.layout.rows === 'output_tokens' ? state.step - 1 : -1;
   try {
-    await drawHeatmap(el.heatmap, { matrix, rows: view.rows, cols: view.cols, title: `${name} ${state.kind}`, zmax, highlightRow: highlight });
+    await drawHeatmap(el.heatmap, { matrix, rows: view.rows, cols: view.cols, title: `${name} ${state.kind}`, zmax, highlightRow: highlight,
+      colorbarTitle: what.label });
     el.heatmap.dataset.head = name;
     el.heatmap.dataset.kind = state.kind;
   } catch (e) {
@@ -406,6 +434,8 @@ function wire() {
     });
   }
   el.model.addEventListener('change', () => { state.gen = null; showGenerationControl(); });
+  el.optWeights.addEventListener('change', () => { state.weights = el.optWeights.value; reanalyze(); });
+  el.optRollout.addEventListener('change', () => { state.rollout = el.optRollout.checked; reanalyze(); });
   el.example.addEventListener('click', () => {
     el.text.value = el.model.selectedOptions[0].dataset.example;
     el.inputForm.requestSubmit();
@@ -435,6 +465,12 @@ function wire() {
   setupCorpus(drawTab);
 }
 
+// A new answer for the same text (weights or rollout changed), keeping the open head.
+function reanalyze() {
+  writeState();
+  if (result || el.text.value.trim()) analyze();
+}
+
 function start() {
   readState();
   el.text.value = state.text;
@@ -444,6 +480,8 @@ function start() {
   el.optWords.checked = state.words;
   el.optNospecial.checked = state.nospecial;
   el.optFit.checked = state.fit;
+  el.optWeights.value = state.weights;
+  el.optRollout.checked = state.rollout;
   wire();
   showTab(state.tab);
   document.body.dataset.state = 'idle';

@@ -22,16 +22,19 @@ const STEPS = [
   { key: 'context', title: 'context: what K and V read (cross-attention)', when: (e) => e.context,
     about: 'The encoder output: keys and values come from it, queries from x.',
     plot: (e) => ({ z: e.context, rows: e.key_tokens, cols: dims(e.d_model), xTitle: 'd_model' }) },
-  { key: 'q', title: 'q_i = x_i W_Q + b_Q, this head\'s slice',
+  { key: 'q', title: (e) => `q_i = x_i W_Q + b_Q, this head's slice${e.rotary ? ', then rotated by position (RoPE)' : ''}`,
     about: 'The query of token i in this head: D numbers.',
     plot: (e) => ({ z: [e.q], rows: [e.query_tokens[e.query]], cols: dims(e.d_head), xTitle: 'd_head' }) },
-  { key: 'k', title: 'k_j = x_j W_K + b_K, every key',
+  { key: 'k', title: (e) => `k_j = x_j W_K + b_K, every key${e.rotary ? ', rotated by position (RoPE)' : ''}${e.kv_heads < e.heads ? ` (key/value head ${e.kv_group}, shared)` : ''}`,
     about: 'One key per token of the columns: D numbers each.',
     plot: (e) => ({ z: e.k, rows: e.key_tokens, cols: dims(e.d_head), xTitle: 'd_head' }) },
   { key: 'qk', title: 'q_i ⊙ k_j: which dimensions make a score',
     about: 'Elementwise products; row j sums to q_i · k_j, so its strong cells are the dimensions that make that score large.',
     plot: (e) => ({ z: e.qk, rows: e.key_tokens, cols: dims(e.d_head), xTitle: 'd_head' }) },
-  { key: 'scores', title: 'scores = q_i · k_j / √D, masked',
+  { key: 'position_bias', title: 'position bias: added to the scores', when: (e) => e.position_bias,
+    about: 'A learned bias per head and relative distance between query and key (T5), added before the softmax.',
+    plot: (e) => ({ z: [e.position_bias], rows: [e.query_tokens[e.query]], cols: e.key_tokens, xTitle: 'key', cellText: true }) },
+  { key: 'scores', title: (e) => `scores = q_i · k_j ${Math.abs(e.scale - 1 / Math.sqrt(e.d_head)) < 1e-6 ? '/ √D' : `× ${e.scale}`}${e.position_bias ? ' + position bias' : ''}, masked`,
     about: 'Masked keys (causal: later tokens; padding) get −∞, drawn grey: the softmax gives them 0.',
     plot: (e) => ({ z: [e.scores], rows: [e.query_tokens[e.query]], cols: e.key_tokens, masked: e.masked, xTitle: 'key', cellText: true }) },
   { key: 'weights', title: 'weights = softmax(scores): row i of the pattern',
@@ -162,14 +165,16 @@ export async function drawMechanism({ result, state, generation, writeState }) {
   }
   const masked = e.masked.filter(Boolean).length;
   el.mechStatus.textContent = `${e.name} · ${e.kind} · query ${e.query} (${visible(e.query_tokens[e.query])}): `
-    + `H = ${e.heads} heads, C = ${e.d_model}, D = C / H = ${e.d_head}, 1/√D = ${e.scale.toFixed(4)}`
-    + `${masked ? `; ${masked} of ${e.key_tokens.length} keys masked` : ''}.`;
+    + `H = ${e.heads} heads, C = ${e.d_model}, D = ${e.heads * e.d_head === e.d_model ? 'C / H = ' : ''}${e.d_head}, `
+    + `${Math.abs(e.scale - 1 / Math.sqrt(e.d_head)) < 1e-6 ? '1/√D' : 'scale'} = ${e.scale.toFixed(4)}`
+    + `${masked ? `; ${masked} of ${e.key_tokens.length} keys masked` : ''}.`
+    + `${(e.notes || []).length ? ` Notes: ${e.notes.join('; ')}.` : ''}`;
   const figures = [];
   for (const step of STEPS) {
     if (step.when && !step.when(e)) continue;
     const figure = make('figure', { className: 'mech-step', attrs: { 'data-step': step.key } });
     const caption = make('figcaption');
-    caption.append(make('strong', { text: step.title }), make('span', { text: ` ${step.about}` }),
+    caption.append(make('strong', { text: typeof step.title === 'function' ? step.title(e) : step.title }), make('span', { text: ` ${step.about}` }),
       make('code', { text: shapeText(step.key, e.shapes[step.key]), className: 'mech-shape' }));
     const plot = make('div', { className: 'mech-plot' });
     figure.append(caption, plot);

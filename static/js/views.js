@@ -3,7 +3,9 @@
 // sequences that the answer's `layout` names for the kind (see api.js `axis`); nothing here
 // knows a kind by its name.
 //   hide special tokens  drop special positions (the answer's special flags), rescale rows to sum
-//                        to 1; a row with under 1% of its weight left is drawn empty, not blown up
+//                        to 1; a row with under 1% of its weight left is drawn empty, not blown up.
+//                        Only where the answer says its rows sum to 1 (`weights.rows_sum_to_one`):
+//                        value norms are not probabilities, so their columns are dropped, not rescaled
 //   words                merge the tokenizer's pieces of one word (the answer's word ids): attention
 //                        *to* a word is the sum of its pieces' columns, *from* a word the mean of its rows
 
@@ -34,7 +36,7 @@ function pooledView(kd, result) {
     kind: kd.kind, layout: kd.layout, L: kd.L, H: kd.H, R: kd.Tq, C: kd.Tk, pool: kd.pool,
     rows: blockLabels(kd.rows, kd.pool[0], kd.Tq),
     cols: blockLabels(kd.cols, kd.pool[1], kd.Tk),
-    note: `grid thumbnails: each cell is the largest weight of ${kd.pool[0]}×${kd.pool[1]} tokens, raw attention; `
+    note: `grid thumbnails: each cell is the largest ${result.weights?.label || 'weight'} of ${kd.pool[0]}×${kd.pool[1]} tokens, untransformed; `
       + 'open a head for every token and the word / special-token options',
     matrix: (layer, head) => rawMatrix(kd, layer, head),
   };
@@ -76,10 +78,12 @@ export function makeView(kd, result, { words = false, nospecial = false } = {}) 
   const colGroups = groups(colAxis, nospecial, words);
   const colKeep = colAxis.tokens.map((_, j) => !(nospecial && colAxis.special[j]));
   const hidden = nospecial && (rowAxis.special.some(Boolean) || colAxis.special.some(Boolean));
+  const rescale = hidden && (result.weights?.rows_sum_to_one ?? true); // probabilities only: see the top
   const kept = (ax) => ax.tokens.filter((_, i) => !(nospecial && ax.special[i])).length;
   const merged = words && (rowGroups.length < kept(rowAxis) || colGroups.length < kept(colAxis));
   const notes = [];
-  if (hidden) notes.push('special tokens hidden, rows rescaled to sum to 1 (rows left with under 1% stay empty)');
+  if (rescale) notes.push('special tokens hidden, rows rescaled to sum to 1 (rows left with under 1% stay empty)');
+  else if (hidden) notes.push(`special tokens hidden (${result.weights.label}: not probabilities, so rows are not rescaled)`);
   if (merged) notes.push('words: columns summed over pieces, rows averaged over pieces');
   else if (words) notes.push('words: every word is a single token here, nothing to merge');
   if ((rowAxis.generated || colAxis.generated || []).some(Boolean)) notes.push(`${GENERATED_MARK} marks tokens the model generated`);
@@ -93,8 +97,8 @@ export function makeView(kd, result, { words = false, nospecial = false } = {}) 
     rowGroups.forEach((rows, r) => {
       for (const i of rows) {
         let total = 0;
-        if (hidden) for (let j = 0; j < Tk; j++) if (colKeep[j]) total += raw[i * Tk + j];
-        const norm = !hidden ? 1 : total >= MIN_KEPT ? 1 / total : 0;
+        if (rescale) for (let j = 0; j < Tk; j++) if (colKeep[j]) total += raw[i * Tk + j];
+        const norm = !rescale ? 1 : total >= MIN_KEPT ? 1 / total : 0;
         colGroups.forEach((cols, c) => {
           let sum = 0;
           for (const j of cols) sum += raw[i * Tk + j];
