@@ -11,6 +11,8 @@
 //   #mech-steps[data-state]                          loading | ready | error, [data-explained] kind/layer/head/query drawn
 //   div.pg-head[data-head]                           one weights heatmap per head in the Playground (data-head="mean" averaged)
 //   #pg-shapes[data-state]                           loading | ready | error
+//   canvas.head[data-ablated]                        a head knocked out (ablate.js)
+//   #effect [data-measure][data-value]               one effect measure (single, or a table cell), its exact value
 const ids = [
   'input-form', 'text', 'example', 'tab-corpus', 'compare-kind', 'hover-name', 'model', 'truncate', 'analyze', 'status', 'tabs', 'grids',
   'opt-words', 'opt-nospecial', 'opt-fit', 'transform-label', 'output', 'output-label', 'output-text', 'output-valid', 'step', 'step-label', 'step-control',
@@ -24,6 +26,7 @@ const ids = [
   'mech-kind', 'mech-layer', 'mech-head', 'mech-query', 'mech-status', 'mech-steps',
   'ohm-recipe', 'ohm-table', 'ohm-exact', 'ohm-loss', 'ohm-spread', 'ohm-grids',
   'pg-presets', 'pg-form', 'pg-run', 'pg-status', 'pg-code', 'pg-shapes', 'pg-heads',
+  'opt-ablate', 'ablation-mode', 'effect', 'effect-heads', 'effect-measures', 'ablate-clear',
 ];
 
 const camel = (id) => id.replace(/-(\w)/g, (_, c) => c.toUpperCase());

@@ -11,6 +11,7 @@ import { drawHeadMap, drawHeadTable, drawSimilarity, drawCompareHeads, drawCompa
 import { drawMechanism, mech, setupMechanism } from './mechanism.js';
 import { drawPlayground, setupPlayground } from './playground.js';
 import { drawExperiment } from './experiment.js';
+import { ablate, ablateFields, drawEffect, markGrid, readAblate, setupAblate, toggleHead, writeAblate } from './ablate.js';
 
 const state = { text: '', model: el.model.value, truncate: false, layer: null, head: null, kind: null,
   tab: 'grid', words: false, nospecial: false, fit: false, step: null, gen: null };
@@ -39,6 +40,7 @@ function readState() {
   state.nospecial = q.get('nospecial') === '1';
   state.fit = q.get('fit') === '1';
   state.step = int('step');
+  readAblate(q);
 }
 
 function writeState() {
@@ -59,6 +61,7 @@ function writeState() {
   if (state.tab === 'mechanism' && mech.query !== null) q.set('query', mech.query);
   if (state.step !== null) q.set('step', state.step);
   if (state.gen !== null) q.set('gen', state.gen);
+  writeAblate(q);
   history.replaceState(null, '', `${location.pathname}?${q}`);
 }
 
@@ -109,6 +112,7 @@ function clearResult() {
   fetchedHeads.clear();
   el.grids.replaceChildren();
   el.output.hidden = true;
+  drawEffect(null);
   el.hoverName.textContent = '';
   el.transformLabel.textContent = '';
   summary = '';
@@ -139,7 +143,8 @@ async function analyze() {
   document.body.dataset.state = 'loading';
   setStatus('Analyzing…');
   try {
-    result = await fetchAttention({ ...state, generation: generation?.kind, newTokens: state.gen }, controller.signal);
+    result = await fetchAttention({ ...state, generation: generation?.kind, newTokens: state.gen, ...ablateFields() },
+      controller.signal);
   } catch (e) {
     if (e.name === 'AbortError') return;
     clearResult(); // what was on screen belonged to the previous input
@@ -181,13 +186,23 @@ function fitGrids() {
 function drawAll() {
   el.hoverName.textContent = '';
   views = drawGrids(el.grids, result, { words: state.words, nospecial: state.nospecial },
-    { onOpen: openDetail, onHover: showHoverName, roles });
+    { onOpen: openOrAblate, onHover: showHoverName, roles });
+  markGrid(el.grids);
+  drawEffect(result);
   const notes = [...new Set(Object.values(views).map((v) => v.note).filter(Boolean))];
   el.transformLabel.textContent = notes.length ? `Transformed view: ${notes.join('; ')}` : '';
   fitGrids();
   fillKindSelects(Object.keys(result.kinds));
   drawOutput();
   drawTab();
+}
+
+// A click on a grid head: in ablate mode it knocks the head out (or back in) and runs the text again.
+function openOrAblate(kind, layer, head) {
+  if (!ablate.mode) return openDetail(kind, layer, head);
+  toggleHead(kind, layer, head);
+  markGrid(el.grids);
+  return analyze();
 }
 
 function showHoverName(kind, layer, head) {
@@ -253,7 +268,7 @@ function openDetail(kind, layer, head) {
 // What the request for the current result was: fetching one head again must ask the same.
 function resultRequest() {
   return { text: result.text, model: result.model, truncate: state.truncate, generation: modelGeneration()?.kind,
-    newTokens: state.gen };
+    newTokens: state.gen, ablate: result.ablate.length ? result.ablate : undefined, ablation: result.ablation ?? undefined };
 }
 
 // One head at full resolution, as {view, layer, head} to read with view.matrix(layer, head): from the
@@ -403,7 +418,8 @@ function wire() {
       if (result) { drawAll(); if (el.detail.open) drawDetail(); }
     });
   }
-  el.model.addEventListener('change', () => { state.gen = null; showGenerationControl(); });
+  el.model.addEventListener('change', () => { state.gen = null; ablate.heads = []; showGenerationControl(); });
+  setupAblate(() => { state.layer = state.head = null; writeState(); if (state.text.trim()) analyze(); });
   el.example.addEventListener('click', () => {
     el.text.value = el.model.selectedOptions[0].dataset.example;
     el.inputForm.requestSubmit();
