@@ -256,9 +256,10 @@ def test_hf_generation_with_mean_ablation_runs_without_a_cache(tiny):
     full forward pass of the prefix under the same ablation."""
     from model.ablation import ablating
 
-    served, heads = tiny["bart"], (("decoder", 1, 1), ("decoder", 0, 3))
+    served, heads = tiny["t5"], tuple(("decoder", 1, h) for h in range(4))
     text, n = "Dogs bark at night, loudly!", 6
     analysis = served.analyze(text, new_tokens=n, ablation=Ablation(heads, "mean"))
+    assert analysis.effect["output_text"] != analysis.output_text  # what a cache would give: no ablation at all
     inputs = served.inputs(served.tokenizer(text))
     start = served.net.generation_config.decoder_start_token_id
     prefix = [start]
