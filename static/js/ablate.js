@@ -36,7 +36,21 @@ export function toggleHead(kind, layer, head) {
   ablate.heads = ablate.heads.includes(key) ? ablate.heads.filter((h) => h !== key) : [...ablate.heads, key];
 }
 
-// Mark the knocked-out heads in the grid (greyed and hatched, named "ablated" in their title).
+// A red slash across a head's painting, corner to corner (repainting the head removes it).
+function hatch(canvas) {
+  const ctx = canvas.getContext('2d');
+  const { width: w, height: h } = canvas;
+  ctx.save();
+  ctx.strokeStyle = 'rgba(180, 35, 24, 0.9)';
+  ctx.lineWidth = Math.max(1, Math.round(Math.max(w, h) / 12));
+  ctx.beginPath();
+  ctx.moveTo(0, h);
+  ctx.lineTo(w, 0);
+  ctx.stroke();
+  ctx.restore();
+}
+
+// Mark the knocked-out heads in the grid: greyed, struck through, named "ablated" in their title and label.
 export function markGrid(container) {
   for (const canvas of container.querySelectorAll('canvas.head')) {
     const off = ablate.heads.includes(`${canvas.dataset.kind}:${canvas.dataset.layer}:${canvas.dataset.head}`);
@@ -45,11 +59,18 @@ export function markGrid(container) {
     const name = canvas.dataset.name;
     canvas.title = off ? `${name}: ablated (${ablate.ablation}); click in ablate mode to restore`
       : canvas.title.replace(/: ablated .*$/, '');
+    canvas.setAttribute('aria-label', off ? `${name} (ablated)` : name);
+    if (off) hatch(canvas);
   }
   document.body.classList.toggle('ablate-mode', ablate.mode);
 }
 
-const number = (v) => (v === null || v === undefined ? '–' : typeof v === 'number' ? v.toFixed(4) : String(v));
+// Four decimals, or three significant digits for numbers too small for them (a confident model's log-probabilities).
+function number(v) {
+  if (v === null || v === undefined) return '–';
+  if (typeof v !== 'number') return String(v);
+  return v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential(2) : v.toFixed(4);
+}
 
 function valueCell(tag, value) {
   const cell = make(tag, { text: number(value) });

@@ -252,6 +252,7 @@ function showStep() {
   el.outputValid.textContent = result.output_valid ? 'valid date' : 'not a valid date';
   el.outputValid.dataset.valid = String(result.output_valid);
   for (const view of outputRowViews()) highlightRow(el.grids, view, Math.floor(row / view.pool[0]));
+  markGrid(el.grids); // repainting cleared the hatching of ablated heads
   if (el.detail.open && views[state.kind]?.layout.rows === 'output_tokens') drawDetail();
 }
 
