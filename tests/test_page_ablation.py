@@ -80,3 +80,17 @@ def test_mean_ablation_of_the_dates_model_from_the_url_shows_the_regenerated_out
     table = page.locator('#effect table[data-axis="output_tokens"] tbody tr')
     expect(table).to_have_count(len(api["output_tokens"]))
     expect(page.locator("#effect-heads")).to_contain_text("cross L0H1")
+
+
+def test_a_link_with_a_head_the_model_lacks_says_so_and_can_be_cleared(page):
+    page.goto(f"{page.base_url}/?{urlencode({'text': SENTENCE, 'model': 'minilm', 'ablate': 'encoder:9:0'})}")
+    page.wait_for_function("() => document.body.dataset.state === 'error'", timeout=60_000)
+    expect(page.locator("#status")).to_contain_text("layer 9 of encoder is out of range 0..5")
+    expect(page.locator("#effect-heads")).to_contain_text("Cannot ablate encoder:9:0")
+    page.click("#ablate-clear")
+    wait_ready(page)
+    expect(page.locator("#effect")).to_be_hidden()
+    assert "ablate" not in parse_qs(urlparse(page.url).query)
+    expect(page.locator("canvas.head")).to_have_count(72)
+    assert page.console_errors == ["Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"]
+    page.console_errors.clear()

@@ -126,6 +126,14 @@ export function drawEffect(result) {
   el.effectMeasures.replaceChildren(...parts);
 }
 
+// The server refused the ablation (a head this model lacks, say from an old link): say so where the effect
+// would be, keeping "Restore all heads" at hand.
+export function drawAblateError(message) {
+  el.effect.hidden = false;
+  el.effectHeads.textContent = `Cannot ablate ${ablate.heads.join(', ')}: ${message}.`;
+  el.effectMeasures.replaceChildren();
+}
+
 // Wire the toggle, the zero/mean choice and the "restore all" button; `changed()` re-runs the analysis.
 export function setupAblate(changed) {
   el.optAblate.checked = ablate.mode;

@@ -11,7 +11,7 @@ import { drawHeadMap, drawHeadTable, drawSimilarity, drawCompareHeads, drawCompa
 import { drawMechanism, mech, setupMechanism } from './mechanism.js';
 import { drawPlayground, setupPlayground } from './playground.js';
 import { drawExperiment } from './experiment.js';
-import { ablate, ablateFields, drawEffect, markGrid, readAblate, setupAblate, toggleHead, writeAblate } from './ablate.js';
+import { ablate, ablateFields, drawAblateError, drawEffect, markGrid, readAblate, setupAblate, toggleHead, writeAblate } from './ablate.js';
 
 const state = { text: '', model: el.model.value, truncate: false, layer: null, head: null, kind: null,
   tab: 'grid', words: false, nospecial: false, fit: false, step: null, gen: null };
@@ -150,6 +150,9 @@ async function analyze() {
     clearResult(); // what was on screen belonged to the previous input
     document.body.dataset.state = 'error';
     setStatus(errorMessage(e), 'error');
+    if (ablate.heads.length && e.body && ['bad_ablation', 'too_many_heads', 'not_ablatable'].includes(e.body.error)) {
+      drawAblateError(e.body.detail);
+    }
     return;
   }
   fetchedHeads.clear();
