@@ -205,8 +205,9 @@ def ablate(args: argparse.Namespace) -> None:
     except (BadAblation, TooManyTokens, TooManyCharacters) as e:
         fail(e)
     if args.json:
-        print(json.dumps({"model": model.info.name, "ablate": [dict(zip(("kind", "layer", "head"), h)) for h in ablation.heads],
-                          "ablation": ablation.mode, "tokens": analysis.tokens, "output_tokens": analysis.output_tokens,
+        heads = [{"kind": kind, "layer": layer, "head": head} for kind, layer, head in ablation.heads]
+        print(json.dumps({"model": model.info.name, "ablate": heads, "ablation": ablation.mode,
+                          "tokens": analysis.tokens, "output_tokens": analysis.output_tokens,
                           "output_text": analysis.output_text, "effect": analysis.effect}))
         return
     heads = ", ".join(f"{kind} L{layer}H{head}" for kind, layer, head in ablation.heads)
@@ -261,7 +262,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="a head to knock out, e.g. cross:0:1; repeatable")
     p.add_argument("--ablation", choices=("zero", "mean"), default="zero",
                    help="set the head's output to zero, or to its mean over the query positions (default: zero)")
-    p.add_argument("--new-tokens", type=positive_int, help="models that generate: how many tokens (default: the model's)")
+    p.add_argument("--new-tokens", type=positive_int,
+                   help="models that generate: how many tokens (default: the model's)")
     p.add_argument("--truncate", action="store_true", help="cut a text longer than the model's maximum")
     p.add_argument("--json", action="store_true", help="print the effect as JSON")
     p.set_defaults(func=ablate)

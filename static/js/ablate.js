@@ -26,7 +26,10 @@ export function writeAblate(q) {
 export function ablateFields() {
   if (!ablate.heads.length) return {};
   return {
-    ablate: ablate.heads.map((h) => { const [, kind, layer, head] = h.match(HEAD); return { kind, layer: +layer, head: +head }; }),
+    ablate: ablate.heads.map((h) => {
+      const [, kind, layer, head] = h.match(HEAD);
+      return { kind, layer: +layer, head: +head };
+    }),
     ablation: ablate.ablation,
   };
 }
@@ -83,8 +86,8 @@ export function drawEffect(result) {
   const effect = result && result.effect;
   el.effect.hidden = !effect;
   if (!effect) { el.effectMeasures.replaceChildren(); el.effectHeads.textContent = ''; return; }
-  el.effectHeads.textContent = `Heads ablated (${result.ablation}): ${result.ablate.map((h) => `${h.kind} ${headName(h.layer, h.head)}`).join(', ')}. `
-    + 'Effect against the same text with no head ablated:';
+  const heads = result.ablate.map((h) => `${h.kind} ${headName(h.layer, h.head)}`).join(', ');
+  el.effectHeads.textContent = `Heads ablated (${result.ablation}): ${heads}. Effect against the same text with no head ablated:`;
   const parts = [];
   const byAxis = new Map();
   for (const [name, m] of Object.entries(effect.measures)) {

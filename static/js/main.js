@@ -272,7 +272,7 @@ function openDetail(kind, layer, head) {
 // What the request for the current result was: fetching one head again must ask the same.
 function resultRequest() {
   return { text: result.text, model: result.model, truncate: state.truncate, generation: modelGeneration()?.kind,
-    newTokens: state.gen, ablate: result.ablate.length ? result.ablate : undefined, ablation: result.ablation ?? undefined };
+    newTokens: state.gen, ablate: result.ablate?.length ? result.ablate : undefined, ablation: result.ablation ?? undefined };
 }
 
 // One head at full resolution, as {view, layer, head} to read with view.matrix(layer, head): from the
