@@ -170,7 +170,7 @@ def test_dates_mean_effect_adds_the_head_mean_to_the_projection_bias(dates):
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    torch.set_num_threads(1)
+    """family -> a tiny checkpoint served by model/hf.py (tests/test_hf.py builds them)."""
     out = {}
     for family in ("bert", "gpt2", "bart", "t5"):
         tokenizer, original = build(family)

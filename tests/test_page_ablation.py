@@ -9,7 +9,7 @@ from playwright.sync_api import expect
 pytestmark = pytest.mark.browser
 
 SENTENCE = "The keys to the cabinet are on the table."
-TOLERANCE = 1e-6  # the page shows the numbers the API sent; separate runs of the same pass agree to float32 noise
+TOLERANCE = 1e-5  # the page shows the numbers the API sent; a second run of the same pass may sum in another order
 
 
 def wait_ready(page):
