@@ -39,6 +39,7 @@ from app.schemas import (
 )
 from app.settings import Settings
 from app.weights import check_weights_request, chosen_weights, rollout_fields, weights_about
+from model.ablation import Ablation, BadAblation, check_ablation
 from model.analysis import DIMS, MAX_NEW_TOKENS, Analysis, AttentionModel, cut_to_chars
 from model.explain import explain as explain_head
 from model.heads import Sums, corpus_sums, head_similarity, plan_corpus, summarize_heads
@@ -179,9 +180,9 @@ def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict |
 
 def attention_body(analysis: Analysis, req: AttentionRequest, cut: bool, encoding: str | None,
                    max_json_floats: int, model: AttentionModel | None = None, text: str = "",
-                   generate: int | None = None) -> bytes:
+                   generate: int | None = None, ablation: Ablation | None = None) -> bytes:
     """The answer's bytes, compressed for the client; runs on the model's worker thread."""
-    arrays = chosen_weights(analysis, req.weights, model, text, req.truncate, generate)
+    arrays = chosen_weights(analysis, req.weights, model, text, req.truncate, generate, ablation)
     selected = selected_patterns(analysis, req, arrays)
     patterns = {kind: pattern for kind, (pattern, _) in selected.items()}
     rollout, rollout_about = rollout_fields(analysis, req.rollout, req.pool_to)
@@ -195,11 +196,46 @@ def attention_body(analysis: Analysis, req: AttentionRequest, cut: bool, encodin
     fields = attention_fields(analysis, req.format, pool, req.head.model_dump() if req.head else None,
                               req.similarity, cut)
     fields.update(weights=weights_about(req.weights, patterns), rollout_about=rollout_about)
+    fields.update(ablation_fields(analysis, req))
     if req.format in ("compact", "safetensors"):
         return compress(safetensors_body(patterns, fields, exact=req.format == "safetensors", rollout=rollout), encoding)
     attention = {kind: pattern.numpy() for kind, pattern in patterns.items()}
     json_rollout = None if rollout is None else {kind: r.numpy() for kind, r in rollout.items()}
     return compress(dumps({**fields, "attention": attention, "rollout": json_rollout}), encoding)
+
+
+def requested_ablation(model: AttentionModel, req: AttentionRequest) -> Ablation | None:
+    """The heads the request knocks out, checked against the model: 422 naming the problem; None for none.
+    The limit on `ablate` is the model's own number of heads (every kind's layers x heads): more must repeat one."""
+    if not req.ablate:
+        return None
+    try:
+        modules = model.attention_modules()
+    except NotImplementedError as e:
+        raise ApiError(422, "not_ablatable", f"{e}; ablate is not available for {model.info.name}") from None
+    limit = len(modules) * model.info.heads
+    if len(req.ablate) > limit:
+        raise ApiError(422, "too_many_heads", f"ablate lists {len(req.ablate)} heads but {model.info.name} has "
+                       f"{limit} (every kind's layers x {model.info.heads} heads)", count=len(req.ablate), limit=limit)
+    heads = [(h.kind, h.layer, h.head) for h in req.ablate]
+    twice = next((h for i, h in enumerate(heads) if h in heads[:i]), None)
+    if twice is not None:
+        raise ApiError(422, "bad_ablation", f"ablate names {twice[0]} layer {twice[1]} head {twice[2]} twice")
+    ablation = Ablation(tuple(heads), req.ablation)
+    try:
+        check_ablation(ablation, modules, model.info.heads)
+    except BadAblation as e:
+        raise ApiError(422, "bad_ablation", str(e)) from None
+    return ablation
+
+
+def ablation_fields(analysis: Analysis, req: AttentionRequest) -> dict:
+    """The answer's ablate, ablation and effect (model/effect.py): what was knocked out and what it changed."""
+    return {
+        "ablate": [h.model_dump() for h in req.ablate],
+        "ablation": req.ablation if req.ablate else None,
+        "effect": analysis.effect,
+    }
 
 
 BINARY_RESPONSE = {
@@ -225,13 +261,15 @@ async def attention(req: AttentionRequest, request: Request, models: ModelsDep, 
         raise ApiError(422, "unknown_kind", f"{model.info.name} has no attention kind {req.head.kind!r}; its kinds "
                        f"are {', '.join(model.info.kinds)}")
     check_weights_request(model, req.weights)
+    ablation = requested_ablation(model, req)
     text, cut = cut_to_chars(model.info, req.text, req.truncate)  # no tokenizing yet: the runner does it in line
     encoding = choose_encoding(request.headers.get("accept-encoding", ""))
     key = (model.info.name, text, cut, req.truncate, generate, req.format, req.similarity, req.pool_to,
-           None if req.head is None else tuple(req.head.model_dump().values()), encoding, req.weights, req.rollout)
+           None if req.head is None else tuple(req.head.model_dump().values()), ablation, encoding, req.weights,
+           req.rollout)
     build = partial(attention_body, req=req, cut=cut, encoding=encoding, max_json_floats=settings.max_json_floats,
-                    model=model, text=text, generate=generate)
-    body = await runner.analyze(key, Pending(model, text, req.truncate, generate, build))
+                    model=model, text=text, generate=generate, ablation=ablation)
+    body = await runner.analyze(key, Pending(model, text, req.truncate, generate, build, ablation=ablation))
     response = encoded_response(body, encoding, "application/json" if req.format == "json" else BINARY_MEDIA_TYPE)
     response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"  # waiting included
     return response

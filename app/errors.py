@@ -10,6 +10,7 @@ from starlette.exceptions import HTTPException
 
 from app.encoding import json_response
 from app.runner import Busy
+from model.ablation import BadAblation
 from model.analysis import TooManyCharacters, TooManyTokens
 from model.explain import NotExplainable, OutOfRange
 from model.mha import InvalidConfig
@@ -77,6 +78,10 @@ async def on_too_many_characters(request: Request, exc: TooManyCharacters):
     return error_response(422, "too_many_characters", str(exc), count=exc.count, limit=exc.limit)
 
 
+async def on_bad_ablation(request: Request, exc: BadAblation):
+    return error_response(422, "bad_ablation", str(exc))
+
+
 async def on_busy(request: Request, exc: Busy):
     return error_response(503, "busy", str(exc), headers={"Retry-After": "1"})
 
@@ -91,3 +96,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(InvalidConfig, on_invalid_config)
     app.add_exception_handler(TooManyCharacters, on_too_many_characters)
     app.add_exception_handler(Busy, on_busy)
+    app.add_exception_handler(BadAblation, on_bad_ablation)

@@ -46,3 +46,9 @@ def metrics_doc():
 @router.get("/vendor/plotly.min.js")
 def plotly_js():
     return FileResponse(plotly_path(), media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get("/docs/ablation.md")
+def ablation_doc():
+    """docs/ablation.md, what zero and mean ablation do and what each effect measure is, linked from the page."""
+    return FileResponse(ROOT / "docs" / "ablation.md", media_type="text/markdown; charset=utf-8")

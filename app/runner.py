@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 
+from model.ablation import Ablation
 from model.analysis import Analysis, AttentionModel, TooManyTokens
 
 
@@ -39,6 +40,7 @@ class Pending:
     truncate: bool
     new_tokens: int | None  # for models that generate: how many tokens (None: the model's default)
     build: Callable[[Analysis], Any]  # runs on the worker thread, right after the forward pass
+    ablation: Ablation | None = None  # heads to knock out (model/ablation.py): set on the modules, so one per batch
     tokens: int = 0  # positions it needs after truncation (its share of a padded batch): counted once admitted
     done: anyio.Event = field(default_factory=anyio.Event)
     result: Any = None
@@ -127,8 +129,8 @@ class ModelRunner:
         """`first` and, in arrival order, other pending texts of the same model that fit in the batch."""
         batch, width = [first], first.tokens
         for other in self.pending:
-            if other is first or (other.model, other.truncate, other.new_tokens) != (
-                first.model, first.truncate, first.new_tokens):
+            if other is first or (other.model, other.truncate, other.new_tokens, other.ablation) != (
+                first.model, first.truncate, first.new_tokens, first.ablation):
                 continue
             new_width = max(width, other.tokens)
             if new_width * (len(batch) + 1) > self.max_batch_tokens:
@@ -155,7 +157,9 @@ def run_batch(batch: list[Pending]) -> None:
     """
     try:
         first = batch[0]
-        analyses = first.model.analyze_batch([p.text for p in batch], truncate=first.truncate, new_tokens=first.new_tokens)
+        ablation = {} if first.ablation is None else {"ablation": first.ablation}  # every batch member has it
+        analyses = first.model.analyze_batch([p.text for p in batch], truncate=first.truncate, new_tokens=first.new_tokens,
+                                             **ablation)
         if len(analyses) != len(batch):
             raise RuntimeError(f"the model returned {len(analyses)} analyses for {len(batch)} texts")
     except Exception as e:  # noqa: BLE001 - reported to every request of the batch

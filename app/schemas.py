@@ -67,7 +67,28 @@ class TextRequest(Request):
     )
 
 
-class AttentionRequest(TextRequest):
+# ---- ablation in /api/attention: knock heads out and measure the effect (model/ablation.py, model/effect.py) ----
+
+
+class AblationRequest(Request):
+    ablate: list[HeadRef] = Field(
+        [],
+        description="Heads to knock out (`kind`, `layer`, `head`), each at most once; at most as many as the model "
+        "has heads (every kind's layers x heads; more gets 422 too_many_heads). The text runs un-ablated first "
+        "(tokens, any generation), then again on the same tokens with these heads ablated: `attention`, `heads` "
+        "and `similarity` are the ablated run's, `effect` compares the two. Models whose attention Headscope cannot "
+        "reach head by head get 422.",
+        examples=[[{"kind": "encoder", "layer": 2, "head": 5}]],
+    )
+    ablation: Literal["zero", "mean"] = Field(
+        "zero",
+        description="How a head is knocked out: its output z = pattern @ V (before the heads are concatenated and "
+        "the output projection) is set to `zero`, or to its `mean` over the query positions of the pass (while "
+        "generating: of the prefix so far). See docs/ablation.md.",
+    )
+
+
+class AttentionRequest(AblationRequest, TextRequest):
     format: Literal["json", "compact", "safetensors"] = Field(
         "json",
         description="`json`: attention as nested lists of floats (at most `max_json_floats` weights, GET /api/models "
@@ -229,7 +250,54 @@ class RolloutAbout(BaseModel):
     pool: dict[str, list[int]] = Field(description="Per kind, [rows, columns] max-pooled into one cell (pool_to).")
 
 
-class AttentionResponse(BaseModel):
+class EffectMeasure(BaseModel):
+    axis: Literal["tokens", "output_tokens"] | None = Field(
+        description="The token sequence whose position i the measure's value[i] belongs to (the answer's `tokens` or "
+        "`output_tokens`; a value may be shorter than it: a causal LM's last position has no next token); null "
+        "for one number or one text."
+    )
+    meaning: str = Field(description="What the measure is, in words.")
+
+
+class Effect(BaseModel):
+    """What the ablation changed, measured against the same text un-ablated; which measures are present depends on
+    the model (`measures` lists them). Definitions: docs/ablation.md."""
+
+    embedding_cosine: float | None = Field(
+        None, description="Encoder-only models: cosine of the mean-pooled sentence embeddings, with and without."
+    )
+    token_cosine: list[float | None] | None = Field(
+        None, description="Encoder-only models: [token] cosine of each token's final hidden state."
+    )
+    targets: list[str] | None = Field(
+        None, description="Models that predict tokens: [position] the token whose log-probability is given."
+    )
+    logprob_before: list[float | None] | None = Field(
+        None, description="[position] log-probability of `targets` without the ablation."
+    )
+    logprob_after: list[float | None] | None = Field(
+        None, description="[position] log-probability of `targets` with the ablation, on the same tokens."
+    )
+    loss_change: float | None = Field(None, description="Mean loss (nats) with the ablation minus without.")
+    output_text: str | None = Field(
+        None, description="Encoder–decoder models: the output generated again, greedily, with the heads ablated."
+    )
+    measures: dict[str, EffectMeasure] = Field(description="Every measure present: its axis and meaning.")
+
+
+class AblationAnswer(BaseModel):
+    ablate: list[HeadRef] = Field([], description="The heads knocked out, as requested; empty: none.")
+    ablation: Literal["zero", "mean"] | None = Field(
+        None, description="How they were knocked out; null when no head was."
+    )
+    effect: Effect | None = Field(
+        None, description="With `ablate`: the effect on the output, against the same text un-ablated. The answer's "
+        "tokens, output_text, output_tokens and output_probs are the un-ablated model's; its attention and heads are "
+        "the ablated model's on those tokens."
+    )
+
+
+class AttentionResponse(AblationAnswer):
     model: str
     tokens: list[str] = Field(description="Input tokens exactly as the model sees them, special tokens included.")
     offsets: list[tuple[int, int] | None] = Field(

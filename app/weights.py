@@ -13,6 +13,7 @@ import torch
 
 from app.encoding import max_pool
 from app.errors import ApiError
+from model.ablation import Ablation
 from model.analysis import Analysis, AttentionModel
 from model.rollout import rollout_about, rollouts
 from model.value_norm import UNITS, NoValueNorms, check_value_norms, value_norms
@@ -31,12 +32,12 @@ def check_weights_request(model: AttentionModel, weights: str) -> None:
 
 
 def chosen_weights(analysis: Analysis, weights: str, model: AttentionModel, text: str, truncate: bool,
-                   new_tokens: int | None) -> dict[str, torch.Tensor]:
+                   new_tokens: int | None, ablation: Ablation | None = None) -> dict[str, torch.Tensor]:
     """kind -> (L, H, Tq, Tk) arrays the answer's `attention` holds: the patterns, or their value norms (from
-    one more run of the same text, whose patterns must be the analysis's)."""
+    one more run of the same text, with the same heads ablated, whose patterns must be the analysis's)."""
     if weights == "attention":
         return analysis.patterns
-    again, norms = value_norms(model, text, truncate, new_tokens)
+    again, norms = value_norms(model, text, truncate, new_tokens, ablation)
     if again.tokens != analysis.tokens or again.output_tokens != analysis.output_tokens:
         raise RuntimeError("the text ran to different tokens the second time")
     return norms

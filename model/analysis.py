@@ -13,9 +13,12 @@ page) reads it. The token lists a layout can name are the two sequences of an An
 """
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from model.ablation import Ablation
 
 DIMS = ("layer", "head", "query_pos", "key_pos")
 MAX_NEW_TOKENS = 128  # the most tokens any request may ask a model to generate
@@ -124,6 +127,9 @@ class Analysis:
     # (output_tokens[i + 1], and for the last row the end token or the last character)
     output_probs: list[float] | None = None
     output_valid: bool | None = None  # models whose output has a checkable form (dates: a real date in range)
+    # With an ablation (model/ablation.py): patterns are the ablated run's on the same tokens (and the same,
+    # un-ablated output); effect says what the ablation changed (model/effect.py). None without one.
+    effect: dict | None = None
 
     def axis(self, name: Axis) -> list[str]:
         """The token list a layout names: `tokens` or `output_tokens`."""
@@ -137,13 +143,21 @@ class AttentionModel(Protocol):
         """How many input positions the text needs, special tokens included."""
         ...
 
-    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Analysis:
+    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None,
+                ablation: "Ablation | None" = None) -> Analysis:
         """Run one text. Raises TooManyTokens when it does not fit and truncate is False.
 
         new_tokens: for models that generate, the most tokens to generate (None: info.default_new_tokens).
+        ablation: heads to knock out (model/ablation.py; BadAblation if the model lacks them); the
+        Analysis then has the ablated patterns on the un-ablated tokens, and `effect` (model/effect.py).
         """
         ...
 
-    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None) -> list[Analysis]:
+    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None,
+                      ablation: "Ablation | None" = None) -> list[Analysis]:
         """Run several texts in padded batches; each result equals `analyze` of that text."""
+        ...
+
+    def attention_modules(self) -> dict:
+        """(kind, layer) -> the attention module that computes it (model/ablation.py)."""
         ...

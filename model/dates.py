@@ -14,7 +14,9 @@ from pathlib import Path
 
 import torch
 
+from model.ablation import Ablation, ablating
 from model.dates_data import FIRST, LAST
+from model.effect import active_ablation, output_effect
 from model.analysis import CROSS, DECODER_SELF, SELF, Analysis, ModelInfo, TooManyTokens
 from model.seq2seq import Seq2Seq, Seq2SeqConfig
 
@@ -133,7 +135,11 @@ class DatesModel:
             **{("cross", i): block.cross_attn for i, block in enumerate(self.net.decoder)},
         }
 
-    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Analysis:
+    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None,
+                ablation: Ablation | None = None) -> Analysis:
+        """With an ablation: the output is generated un-ablated; the patterns are those of the ablated
+        model reading that same output (teacher-forced), and `effect` compares (model/effect.py)."""
+        ablation = active_ablation(self, ablation)
         limit = self.info.max_tokens
         count = self.count_tokens(text)
         start = len(text) - len(text.lstrip())  # surrounding whitespace is not part of a date
@@ -162,6 +168,14 @@ class DatesModel:
             logits, patterns = self.net(source, target)  # (1, T, V), kind -> (L, 1, H, Tq, Tk)
             probs = logits[0].softmax(-1)  # (T, V)
             output_probs = probs[torch.arange(len(predictions)), torch.tensor(predictions)].tolist()  # (T,)
+            effect = None
+            if ablation is not None:
+                with ablating(self.attention_modules(), ablation):
+                    ablated_logits, patterns = self.net(source, target)  # (1, T, V), kind -> (L, 1, H, Tq, Tk)
+                    again = self.net.generate(source, BOS_ID, EOS_ID, steps=new_tokens)[0, 1:].tolist()
+                again = again[: again.index(EOS_ID)] if EOS_ID in again else again
+                effect = output_effect(predictions, [VOCAB[i] for i in predictions], logits[0], ablated_logits[0],
+                                       decode_ids(again))
         output_text = decode_ids(p for p in predictions if p != EOS_ID)
         output_tokens = [VOCAB[i] for i in target[0].tolist()]
         return Analysis(
@@ -180,7 +194,9 @@ class DatesModel:
             output_probs=output_probs,
             output_valid=is_valid_date(output_text),
             stopped=stopped,  # "end": the last row produced </s>; "length": ran out of positions
+            effect=effect,
         )
 
-    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None) -> list[Analysis]:
-        return [self.analyze(text, truncate, new_tokens) for text in texts]
+    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None,
+                      ablation: Ablation | None = None) -> list[Analysis]:
+        return [self.analyze(text, truncate, new_tokens, ablation) for text in texts]

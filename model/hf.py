@@ -57,6 +57,7 @@ from pathlib import Path
 import torch
 
 from model import hf_attention
+from model.ablation import Ablation, ablating
 from model.analysis import (
     CAUSAL_SELF,
     CROSS,
@@ -68,6 +69,7 @@ from model.analysis import (
     ModelInfo,
     TooManyTokens,
 )
+from model.effect import active_ablation, causal_effect, encoder_effect, output_effect
 
 MAX_POSITIONS = 1024  # the most input positions we run, whatever the config allows
 NO_POSITIONS_LIMIT = 512  # for configs with no absolute positions (T5)
@@ -390,19 +392,32 @@ class HFModel:
             raise TooManyTokens(count, limit, self.info.name)
         return self.tokenizer(text, truncation=True, max_length=limit, **options), True
 
-    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Analysis:
+    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None,
+                ablation: Ablation | None = None) -> Analysis:
+        """With an ablation (model/ablation.py): tokens and any generation come from the un-ablated model;
+        the patterns are the ablated model's on those same ids, and `effect` compares (model/effect.py)."""
         n = self.info.default_new_tokens if new_tokens is None else new_tokens
+        ablation = active_ablation(self, ablation)
         with torch.no_grad():  # plain tensors out (inference-mode tensors refuse later in-place use)
             if self.arch == "encoder":
-                return self.analyze_encoder(text, truncate)
+                return self.analyze_encoder(text, truncate, ablation)
             if self.arch == "decoder":
-                return self.analyze_decoder(text, truncate, n)
-            return self.analyze_encoder_decoder(text, truncate, n)
+                return self.analyze_decoder(text, truncate, n, ablation)
+            return self.analyze_encoder_decoder(text, truncate, n, ablation)
 
-    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None) -> list[Analysis]:
+    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None,
+                      ablation: Ablation | None = None) -> list[Analysis]:
         """One text at a time: generation lengths differ, and a checkpoint's padding side and position
         handling for padded batches vary by family, so padding could change what a head sees."""
-        return [self.analyze(text, truncate, new_tokens) for text in texts]
+        return [self.analyze(text, truncate, new_tokens, ablation) for text in texts]
+
+    def ablated(self, ablation: Ablation | None, run):
+        """run() as it is, and run() again with the ablation's heads knocked out (None without one)."""
+        out = run()
+        if ablation is None:
+            return out, None
+        with ablating(self.attention_modules(), ablation):
+            return out, run()
 
     def id_tokens(self, ids: list[int]) -> list[str]:
         """Token strings of generated ids. A model's vocabulary may be larger than its tokenizer's (rows
@@ -422,22 +437,27 @@ class HFModel:
             "words": [None if s else w for w, s in zip(enc.word_ids(), special)],
         }
 
-    def analyze_encoder(self, text: str, truncate: bool) -> Analysis:
+    def analyze_encoder(self, text: str, truncate: bool, ablation: Ablation | None = None) -> Analysis:
         enc, truncated = self.encode(text, self.info.max_tokens, truncate)
-        out = self.net(**self.inputs(enc), output_attentions=True)
+        out, ablated = self.ablated(ablation, lambda: self.net(**self.inputs(enc), output_attentions=True))
+        effect = None
+        if ablated is not None:
+            effect = encoder_effect(out.last_hidden_state[0], ablated.last_hidden_state[0])  # (T, C) each
+            out = ablated
         return Analysis(model=self.info.name, **self.token_fields(enc), patterns={"encoder": stack(out.attentions)},
-                        layout=self.info.kinds, truncated=truncated)
+                        layout=self.info.kinds, truncated=truncated, effect=effect)
 
-    def greedy(self, n: int):
-        """Plain greedy decoding of at most n tokens, stopping at the end token."""
+    def greedy(self, n: int, use_cache: bool = True):
+        """Plain greedy decoding of at most n tokens, stopping at the end token. use_cache=False re-runs the
+        whole prefix at every step: what mean ablation needs (with a cache, a step's queries are one token)."""
         from transformers import GenerationConfig
 
         g, pad, eos = self.net.generation_config, self.tokenizer.pad_token_id, self.eos
-        return GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=n, eos_token_id=eos,
+        return GenerationConfig(do_sample=False, num_beams=1, max_new_tokens=n, eos_token_id=eos, use_cache=use_cache,
                                 bos_token_id=g.bos_token_id, decoder_start_token_id=g.decoder_start_token_id,
                                 pad_token_id=pad if pad is not None else (eos[0] if isinstance(eos, list) else eos))
 
-    def analyze_decoder(self, text: str, truncate: bool, n: int) -> Analysis:
+    def analyze_decoder(self, text: str, truncate: bool, n: int, ablation: Ablation | None = None) -> Analysis:
         """Attention over the text, or, with n > 0, over the text and its greedy continuation of up to n tokens."""
         limit = self.info.max_tokens
         room = limit - n  # positions left for the prompt
@@ -461,11 +481,17 @@ class HFModel:
             fields["special"] += [i in self.special_ids for i in new]
             fields["words"] += [None] * len(new)
             generated = [False] * len(enc["input_ids"]) + [True] * len(new)
-        out = self.net(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=True)
+        out, ablated = self.ablated(ablation, lambda: self.net(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                                               output_attentions=True))
+        effect = None
+        if ablated is not None:
+            effect = causal_effect(ids[0].tolist(), fields["tokens"], out.logits[0], ablated.logits[0])
+            out = ablated
         return Analysis(model=self.info.name, **fields, patterns={"decoder": stack(out.attentions)},
-                        layout=self.info.kinds, truncated=truncated, generated=generated, stopped=stopped)
+                        layout=self.info.kinds, truncated=truncated, generated=generated, stopped=stopped,
+                        effect=effect)
 
-    def analyze_encoder_decoder(self, text: str, truncate: bool, n: int) -> Analysis:
+    def analyze_encoder_decoder(self, text: str, truncate: bool, n: int, ablation: Ablation | None = None) -> Analysis:
         """Greedy output of up to n tokens, then one teacher-forced pass over the decoder's positions:
         the start token and every generated token but the last (row i produced output token i+1,
         the last row the last token), as model/dates.py."""
@@ -477,9 +503,17 @@ class HFModel:
         made = sequence[1:]
         stopped = "end" if made and made[-1] in self.eos_ids else "length"
         positions = sequence[:-1]  # the decoder's positions: start, g1 .. g(k-1)
-        out = self.net(**inputs, decoder_input_ids=torch.tensor([positions]), output_attentions=True)
+        out, ablated = self.ablated(ablation, lambda: self.net(**inputs, decoder_input_ids=torch.tensor([positions]),
+                                                               output_attentions=True))
         output_text = self.tokenizer.decode(made, skip_special_tokens=True)
         output_tokens = self.id_tokens(positions)
+        effect = None
+        if ablated is not None:
+            with ablating(self.attention_modules(), ablation):  # no cache: see greedy
+                again = self.net.generate(**inputs, generation_config=self.greedy(n, use_cache=False))[0, 1:].tolist()
+            effect = output_effect(made, self.id_tokens(made), out.logits[0], ablated.logits[0],
+                                   self.tokenizer.decode(again, skip_special_tokens=True))
+            out = ablated
         return Analysis(
             model=self.info.name,
             **self.token_fields(enc),
@@ -493,6 +527,7 @@ class HFModel:
             output_special=[i in self.special_ids for i in positions],
             output_words=self.output_words(positions, made, output_text),
             stopped=stopped,
+            effect=effect,
         )
 
     def output_words(self, positions: list[int], made: list[int], output_text: str) -> list[int | None] | None:

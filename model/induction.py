@@ -18,9 +18,11 @@ from pathlib import Path
 
 import torch
 
+from model.ablation import Ablation, ablating
 from model.analysis import CAUSAL_SELF, MAX_NEW_TOKENS, Analysis, ModelInfo, TooManyTokens
 from model.causal import CausalLM, CausalLMConfig
 from model.dates import char_words
+from model.effect import active_ablation, causal_effect
 
 BOS = "<s>"
 BOS_ID = 256
@@ -125,7 +127,11 @@ class InductionModel:
         """(kind, layer) -> the attention module that computes it (see model/ablation.py)."""
         return {("decoder", i): block.attn for i, block in enumerate(self.net.blocks)}
 
-    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Analysis:
+    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None,
+                ablation: Ablation | None = None) -> Analysis:
+        """With an ablation: the continuation is generated un-ablated; the patterns are those of the
+        ablated model reading the same tokens, and `effect` compares (model/effect.py)."""
+        ablation = active_ablation(self, ablation)
         n = self.info.default_new_tokens if new_tokens is None else new_tokens
         limit = self.info.max_tokens
         count = self.count_tokens(text) + n
@@ -138,9 +144,13 @@ class InductionModel:
         prompt = torch.tensor([encode(text)], dtype=torch.long)  # (1, P)
         with torch.no_grad():  # plain tensors out (inference-mode tensors refuse later in-place use)
             ids = self.net.generate(prompt, n)  # (1, P + n)
-            _, patterns = self.net(ids)  # (L, 1, H, T, T)
+            logits, patterns = self.net(ids)  # (1, T, V), (L, 1, H, T, T)
+            if ablation is not None:
+                with ablating(self.attention_modules(), ablation):
+                    ablated_logits, patterns = self.net(ids)  # (1, T, V), (L, 1, H, T, T)
         continuation = ids[0, prompt.shape[1]:].tolist()
         tokens, offsets, words = token_fields(text, continuation)
+        effect = None if ablation is None else causal_effect(ids[0].tolist(), tokens, logits[0], ablated_logits[0])
         return Analysis(
             model=self.info.name,
             tokens=tokens,
@@ -152,10 +162,12 @@ class InductionModel:
             truncated=truncated,
             generated=[False] * prompt.shape[1] + [True] * n if n else None,
             stopped="length" if n else None,
+            effect=effect,
         )
 
-    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None) -> list[Analysis]:
-        return [self.analyze(text, truncate, new_tokens) for text in texts]
+    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None,
+                      ablation: Ablation | None = None) -> list[Analysis]:
+        return [self.analyze(text, truncate, new_tokens, ablation) for text in texts]
 
 
 def repeated_random(n: int, length: int, seed: int) -> torch.Tensor:

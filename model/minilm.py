@@ -9,8 +9,10 @@ from pathlib import Path
 
 import torch
 
+from model.ablation import Ablation, ablating
 from model.analysis import SELF, Analysis, ModelInfo, TooManyTokens
 from model.bert import BertConfig, BertEncoder, load_bert_weights
+from model.effect import active_ablation, encoder_effect
 
 
 def default_path() -> Path:
@@ -83,16 +85,18 @@ class MiniLM:
         }
 
     @torch.inference_mode()
-    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Analysis:
+    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None,
+                ablation: Ablation | None = None) -> Analysis:
         tok = self.tokenize(text, truncate)
-        _, patterns = self.encoder(torch.tensor([tok["ids"]]))  # (L, 1, H, T, T)
-        return self._analysis(tok, patterns[:, 0])
+        patterns, effects = self.run(torch.tensor([tok["ids"]]), None, [len(tok["ids"])], ablation)  # (L, 1, H, T, T)
+        return self._analysis(tok, patterns[:, 0], effects[0])
 
     @torch.inference_mode()
-    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None) -> list[Analysis]:
+    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None,
+                      ablation: Ablation | None = None) -> list[Analysis]:
         """Run texts together, padded to the longest; padding keys are masked out exactly."""
         if len(texts) == 1:  # nothing to pad: no mask, no copies
-            return [self.analyze(texts[0], truncate)]
+            return [self.analyze(texts[0], truncate, ablation=ablation)]
         toks = [self.tokenize(t, truncate) for t in texts]
         if not toks:
             return []
@@ -102,13 +106,24 @@ class MiniLM:
             ids[b, : len(t["ids"])] = torch.tensor(t["ids"])
         lengths = torch.tensor([len(t["ids"]) for t in toks])  # (B,)
         padding = torch.arange(T)[None, :] >= lengths[:, None]  # (B, T), True at padding
-        _, patterns = self.encoder(ids, key_padding_mask=padding)  # (L, B, H, T, T)
+        patterns, effects = self.run(ids, padding, lengths.tolist(), ablation)  # (L, B, H, T, T)
         return [
-            self._analysis(t, patterns[:, b, :, : len(t["ids"]), : len(t["ids"])].contiguous())  # (L, H, T, T)
+            self._analysis(t, patterns[:, b, :, : len(t["ids"]), : len(t["ids"])].contiguous(), effects[b])  # (L, H, T, T)
             for b, t in enumerate(toks)
         ]
 
-    def _analysis(self, tok: dict, pattern: torch.Tensor) -> Analysis:
+    def run(self, ids: torch.Tensor, padding: torch.Tensor | None, lengths: list[int], ablation: Ablation | None):
+        """Patterns (L, B, H, T, T) of ids (B, T), and each text's effect (model/effect.py; None without an
+        ablation): with one, the text runs un-ablated first, then ablated; the patterns are the ablated run's."""
+        ablation = active_ablation(self, ablation)
+        before, patterns = self.encoder(ids, key_padding_mask=padding)  # (B, T, C), (L, B, H, T, T)
+        if ablation is None:
+            return patterns, [None] * len(lengths)
+        with ablating(self.attention_modules(), ablation):
+            after, patterns = self.encoder(ids, key_padding_mask=padding)  # (B, T, C), (L, B, H, T, T)
+        return patterns, [encoder_effect(before[b, :n], after[b, :n]) for b, n in enumerate(lengths)]
+
+    def _analysis(self, tok: dict, pattern: torch.Tensor, effect: dict | None = None) -> Analysis:
         return Analysis(
             model=self.name,
             tokens=tok["tokens"],
@@ -118,4 +133,5 @@ class MiniLM:
             patterns={"encoder": pattern},
             layout=self.info.kinds,
             truncated=tok["truncated"],
+            effect=effect,
         )

@@ -21,7 +21,7 @@ C output width.
 
 import torch
 
-from model.ablation import capturing
+from model.ablation import Ablation, capturing
 from model.analysis import Analysis, AttentionModel
 from model.attention import MultiHeadAttention
 from model.hf_attention import linear_weight
@@ -63,25 +63,26 @@ def value_sizes(value: torch.Tensor, weight: torch.Tensor, heads: int) -> torch.
 
 
 @torch.no_grad()
-def value_norms(model: AttentionModel, text: str, truncate: bool = False,
-                new_tokens: int | None = None) -> tuple[Analysis, dict[str, torch.Tensor]]:
+def value_norms(model: AttentionModel, text: str, truncate: bool = False, new_tokens: int | None = None,
+                ablation: Ablation | None = None) -> tuple[Analysis, dict[str, torch.Tensor]]:
     """Run `text` once more with every attention module captured; the analysis and, per kind, the
     value-weighted norms (L, H, Tq, Tk) float32 of the same forward pass whose patterns it returns.
 
-    The last call of each module is the one the analysis's patterns come from: models that generate
-    run the whole sequence once more after generating (model/dates.py, model/induction.py, model/hf.py).
+    A module runs several times when the model generates (or, with an ablation, runs with and without it);
+    the call used is the latest one whose pattern is the analysis's.
     """
     check_value_norms(model)
     modules = model.attention_modules()
     with capturing(modules) as records:
-        analysis = model.analyze(text, truncate, new_tokens)
+        analysis = model.analyze(text, truncate, new_tokens, ablation)
     norms: dict[str, list[torch.Tensor]] = {kind: [] for kind in analysis.patterns}
     for (kind, layer), module in sorted(modules.items(), key=lambda item: item[0][1]):
-        record = records[(kind, layer)][-1]
+        expected = analysis.patterns[kind][layer]  # (H, Tq, Tk)
+        record = next((r for r in reversed(records[(kind, layer)]) if r["pattern"][0].shape == expected.shape
+                       and torch.allclose(r["pattern"][0].float(), expected, atol=PATTERN_TOL, rtol=0)), None)
+        if record is None:
+            raise RuntimeError(f"{model.info.name} {kind} layer {layer}: no captured pattern is the analysis's")
         pattern = record["pattern"][0].float()  # (H, Tq, Tk)
-        expected = analysis.patterns[kind][layer]
-        if pattern.shape != expected.shape or not torch.allclose(pattern, expected, atol=PATTERN_TOL, rtol=0):
-            raise RuntimeError(f"{model.info.name} {kind} layer {layer}: the captured pattern is not the analysis's")
         weight, _ = output_projection(model, (kind, layer), module)
         sizes = value_sizes(record["value"][0], weight, pattern.shape[0])  # (H, Tk)
         norms[kind].append((pattern.double() * sizes[:, None, :]).float())  # (H, Tq, Tk)

@@ -19,6 +19,10 @@ fields = st.fixed_dictionaries({}, optional={
     "truncate": st.booleans() | json_values,
     "format": st.sampled_from(["json", "compact", "binary"]) | json_values,
     "similarity": st.booleans() | json_values,
+    "ablate": st.lists(st.fixed_dictionaries({"kind": st.sampled_from(["encoder", "cross", "decoder", ""]),
+                                              "layer": st.integers(-1, 7), "head": st.integers(-1, 13)}),
+                       max_size=4) | json_values,
+    "ablation": st.sampled_from(["zero", "mean", "half"]) | json_values,
 })
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

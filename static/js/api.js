@@ -76,8 +76,11 @@ function decodeKind(kind, entry, tensors, answer) {
     pool: answer.pool[kind], rows: axis(answer, layout.rows), cols: axis(answer, layout.columns) };
 }
 
-function attentionRequest({ text, model, truncate, generation = null, newTokens = null, weights = 'attention' }) {
+// `ablate` ([{kind, layer, head}]) and `ablation` ("zero" | "mean"): heads to knock out (see ablate.js).
+function attentionRequest({ text, model, truncate, generation = null, newTokens = null, weights = 'attention', ablate,
+  ablation }) {
   const request = { text, model, truncate };
+  if (ablate && ablate.length) Object.assign(request, { ablate, ablation });
   if (generation === 'continuation' && newTokens) request.generate = newTokens;
   if (generation === 'output' && newTokens) request.max_new_tokens = newTokens;
   if (weights !== 'attention') request.weights = weights; // what `attention` holds: the answer's `weights` says

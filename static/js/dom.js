@@ -13,6 +13,8 @@
 //   #pg-shapes[data-state]                           loading | ready | error
 //   section.rollout[data-kind] > canvas.rollout-map[data-max]   the attention rollout of one kind (rollout.js)
 //   #weights-label[data-weights]                     what the grid shows: attention | value_norm, with its units
+//   canvas.head[data-ablated]                        a head knocked out (ablate.js)
+//   #effect [data-measure][data-value]               one effect measure (single, or a table cell), its exact value
 const ids = [
   'input-form', 'text', 'example', 'tab-corpus', 'compare-kind', 'hover-name', 'model', 'truncate', 'analyze', 'status', 'tabs', 'grids',
   'opt-words', 'opt-nospecial', 'opt-fit', 'transform-label', 'output', 'output-label', 'output-text', 'output-valid', 'step', 'step-label', 'step-control',
@@ -26,6 +28,7 @@ const ids = [
   'mech-kind', 'mech-layer', 'mech-head', 'mech-query', 'mech-status', 'mech-steps',
   'ohm-recipe', 'ohm-table', 'ohm-exact', 'ohm-loss', 'ohm-spread', 'ohm-grids',
   'pg-presets', 'pg-form', 'pg-run', 'pg-status', 'pg-code', 'pg-shapes', 'pg-heads',
+  'opt-ablate', 'ablation-mode', 'effect', 'effect-heads', 'effect-measures', 'ablate-clear',
 ];
 
 const camel = (id) => id.replace(/-(\w)/g, (_, c) => c.toUpperCase());

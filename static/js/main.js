@@ -13,6 +13,7 @@ import { drawPlayground, setupPlayground } from './playground.js';
 import { drawExperiment } from './experiment.js';
 import { drawProbes } from './probes.js';
 import { drawRollout } from './rollout.js';
+import { ablate, ablateFields, drawAblateError, drawEffect, markGrid, readAblate, setupAblate, toggleHead, writeAblate } from './ablate.js';
 
 const state = { text: '', model: el.model.value, truncate: false, layer: null, head: null, kind: null,
   tab: 'grid', words: false, nospecial: false, fit: false, step: null, gen: null, weights: 'attention', rollout: false };
@@ -43,6 +44,7 @@ function readState() {
   state.fit = q.get('fit') === '1';
   state.step = int('step');
   readWeightsState(q);
+  readAblate(q);
 }
 
 // `weights` and `rollout` in the URL: what every head shows, and the rollout under the grid.
@@ -75,6 +77,7 @@ function writeState() {
   if (state.step !== null) q.set('step', state.step);
   if (state.gen !== null) q.set('gen', state.gen);
   writeWeightsState(q);
+  writeAblate(q);
   history.replaceState(null, '', `${location.pathname}?${q}`);
 }
 
@@ -125,6 +128,7 @@ function clearResult() {
   fetchedHeads.clear();
   el.grids.replaceChildren();
   el.output.hidden = true;
+  drawEffect(null);
   el.hoverName.textContent = '';
   el.transformLabel.textContent = '';
   summary = '';
@@ -156,12 +160,15 @@ async function analyze() {
   setStatus('Analyzing…');
   try {
     result = await fetchAttention({ ...state, generation: generation?.kind, newTokens: state.gen, weights: state.weights,
-      rollout: state.rollout }, controller.signal);
+      rollout: state.rollout, ...ablateFields() }, controller.signal);
   } catch (e) {
     if (e.name === 'AbortError') return;
     clearResult(); // what was on screen belonged to the previous input
     document.body.dataset.state = 'error';
     setStatus(errorMessage(e), 'error');
+    if (ablate.heads.length && e.body && ['bad_ablation', 'too_many_heads', 'not_ablatable'].includes(e.body.error)) {
+      drawAblateError(e.body.detail);
+    }
     return;
   }
   fetchedHeads.clear();
@@ -198,7 +205,9 @@ function fitGrids() {
 function drawAll() {
   el.hoverName.textContent = '';
   views = drawGrids(el.grids, result, { words: state.words, nospecial: state.nospecial },
-    { onOpen: openDetail, onHover: showHoverName, roles });
+    { onOpen: openOrAblate, onHover: showHoverName, roles });
+  markGrid(el.grids);
+  drawEffect(result);
   const notes = [...new Set(Object.values(views).map((v) => v.note).filter(Boolean))];
   el.transformLabel.textContent = notes.length ? `Transformed view: ${notes.join('; ')}` : '';
   drawWeightsLabel();
@@ -215,6 +224,14 @@ function drawWeightsLabel() {
   el.weightsLabel.dataset.weights = w.name;
   el.weightsLabel.textContent = w.rows_sum_to_one ? '' : `Showing ${w.label}: ${w.units}; not probabilities, rows do not `
     + 'sum to 1; each head shaded to its own maximum. Metrics, roles and the other tabs use the attention weights.';
+}
+
+// A click on a grid head: in ablate mode it knocks the head out (or back in) and runs the text again.
+function openOrAblate(kind, layer, head) {
+  if (!ablate.mode) return openDetail(kind, layer, head);
+  toggleHead(kind, layer, head);
+  markGrid(el.grids);
+  return analyze();
 }
 
 function showHoverName(kind, layer, head) {
@@ -264,6 +281,7 @@ function showStep() {
   el.outputValid.textContent = result.output_valid ? 'valid date' : 'not a valid date';
   el.outputValid.dataset.valid = String(result.output_valid);
   for (const view of outputRowViews()) highlightRow(el.grids, view, Math.floor(row / view.pool[0]));
+  markGrid(el.grids); // repainting cleared the hatching of ablated heads
   if (el.detail.open && views[state.kind]?.layout.rows === 'output_tokens') drawDetail();
 }
 
@@ -280,7 +298,8 @@ function openDetail(kind, layer, head) {
 // What the request for the current result was: fetching one head again must ask the same.
 function resultRequest() {
   return { text: result.text, model: result.model, truncate: state.truncate, generation: modelGeneration()?.kind,
-    newTokens: state.gen, weights: result.weights.name };
+    newTokens: state.gen, weights: result.weights.name, ablate: result.ablate?.length ? result.ablate : undefined,
+    ablation: result.ablation ?? undefined };
 }
 
 // One head at full resolution, as {view, layer, head} to read with view.matrix(layer, head): from the
@@ -433,9 +452,10 @@ function wire() {
       if (result) { drawAll(); if (el.detail.open) drawDetail(); }
     });
   }
-  el.model.addEventListener('change', () => { state.gen = null; showGenerationControl(); });
+  el.model.addEventListener('change', () => { state.gen = null; ablate.heads = []; showGenerationControl(); });
   el.optWeights.addEventListener('change', () => { state.weights = el.optWeights.value; reanalyze(); });
   el.optRollout.addEventListener('change', () => { state.rollout = el.optRollout.checked; reanalyze(); });
+  setupAblate(() => { state.layer = state.head = null; writeState(); if (state.text.trim()) analyze(); });
   el.example.addEventListener('click', () => {
     el.text.value = el.model.selectedOptions[0].dataset.example;
     el.inputForm.requestSubmit();

@@ -1,0 +1,150 @@
+// Ablate mode: clicking a head in the grid knocks it out (and clicking again brings it back); the page
+// fetches the answer again with `ablate` and shows the answer's `effect` beside the output. The set of
+// heads and the ablation ("zero" | "mean") live in the URL: ?ablate=encoder:2:5,cross:0:1&ablation=mean.
+// The effect panel is drawn from the answer's own description (effect.measures: each measure's axis
+// and meaning), never from the names of kinds or measures.
+import { el, make } from './dom.js';
+import { headName } from './grid.js';
+
+export const ablate = { mode: false, heads: [], ablation: 'zero' }; // heads: ["kind:layer:head", ...]
+
+const HEAD = /^([^:,]+):(\d+):(\d+)$/;
+
+export function readAblate(q) {
+  ablate.heads = (q.get('ablate') || '').split(',').filter((h) => HEAD.test(h));
+  ablate.heads = [...new Set(ablate.heads)];
+  ablate.ablation = q.get('ablation') === 'mean' ? 'mean' : 'zero';
+}
+
+export function writeAblate(q) {
+  if (!ablate.heads.length) return;
+  q.set('ablate', ablate.heads.join(','));
+  if (ablate.ablation !== 'zero') q.set('ablation', ablate.ablation);
+}
+
+// The request's fields: {ablate: [{kind, layer, head}], ablation}, or nothing when no head is off.
+export function ablateFields() {
+  if (!ablate.heads.length) return {};
+  return {
+    ablate: ablate.heads.map((h) => {
+      const [, kind, layer, head] = h.match(HEAD);
+      return { kind, layer: +layer, head: +head };
+    }),
+    ablation: ablate.ablation,
+  };
+}
+
+export function toggleHead(kind, layer, head) {
+  const key = `${kind}:${layer}:${head}`;
+  ablate.heads = ablate.heads.includes(key) ? ablate.heads.filter((h) => h !== key) : [...ablate.heads, key];
+}
+
+// A red slash across a head's painting, corner to corner (repainting the head removes it).
+function hatch(canvas) {
+  const ctx = canvas.getContext('2d');
+  const { width: w, height: h } = canvas;
+  ctx.save();
+  ctx.strokeStyle = 'rgba(180, 35, 24, 0.9)';
+  ctx.lineWidth = Math.max(1, Math.round(Math.max(w, h) / 12));
+  ctx.beginPath();
+  ctx.moveTo(0, h);
+  ctx.lineTo(w, 0);
+  ctx.stroke();
+  ctx.restore();
+}
+
+// Mark the knocked-out heads in the grid: greyed, struck through, named "ablated" in their title and label.
+export function markGrid(container) {
+  for (const canvas of container.querySelectorAll('canvas.head')) {
+    const off = ablate.heads.includes(`${canvas.dataset.kind}:${canvas.dataset.layer}:${canvas.dataset.head}`);
+    canvas.classList.toggle('ablated', off);
+    if (off) canvas.dataset.ablated = '1'; else delete canvas.dataset.ablated;
+    const name = canvas.dataset.name;
+    canvas.title = off ? `${name}: ablated (${ablate.ablation}); click in ablate mode to restore`
+      : canvas.title.replace(/: ablated .*$/, '');
+    canvas.setAttribute('aria-label', off ? `${name} (ablated)` : name);
+    if (off) hatch(canvas);
+  }
+  document.body.classList.toggle('ablate-mode', ablate.mode);
+}
+
+// Four decimals, or three significant digits for numbers too small for them (a confident model's log-probabilities).
+function number(v) {
+  if (v === null || v === undefined) return '–';
+  if (typeof v !== 'number') return String(v);
+  return v !== 0 && Math.abs(v) < 1e-3 ? v.toExponential(2) : v.toFixed(4);
+}
+
+function valueCell(tag, value) {
+  const cell = make(tag, { text: number(value) });
+  cell.dataset.value = value === null ? '' : String(value);
+  return cell;
+}
+
+// The effect beside the output: single measures as lines, per-position measures as one table per axis.
+export function drawEffect(result) {
+  const effect = result && result.effect;
+  el.effect.hidden = !effect;
+  if (!effect) { el.effectMeasures.replaceChildren(); el.effectHeads.textContent = ''; return; }
+  const heads = result.ablate.map((h) => `${h.kind} ${headName(h.layer, h.head)}`).join(', ');
+  el.effectHeads.textContent = `Heads ablated (${result.ablation}): ${heads}. Effect against the same text with no head ablated:`;
+  const parts = [];
+  const byAxis = new Map();
+  for (const [name, m] of Object.entries(effect.measures)) {
+    if (m.axis === null) {
+      const line = make('div', { className: 'effect-single', attrs: { 'data-measure': name, title: m.meaning } });
+      line.append(make('span', { text: `${name}: `, className: 'effect-name' }), valueCell('span', effect[name]));
+      if (typeof effect[name] === 'string' && typeof result[name] === 'string') {
+        line.append(make('span', { text: ` (un-ablated: ${result[name]})`, className: 'effect-was' }));
+      }
+      parts.push(line);
+    } else {
+      if (!byAxis.has(m.axis)) byAxis.set(m.axis, []);
+      byAxis.get(m.axis).push(name);
+    }
+  }
+  for (const [axis, names] of byAxis) {
+    const tokens = result[axis] || [];
+    const table = make('table', { className: 'effect-table numbers', attrs: { 'data-axis': axis } });
+    const head = make('tr');
+    head.append(make('th', { text: 'position' }), make('th', { text: axis }));
+    for (const name of names) head.append(make('th', { text: name, attrs: { title: effect.measures[name].meaning } }));
+    table.append(make('thead'), make('tbody'));
+    table.tHead.append(head);
+    const rows = Math.min(...names.map((n) => effect[n].length));
+    for (let i = 0; i < rows; i++) {
+      const tr = make('tr', { attrs: { 'data-position': i } });
+      tr.append(make('td', { text: String(i) }), make('td', { text: tokens[i] ?? '' }));
+      for (const name of names) {
+        const cell = valueCell('td', effect[name][i]);
+        cell.dataset.measure = name;
+        tr.append(cell);
+      }
+      table.tBodies[0].append(tr);
+    }
+    const wrap = make('div', { className: 'effect-scroll' });
+    wrap.append(table);
+    parts.push(wrap);
+  }
+  el.effectMeasures.replaceChildren(...parts);
+}
+
+// The server refused the ablation (a head this model lacks, say from an old link): say so where the effect
+// would be, keeping "Restore all heads" at hand.
+export function drawAblateError(message) {
+  el.effect.hidden = false;
+  el.effectHeads.textContent = `Cannot ablate ${ablate.heads.join(', ')}: ${message}.`;
+  el.effectMeasures.replaceChildren();
+}
+
+// Wire the toggle, the zero/mean choice and the "restore all" button; `changed()` re-runs the analysis.
+export function setupAblate(changed) {
+  el.optAblate.checked = ablate.mode;
+  el.ablationMode.value = ablate.ablation;
+  el.optAblate.addEventListener('change', () => { ablate.mode = el.optAblate.checked; markGrid(el.grids); });
+  el.ablationMode.addEventListener('change', () => {
+    ablate.ablation = el.ablationMode.value;
+    if (ablate.heads.length) changed();
+  });
+  el.ablateClear.addEventListener('click', () => { ablate.heads = []; changed(); });
+}
