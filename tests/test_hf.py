@@ -10,10 +10,13 @@ writes varied tokens.
 """
 
 import json
+import math
 import os
+import re
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,15 @@ FAMILIES = ("bert", "distilbert", "roberta", "gpt2", "llama", "bart", "t5")
 SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, initializer_range=0.3)
 
 
+# The tokenizers are made the same in every run: the `tokenizers` trainers number their vocabulary in an order
+# that depends on a hash seed that changes per process (and WordPiece's and Unigram's results vary too), and
+# a random model's outputs follow its token ids, so a trained tokenizer would make every test's model differ.
+
+def canonical_ids(tokens, specials: list[str]) -> dict[str, int]:
+    """Ids by a fixed rule: the special tokens first, in order, then every other token sorted."""
+    return {t: i for i, t in enumerate([*specials, *sorted(set(tokens) - set(specials))])}
+
+
 def trained(model, pre_tokenizer, trainer) -> dict:
     """The `model` section of a tokenizer trained on SENTENCES."""
     tokenizer = Tokenizer(model)
@@ -60,21 +72,35 @@ def trained(model, pre_tokenizer, trainer) -> dict:
     return json.loads(tokenizer.to_str())["model"]
 
 
+def pieces() -> list[str]:
+    """The words of SENTENCES as BERT's pre-tokenizer splits them: runs of letters or digits, and each other character."""
+    return [w for sentence in SENTENCES for w in re.findall(r"\w+|[^\w\s]", sentence)]
+
+
 def wordpiece() -> dict[str, int]:
+    """Every lowercased word whole, every character alone and as a continuation `##c`."""
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    trainer = trainers.WordPieceTrainer(vocab_size=120, special_tokens=specials, show_progress=False)
-    return trained(models.WordPiece(unk_token="[UNK]"), pre_tokenizers.BertPreTokenizer(), trainer)["vocab"]
+    words = [w.lower() for w in pieces()]
+    chars = {c for w in words for c in w}
+    return canonical_ids([*words, *chars, *(f"##{c}" for c in chars)], specials)
 
 
 def bpe(pre_tokenizer, specials: list[str], **options) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A trained BPE: its merges come out the same every run; its ids are renumbered by canonical_ids."""
     trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, show_progress=False, **options)
     model = trained(models.BPE(), pre_tokenizer, trainer)
-    return model["vocab"], [tuple(m) for m in model["merges"]]
+    return canonical_ids(model["vocab"], specials), [tuple(m) for m in model["merges"]]
 
 
 def unigram(specials: list[str]) -> list[tuple[str, float]]:
-    trainer = trainers.UnigramTrainer(vocab_size=150, special_tokens=specials, unk_token="<unk>", show_progress=False)
-    return [tuple(p) for p in trained(models.Unigram(), pre_tokenizers.Metaspace(), trainer)["vocab"]]
+    """Metaspace words ("▁word") and single characters, each scored by the log of its share of all counts."""
+    counts = Counter()
+    for word in (w for sentence in SENTENCES for w in sentence.split()):
+        counts["▁" + word] += 1
+        counts.update(word)
+    counts["▁"] += sum(counts.values())  # a lone word boundary, for words not in the vocabulary
+    total = sum(counts.values())
+    return [(t, 0.0) for t in specials] + [(t, math.log(c / total)) for t, c in sorted(counts.items())]
 
 
 def byte_level_bpe(specials: list[str]):
