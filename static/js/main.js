@@ -1,6 +1,7 @@
 // The page: reads its state from the URL, runs the analysis, draws the grid and the views.
 // State in the URL (?text=&model=&layer=&head=&kind=&tab=&words=&nospecial=&step=) means any
-// view can be shared, bookmarked and tested. With tab=mechanism, kind/layer/head (and query) name the
+// view can be shared, bookmarked and tested. With tab=playground the URL holds the Playground's
+// settings (playground.js). With tab=mechanism, kind/layer/head (and query) name the
 // head that tab explains, and no detail dialog opens.
 import { el, make } from './dom.js';
 import { ApiError, fetchAttention, fetchHead } from './api.js';
@@ -9,7 +10,7 @@ import { drawGrids, headName, highlightRow } from './grid.js';
 import { drawHeatmap, loadPlotly } from './heatmap.js';
 import { drawHeadMap, drawHeadTable, drawSimilarity, drawCompareHeads, drawCompareTexts, fillKindSelects, hasCorpus, setupCorpus } from './heads.js';
 import { drawMechanism, mech, setupMechanism } from './mechanism.js';
-import { drawPlayground, setupPlayground } from './playground.js';
+import { drawPlayground, readPlaygroundUrl, setupPlayground, writePlaygroundUrl } from './playground.js';
 import { drawExperiment } from './experiment.js';
 
 const state = { text: '', model: el.model.value, truncate: false, layer: null, head: null, kind: null,
@@ -35,6 +36,7 @@ function readState() {
     Object.assign(mech, { kind: state.kind, layer: state.layer, head: state.head, query: int('query') });
     state.layer = state.head = null;
   }
+  if (state.tab === 'playground') readPlaygroundUrl(q);
   state.words = q.get('words') === '1';
   state.nospecial = q.get('nospecial') === '1';
   state.fit = q.get('fit') === '1';
@@ -59,6 +61,7 @@ function writeState() {
   if (state.tab === 'mechanism' && mech.query !== null) q.set('query', mech.query);
   if (state.step !== null) q.set('step', state.step);
   if (state.gen !== null) q.set('gen', state.gen);
+  if (state.tab === 'playground') writePlaygroundUrl(q);
   history.replaceState(null, '', `${location.pathname}?${q}`);
 }
 
@@ -424,7 +427,7 @@ function wire() {
   el.exportCsv.addEventListener('click', exportCsv);
   el.detailMechanism.addEventListener('click', explainOpenHead);
   setupMechanism(() => { writeState(); drawTab(); });
-  setupPlayground();
+  setupPlayground(writeState);
   el.compareHeads.addEventListener('click', () => drawCompareHeads({ result, views, state, setStatus }));
   el.compareTexts.addEventListener('click', () => drawCompareTexts({ result, views, state, setStatus }));
   for (const select of [el.mapMetric, el.mapKind, el.mapSource, el.tableKind, el.tableSource, el.similarityKind]) {
