@@ -223,7 +223,8 @@ async def attention(req: AttentionRequest, request: Request, models: ModelsDep, 
     key = (model.info.name, text, cut, req.truncate, generate, req.format, req.similarity, req.pool_to,
            None if req.head is None else tuple(req.head.model_dump().values()), encoding)
     build = partial(attention_body, req=req, cut=cut, encoding=encoding, max_json_floats=settings.max_json_floats)
-    body = await runner.analyze(key, Pending(model, text, req.truncate, generate, build))
+    client = (request.client.host, request.client.port) if request.client else None  # its connection
+    body = await runner.analyze(key, Pending(model, text, req.truncate, generate, build, client))
     response = encoded_response(body, encoding, "application/json" if req.format == "json" else BINARY_MEDIA_TYPE)
     response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"  # waiting included
     return response

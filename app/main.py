@@ -27,7 +27,8 @@ def create_app(settings: Settings | None = None, models: dict[str, AttentionMode
         version="1.0.0",
     )
     app.state.settings = settings
-    app.state.runner = ModelRunner(settings.max_waiting, settings.max_batch_tokens)
+    app.state.runner = ModelRunner(settings.max_waiting, settings.max_batch_tokens, settings.max_batch_size,
+                                   settings.newcomer_lead_s)
     app.state.models = models if models is not None else app.state.runner.run_now(load_models, settings.models)
 
     install_error_handlers(app)

@@ -43,15 +43,12 @@ class Watched:
         self.gate.set()
         self.counted: list[str] = []
         self.batches: list[list[str]] = []
-        self.when_counted: dict[str, threading.Event] = {}  # text -> set once it is tokenized
 
     def __getattr__(self, name):
         return getattr(self.model, name)
 
     def count_tokens(self, text: str) -> int:
         self.counted.append(text)
-        if text in self.when_counted:
-            self.when_counted[text].set()
         return self.model.count_tokens(text)
 
     def analyze_batch(self, texts, *args, **kwargs):
@@ -65,7 +62,6 @@ class Watched:
         self.begun.clear()
         self.counted.clear()
         self.batches.clear()
-        self.when_counted.clear()
 
 
 def raw_request(url: str, head: bytes) -> socket.socket:
@@ -205,14 +201,14 @@ def test_many_concurrent_small_requests_all_succeed(live_server):
 def test_server_answers_while_a_corpus_runs(gated_server, watched):
     """A request that arrives during a corpus runs after the corpus's current batch, not after all of them."""
     texts = [f"Sentence number {i} is here, with some words about heads and layers." for i in range(100)]
-    watched.gate.clear()  # the corpus's first batch will be held until the request below is in line
-    in_line = watched.when_counted["in between"] = threading.Event()
+    watched.gate.clear()  # the corpus's first batch will be held until the request below waits for the model
+    lock = gated_server.app.state.runner.lock
     with ThreadPoolExecutor(2) as pool:
         corpus = pool.submit(httpx.post, f"{gated_server.url}/api/corpus", json={"texts": texts}, timeout=HUNG_S)
         assert watched.begun.wait(HUNG_S), "the corpus never started"
         single = pool.submit(httpx.post, f"{gated_server.url}/api/attention", json={"text": "in between"},
                              timeout=HUNG_S)
-        assert in_line.wait(HUNG_S), "the request never got a place in the line"
+        wait_until(lambda: lock.statistics().tasks_waiting == 1, "the request to wait for the model")
         watched.gate.set()
         assert single.result().status_code == 200
         assert corpus.result().status_code == 200 and corpus.result().json()["sentences"] == 100
