@@ -1,5 +1,5 @@
-"""The JSON API: /api/models, /api/attention, /api/corpus, /api/explain, /api/mha. Routes validate,
-call model/, return."""
+"""The JSON API: /api/models, /api/attention, /api/heads, /api/corpus, /api/explain, /api/mha. Routes
+validate, call model/, return."""
 
 import math
 import time
@@ -22,6 +22,7 @@ from app.encoding import (
     safetensors_body,
 )
 from app.errors import ApiError
+from app.recent_heads import RecentHeads
 from app.runner import Busy, ModelRunner, Pending
 from app.schemas import (
     AttentionRequest,
@@ -31,6 +32,7 @@ from app.schemas import (
     ErrorResponse,
     ExplainRequest,
     ExplainResponse,
+    HeadsResponse,
     MHAPresetsResponse,
     MHARequest,
     MHAResponse,
@@ -147,9 +149,9 @@ def selected_patterns(analysis: Analysis, req: AttentionRequest) -> dict:
 
 
 def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict | None = None,
-                     similarity: bool = False, cut: bool = False) -> dict:
+                     similarity: bool = False, cut: bool = False, metrics: bool = True) -> dict:
     """Everything /api/attention returns for one analysis, but the attention arrays. `cut`: the text was
-    cut to the model's max_chars before it was tokenized."""
+    cut to the model's max_chars before it was tokenized; `metrics`: whether `heads` is filled in."""
     return {
         "model": analysis.model,
         "tokens": analysis.tokens,
@@ -164,7 +166,7 @@ def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict |
         "pool": pool,
         "selection": selection,
         "attention": None,  # filled in by the chosen encoding
-        "heads": summarize_heads(analysis),
+        "heads": summarize_heads(analysis) if metrics else None,
         "similarity": head_similarity(analysis) if similarity else None,
         "output_text": analysis.output_text,
         "output_tokens": analysis.output_tokens,
@@ -189,7 +191,7 @@ def attention_body(analysis: Analysis, req: AttentionRequest, cut: bool, encodin
                        limit=max_json_floats)
     pool = {kind: block for kind, (_, block) in selected.items()}
     fields = attention_fields(analysis, req.format, pool, req.head.model_dump() if req.head else None,
-                              req.similarity, cut)
+                              req.similarity, cut, req.metrics)
     if req.format in ("compact", "safetensors"):
         return compress(safetensors_body(patterns, fields, exact=req.format == "safetensors"), encoding)
     attention = {kind: pattern.numpy() for kind, pattern in patterns.items()}
@@ -220,14 +222,59 @@ async def attention(req: AttentionRequest, request: Request, models: ModelsDep, 
                        f"are {', '.join(model.info.kinds)}")
     text, cut = cut_to_chars(model.info, req.text, req.truncate)  # no tokenizing yet: the runner does it in line
     encoding = choose_encoding(request.headers.get("accept-encoding", ""))
-    key = (model.info.name, text, cut, req.truncate, generate, req.format, req.similarity, req.pool_to,
+    key = (model.info.name, text, cut, req.truncate, generate, req.format, req.similarity, req.metrics, req.pool_to,
            None if req.head is None else tuple(req.head.model_dump().values()), encoding)
     build = partial(attention_body, req=req, cut=cut, encoding=encoding, max_json_floats=settings.max_json_floats)
     client = (request.client.host, request.client.port) if request.client else None  # its connection
-    body = await runner.analyze(key, Pending(model, text, req.truncate, generate, build, client))
+    later = None
+    if not req.metrics:  # computed once the answer is sent, for POST /api/heads
+        later = partial(remember_heads, get_recent_heads(request), heads_key(model, text, cut, req.truncate, generate),
+                        cut=cut)
+    body = await runner.analyze(key, Pending(model, text, req.truncate, generate, build, client, later))
     response = encoded_response(body, encoding, "application/json" if req.format == "json" else BINARY_MEDIA_TYPE)
     response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"  # waiting included
     return response
+
+
+# ---- /api/heads: the metrics of an answer sent without them ------------------------------------------
+
+
+def get_recent_heads(request: Request) -> RecentHeads:
+    return request.app.state.recent_heads
+
+
+def heads_key(model: AttentionModel, text: str, cut: bool, truncate: bool, generate: int | None) -> tuple:
+    """What determines a text's per-head metrics: the same for /api/attention and /api/heads."""
+    return (model.info.name, text, cut, truncate, generate)
+
+
+def heads_fields(analysis: Analysis, cut: bool) -> dict:
+    """The /api/heads answer for one analysis."""
+    return {"model": analysis.model, "tokens": analysis.tokens, "truncated": analysis.truncated or cut,
+            "heads": summarize_heads(analysis)}
+
+
+def remember_heads(recent: RecentHeads, key: tuple, analysis: Analysis, cut: bool) -> None:
+    """Compute an analysis's /api/heads answer and keep it; on the model's thread, after its weights were sent."""
+    recent.put(key, heads_fields(analysis, cut))
+
+
+@router.post("/heads", response_model=HeadsResponse)
+async def heads(req: TextRequest, request: Request, models: ModelsDep, runner: RunnerDep):
+    """Every head's metrics and roles for a text: the `heads` of /api/attention. After /api/attention with
+    `metrics: false` for the same text and options, they were computed as soon as its answer was sent, and
+    come from there; otherwise the model runs."""
+    model = pick_model(models, req.model)
+    generate = new_tokens(model, req)
+    text, cut = cut_to_chars(model.info, req.text, req.truncate)
+    key = heads_key(model, text, cut, req.truncate, generate)
+    # looked up as a model job: after any batch still computing it (see app/recent_heads.py)
+    answer = await runner.run(get_recent_heads(request).get, key)
+    if answer is None:
+        client = (request.client.host, request.client.port) if request.client else None
+        answer = await runner.analyze(("heads", *key), Pending(model, text, req.truncate, generate,
+                                                                partial(heads_fields, cut=cut), client))
+    return json_response(answer)
 
 
 CORPUS_STREAM = {

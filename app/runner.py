@@ -50,6 +50,9 @@ class Pending:
     new_tokens: int | None  # for models that generate: how many tokens (None: the model's default)
     build: Callable[[Analysis], Any]  # runs on the worker thread, right after the forward pass
     client: Hashable = None  # who asks: its connection (address, port); None if unknown
+    # runs on the worker thread once every answer of the batch is released: work whose result is
+    # asked for later (the per-head metrics of an answer sent without them)
+    later: Callable[[Analysis], None] | None = None
     rank: float = 0.0  # its place in the line, smaller first: set when admitted (see the module's docstring)
     tokens: int = 0  # positions it needs after truncation (its share of a padded batch): counted once admitted
     done: anyio.Event = field(default_factory=anyio.Event)
@@ -225,3 +228,9 @@ def run_batch(batch: list[Pending], built: Callable[[Pending], None]) -> None:
         except Exception as e:  # noqa: BLE001 - handed to the request, which turns it into its answer
             item.error = e
         built(item)
+    for item, analysis in zip(batch, analyses, strict=True):
+        if item.later is not None and not isinstance(analysis, Exception):
+            try:
+                item.later(analysis)
+            except Exception:  # noqa: BLE001, S110 - nobody waits for it: whoever asks later computes it again
+                pass

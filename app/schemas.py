@@ -91,6 +91,12 @@ class AttentionRequest(TextRequest):
         description="Also return the head-to-head Hellinger distance matrix and its clustering order "
         "(one matrix product: cheaper than the forward pass at any length); off by default.",
     )
+    metrics: bool = Field(
+        True,
+        description="Return every head's metrics and roles in `heads`. false: `heads` is null and the answer "
+        "comes sooner; the metrics are computed right after it is sent, and POST /api/heads with the same "
+        "text returns them without running the model again (what the page does: weights first, metrics next).",
+    )
 
 
 class CorpusRequest(Request):
@@ -210,7 +216,10 @@ class AttentionResponse(BaseModel):
         description="Per attention kind: weights indexed [layer][head][query_pos][key_pos]; `layout` says "
         "which tokens index the rows and columns."
     )
-    heads: dict[str, list[HeadSummary]] = Field(description="Per attention kind, every head's metrics and roles.")
+    heads: dict[str, list[HeadSummary]] | None = Field(
+        description="Per attention kind, every head's metrics and roles; null when the request said "
+        "`metrics: false` (then POST /api/heads returns them)."
+    )
     similarity: dict[str, Similarity] | None = Field(None, description="Per kind, when requested.")
     output_text: str | None = Field(None, description="Generated text, for models with a decoder.")
     output_tokens: list[str] | None = Field(
@@ -231,6 +240,16 @@ class AttentionResponse(BaseModel):
         None, description="For models whose output has a checkable form: dates — true when the output is a real "
         "calendar date from 1900-01-01 to 2099-12-31. Null for other models.",
     )
+
+
+class HeadsResponse(BaseModel):
+    """What POST /api/heads returns: the `heads` of /api/attention for the same request, and which
+    tokens they were computed on."""
+
+    model: str
+    tokens: list[str] = Field(description="Input tokens exactly as the model sees them, special tokens included.")
+    truncated: bool = Field(description="True when the text was cut to the model's maximum tokens.")
+    heads: dict[str, list[HeadSummary]] = Field(description="Per attention kind, every head's metrics and roles.")
 
 
 class CorpusError(BaseModel):
