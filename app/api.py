@@ -255,15 +255,15 @@ def heads_fields(analysis: Analysis, cut: bool) -> dict:
 
 
 def remember_heads(recent: RecentHeads, key: tuple, analysis: Analysis, cut: bool) -> None:
-    """Compute an analysis's /api/heads answer and keep it; on the model's thread, after its weights were sent."""
-    recent.put(key, heads_fields(analysis, cut))
+    """Keep an analysis for its /api/heads answer; on the model's thread, after its weights were sent."""
+    recent.keep(key, partial(heads_fields, analysis, cut))
 
 
 @router.post("/heads", response_model=HeadsResponse)
 async def heads(req: TextRequest, request: Request, models: ModelsDep, runner: RunnerDep):
-    """Every head's metrics and roles for a text: the `heads` of /api/attention. After /api/attention with
-    `metrics: false` for the same text and options, they were computed as soon as its answer was sent, and
-    come from there; otherwise the model runs."""
+    """Every head's metrics and roles for a text: the `heads` of /api/attention. Shortly after /api/attention
+    with `metrics: false` for the same text and options, they are computed from that answer's forward pass;
+    otherwise the model runs."""
     model = pick_model(models, req.model)
     generate = new_tokens(model, req)
     text, cut = cut_to_chars(model.info, req.text, req.truncate)

@@ -94,8 +94,9 @@ class AttentionRequest(TextRequest):
     metrics: bool = Field(
         True,
         description="Return every head's metrics and roles in `heads`. false: `heads` is null and the answer "
-        "comes sooner; the metrics are computed right after it is sent, and POST /api/heads with the same "
-        "text returns them without running the model again (what the page does: weights first, metrics next).",
+        "comes sooner; POST /api/heads with the same text and options soon after computes them from this "
+        "answer's forward pass, without running the model again (what the page does: weights first, "
+        "metrics next).",
     )
 
 

@@ -65,10 +65,25 @@ def test_heads_refuses_what_attention_refuses(client):
 
 
 def test_recent_heads_keeps_the_latest_only():
-    recent = RecentHeads(size=2)
+    recent = RecentHeads(kept=2, size=2)
     for key in "abc":
         recent.put(key, {"heads": key})
     recent.put("b", {"heads": "b again"})
     assert recent.get("a") is None and recent.get("b") == {"heads": "b again"} and recent.get("c") == {"heads": "c"}
     recent.put("d", {})
     assert list(recent.entries) == ["b", "d"]
+
+
+def test_recent_heads_computes_once_on_demand_and_keeps_few_forward_passes():
+    recent = RecentHeads(kept=2, size=8)
+    computed = []
+
+    def compute(key):
+        return lambda: computed.append(key) or {"heads": key}
+
+    for key in "abc":
+        recent.keep(key, compute(key))
+    assert computed == [] and recent.get("a") is None  # the oldest forward pass was let go
+    assert recent.get("b") == recent.get("b") == {"heads": "b"} and computed == ["b"]  # computed once
+    recent.keep("d", compute("d"))
+    assert list(recent.entries) == ["b", "c", "d"]  # b is computed: it does not count as a kept forward pass
