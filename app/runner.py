@@ -2,10 +2,14 @@
 
 A forward pass already uses every CPU core, so model jobs run one after another on one
 dedicated worker thread. Models are loaded on that thread too: PyTorch runs about 25% slower
-on a thread other than the one that loaded the weights (measured: 22 vs 28 ms at 128 tokens). Requests for /api/attention that arrive while the model is busy wait in `pending`;
-whoever gets the model next runs every pending request of the same model as one padded batch,
-which is several times cheaper than running them one by one, then builds each one's answer.
-Identical requests waiting at the same time share one computation, so they get identical bodies.
+on a thread other than the one that loaded the weights (measured: 22 vs 28 ms at 128 tokens).
+Requests for /api/attention that arrive while the model is busy wait in `pending`; a task of the
+runner's own (`drive`, not any request's, so a client that goes away stops nobody else) takes the
+model for one batch at a time: the request at the head of the line and others of the same model
+that fit, as one padded batch, which is several times cheaper than running them one by one; then
+it builds each one's answer. Other model jobs (a corpus batch, /api/explain) take their turns
+between batches. Identical requests waiting at the same time share one computation, so they get
+identical bodies.
 
 The line is fair to newcomers. A retry storm (many clients, each asking again the moment it is
 answered) keeps the line full, and in arrival order a newcomer would wait for all of it (measured:
