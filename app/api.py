@@ -1,5 +1,5 @@
-"""The JSON API: /api/models, /api/attention, /api/corpus, /api/explain, /api/mha. Routes validate,
-call model/, return."""
+"""The JSON API: /api/models, /api/attention, /api/heads, /api/corpus, /api/explain, /api/mha. Routes
+validate, call model/, return."""
 
 import math
 import time
@@ -22,8 +22,10 @@ from app.encoding import (
     safetensors_body,
 )
 from app.errors import ApiError
+from app.recent_heads import RecentHeads
 from app.runner import Busy, ModelRunner, Pending
 from app.schemas import (
+    AblationRequest,
     AttentionRequest,
     AttentionResponse,
     CorpusRequest,
@@ -31,6 +33,8 @@ from app.schemas import (
     ErrorResponse,
     ExplainRequest,
     ExplainResponse,
+    HeadsRequest,
+    HeadsResponse,
     MHAPresetsResponse,
     MHARequest,
     MHAResponse,
@@ -149,9 +153,9 @@ def selected_patterns(analysis: Analysis, req: AttentionRequest, arrays: dict | 
 
 
 def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict | None = None,
-                     similarity: bool = False, cut: bool = False) -> dict:
+                     similarity: bool = False, cut: bool = False, metrics: bool = True) -> dict:
     """Everything /api/attention returns for one analysis, but the attention arrays. `cut`: the text was
-    cut to the model's max_chars before it was tokenized."""
+    cut to the model's max_chars before it was tokenized; `metrics`: whether `heads` is filled in."""
     return {
         "model": analysis.model,
         "tokens": analysis.tokens,
@@ -166,7 +170,7 @@ def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict |
         "pool": pool,
         "selection": selection,
         "attention": None,  # filled in by the chosen encoding
-        "heads": summarize_heads(analysis),
+        "heads": summarize_heads(analysis) if metrics else None,
         "similarity": head_similarity(analysis) if similarity else None,
         "output_text": analysis.output_text,
         "output_tokens": analysis.output_tokens,
@@ -194,7 +198,7 @@ def attention_body(analysis: Analysis, req: AttentionRequest, cut: bool, encodin
                        limit=max_json_floats)
     pool = {kind: block for kind, (_, block) in selected.items()}
     fields = attention_fields(analysis, req.format, pool, req.head.model_dump() if req.head else None,
-                              req.similarity, cut)
+                              req.similarity, cut, req.metrics)
     fields.update(weights=weights_about(req.weights, patterns), rollout_about=rollout_about)
     fields.update(ablation_fields(analysis, req))
     if req.format in ("compact", "safetensors"):
@@ -204,7 +208,7 @@ def attention_body(analysis: Analysis, req: AttentionRequest, cut: bool, encodin
     return compress(dumps({**fields, "attention": attention, "rollout": json_rollout}), encoding)
 
 
-def requested_ablation(model: AttentionModel, req: AttentionRequest) -> Ablation | None:
+def requested_ablation(model: AttentionModel, req: AblationRequest) -> Ablation | None:
     """The heads the request knocks out, checked against the model: 422 naming the problem; None for none.
     The limit on `ablate` is the model's own number of heads (every kind's layers x heads): more must repeat one."""
     if not req.ablate:
@@ -264,15 +268,65 @@ async def attention(req: AttentionRequest, request: Request, models: ModelsDep, 
     ablation = requested_ablation(model, req)
     text, cut = cut_to_chars(model.info, req.text, req.truncate)  # no tokenizing yet: the runner does it in line
     encoding = choose_encoding(request.headers.get("accept-encoding", ""))
-    key = (model.info.name, text, cut, req.truncate, generate, req.format, req.similarity, req.pool_to,
+    key = (model.info.name, text, cut, req.truncate, generate, req.format, req.similarity, req.metrics, req.pool_to,
            None if req.head is None else tuple(req.head.model_dump().values()), ablation, encoding, req.weights,
            req.rollout)
     build = partial(attention_body, req=req, cut=cut, encoding=encoding, max_json_floats=settings.max_json_floats,
                     model=model, text=text, generate=generate, ablation=ablation)
-    body = await runner.analyze(key, Pending(model, text, req.truncate, generate, build, ablation=ablation))
+    client = (request.client.host, request.client.port) if request.client else None  # its connection
+    later = None
+    if not req.metrics:  # computed once the answer is sent, for POST /api/heads
+        later = partial(remember_heads, get_recent_heads(request),
+                        heads_key(model, text, cut, req.truncate, generate, ablation), cut=cut)
+    body = await runner.analyze(key, Pending(model, text, req.truncate, generate, build, client, later,
+                                             ablation=ablation))
     response = encoded_response(body, encoding, "application/json" if req.format == "json" else BINARY_MEDIA_TYPE)
     response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"  # waiting included
     return response
+
+
+# ---- /api/heads: the metrics of an answer sent without them ------------------------------------------
+
+
+def get_recent_heads(request: Request) -> RecentHeads:
+    return request.app.state.recent_heads
+
+
+def heads_key(model: AttentionModel, text: str, cut: bool, truncate: bool, generate: int | None,
+              ablation: Ablation | None) -> tuple:
+    """What determines a text's per-head metrics: the same for /api/attention and /api/heads."""
+    return (model.info.name, text, cut, truncate, generate, ablation)
+
+
+def heads_fields(analysis: Analysis, cut: bool) -> dict:
+    """The /api/heads answer for one analysis."""
+    return {"model": analysis.model, "tokens": analysis.tokens, "truncated": analysis.truncated or cut,
+            "heads": summarize_heads(analysis)}
+
+
+def remember_heads(recent: RecentHeads, key: tuple, analysis: Analysis, cut: bool) -> None:
+    """Keep an analysis for its /api/heads answer; on the model's thread, after its weights were sent."""
+    recent.keep(key, partial(heads_fields, analysis, cut))
+
+
+@router.post("/heads", response_model=HeadsResponse)
+async def heads(req: HeadsRequest, request: Request, models: ModelsDep, runner: RunnerDep):
+    """Every head's metrics and roles for a text: the `heads` of /api/attention. Shortly after /api/attention
+    with `metrics: false` for the same text and options, they are computed from that answer's forward pass;
+    otherwise the model runs."""
+    model = pick_model(models, req.model)
+    generate = new_tokens(model, req)
+    ablation = requested_ablation(model, req)
+    text, cut = cut_to_chars(model.info, req.text, req.truncate)
+    key = heads_key(model, text, cut, req.truncate, generate, ablation)
+    # looked up as a model job: after any batch still computing it (see app/recent_heads.py)
+    answer = await runner.run(get_recent_heads(request).get, key)
+    if answer is None:
+        client = (request.client.host, request.client.port) if request.client else None
+        answer = await runner.analyze(("heads", *key), Pending(model, text, req.truncate, generate,
+                                                                partial(heads_fields, cut=cut), client,
+                                                                ablation=ablation))
+    return json_response(answer)
 
 
 CORPUS_STREAM = {

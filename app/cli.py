@@ -50,8 +50,9 @@ def serve(args: argparse.Namespace) -> None:
     except (FileNotFoundError, ValueError) as e:  # a model we cannot load (model.hf.CheckpointError is a ValueError)
         sock.close()
         fail(e)
-    print(f"Headscope: models {', '.join(app.state.models)} loaded; open http://{args.host}:{args.port}/", flush=True)
-    make_server(app, args.host, args.port, settings, log_level=args.log_level).run(sockets=[sock])
+    port = sock.getsockname()[1]  # the port asked for, or the one the system chose for --port 0
+    print(f"Headscope: models {', '.join(app.state.models)} loaded; open http://{args.host}:{port}/", flush=True)
+    make_server(app, args.host, port, settings, log_level=args.log_level).run(sockets=[sock])
 
 
 OUTPUT_SUFFIXES = (".csv", ".json")  # what `heads --out` can write
@@ -296,7 +297,7 @@ def main(argv: list[str] | None = None) -> None:
 
     p = sub.add_parser("serve", help="start the web app")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=int, default=8000, help="0: any free port (the one chosen is printed)")
     add_model_option(p, "models to serve; the first is the default (default: every built-in)")
     p.add_argument("--log-level", default="info")
     p.add_argument("--max-connections", type=int, default=Settings.max_connections,

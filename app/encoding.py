@@ -76,8 +76,13 @@ def max_pool(pattern: torch.Tensor, max_side: int | None) -> tuple[torch.Tensor,
     if max_side is None or (Tq <= max_side and Tk <= max_side):
         return pattern, [1, 1]
     block = [math.ceil(Tq / max_side), math.ceil(Tk / max_side)]
-    pooled = torch.nn.functional.max_pool2d(pattern.reshape(L * H, Tq, Tk), block, ceil_mode=True)  # (L·H, Tq', Tk')
-    return pooled.reshape(L, H, *pooled.shape[-2:]), block
+    rows, cols = math.ceil(Tq / block[0]), math.ceil(Tk / block[1])  # the pooled sides
+    # Weights are >= 0, so zeros padding the last blocks never win. Columns first, then rows: reading
+    # the weights once in memory order takes ~60% of max_pool2d's time (80 against 136 ms at 512 tokens).
+    pad = (0, cols * block[1] - Tk, 0, rows * block[0] - Tq)
+    padded = torch.nn.functional.pad(pattern, pad) if any(pad) else pattern  # (L, H, Tq+, Tk+)
+    pooled = padded.reshape(L, H, rows * block[0], cols, block[1]).amax(-1)  # (L, H, Tq+, Tk')
+    return pooled.reshape(L, H, rows, block[0], cols).amax(3), block  # (L, H, Tq', Tk')
 
 
 def safetensors_body(patterns: dict[str, torch.Tensor], fields: dict, exact: bool,

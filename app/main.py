@@ -8,6 +8,7 @@ from starlette_compress import CompressMiddleware
 from app import api, pages, probes
 from app.errors import install_error_handlers
 from app.limits import BodyLimits
+from app.recent_heads import RecentHeads
 from app.runner import ModelRunner
 from app.security import SecurityHeaders, TrustedHosts
 from app.settings import Settings
@@ -27,7 +28,9 @@ def create_app(settings: Settings | None = None, models: dict[str, AttentionMode
         version="1.0.0",
     )
     app.state.settings = settings
-    app.state.runner = ModelRunner(settings.max_waiting, settings.max_batch_tokens)
+    app.state.runner = ModelRunner(settings.max_waiting, settings.max_batch_tokens, settings.max_batch_size,
+                                   settings.newcomer_lead_s)
+    app.state.recent_heads = RecentHeads()  # metrics computed after an answer that left them out
     app.state.models = models if models is not None else app.state.runner.run_now(load_models, settings.models)
 
     install_error_handlers(app)

@@ -2,10 +2,23 @@
 
 A forward pass already uses every CPU core, so model jobs run one after another on one
 dedicated worker thread. Models are loaded on that thread too: PyTorch runs about 25% slower
-on a thread other than the one that loaded the weights (measured: 22 vs 28 ms at 128 tokens). Requests for /api/attention that arrive while the model is busy wait in `pending`;
-whoever gets the model next runs every pending request of the same model as one padded batch,
-which is several times cheaper than running them one by one, then builds each one's answer.
-Identical requests waiting at the same time share one computation, so they get identical bodies.
+on a thread other than the one that loaded the weights (measured: 22 vs 28 ms at 128 tokens).
+Requests for /api/attention that arrive while the model is busy wait in `pending`; a task of the
+runner's own (`drive`, not any request's, so a client that goes away stops nobody else) takes the
+model for one batch at a time: the request at the head of the line and others of the same model
+that fit, as one padded batch, which is several times cheaper than running them one by one; then
+it builds each one's answer. Other model jobs (a corpus batch, /api/explain) take their turns
+between batches. Identical requests waiting at the same time share one computation, so they get
+identical bodies.
+
+The line is fair to newcomers. A retry storm (many clients, each asking again the moment it is
+answered) keeps the line full, and in arrival order a newcomer would wait for all of it (measured:
+2.9-7 s behind 128 such clients). So a request's place in the line (`rank`) is its arrival time,
+less `newcomer_lead_s` if its client (the connection) has not been answered within that time: a
+client that has just been served queues behind those who have not. Nobody waits more than
+`newcomer_lead_s` longer than in arrival order, so nobody starves. Each answer is released as soon
+as it is built, and a batch takes at most `max_batch_size` requests, so a newcomer at the head of
+the line waits for at most one batch before its own.
 
 At most `max_waiting` requests may wait; beyond that the server answers 503 at once instead of
 queueing without bound. A text is tokenized only once it has its place in the line: tokenizing
@@ -15,6 +28,7 @@ each other.
 """
 
 import asyncio
+import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -40,6 +54,11 @@ class Pending:
     truncate: bool
     new_tokens: int | None  # for models that generate: how many tokens (None: the model's default)
     build: Callable[[Analysis], Any]  # runs on the worker thread, right after the forward pass
+    client: Hashable = None  # who asks: its connection (address, port); None if unknown
+    # runs on the worker thread once every answer of the batch is released: work whose result is
+    # asked for later (the per-head metrics of an answer sent without them)
+    later: Callable[[Analysis], None] | None = None
+    rank: float = 0.0  # its place in the line, smaller first: set when admitted (see the module's docstring)
     ablation: Ablation | None = None  # heads to knock out (model/ablation.py): set on the modules, so one per batch
     tokens: int = 0  # positions it needs after truncation (its share of a padded batch): counted once admitted
     done: anyio.Event = field(default_factory=anyio.Event)
@@ -48,14 +67,20 @@ class Pending:
 
 
 class ModelRunner:
-    def __init__(self, max_waiting: int, max_batch_tokens: int):
+    def __init__(self, max_waiting: int, max_batch_tokens: int, max_batch_size: int = 8,
+                 newcomer_lead_s: float = 10.0):
         self.max_waiting = max_waiting
         self.max_batch_tokens = max_batch_tokens  # padded tokens per batch: bounds memory and latency
+        self.max_batch_size = max_batch_size  # requests per batch: bounds the wait for the batch ahead
+        self.newcomer_lead_s = newcomer_lead_s
+        self.answered_at: dict[Hashable, float] = {}  # client -> when it was last answered (time.monotonic)
+        self.prune_at = max_waiting  # forget clients answered over newcomer_lead_s ago once there are this many
         self.lock = anyio.Lock()  # the model runs one job at a time...
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")  # ...on this one thread
         self.pending: list[Pending] = []  # /api/attention texts not yet run
         self.shared: dict[Hashable, Pending] = {}  # identical requests, waiting or running, by key
         self.admitted_count = 0  # requests in line: running or waiting
+        self.driver: asyncio.Task | None = None  # runs the pending texts' batches while there are any
 
     @asynccontextmanager
     async def admitted(self):
@@ -103,17 +128,11 @@ class ModelRunner:
                         item.error = e
                         item.done.set()
                     else:
+                        item.rank = self.rank(item.client)
                         self.pending.append(item)
-                        async with self.lock:
-                            if not item.done.is_set():  # nobody took it into a batch yet: run one now
-                                batch = self.take_batch(item)
-                                try:
-                                    await self.on_thread(run_batch, batch)
-                                finally:
-                                    for done in batch:
-                                        if done.result is None and done.error is None:
-                                            done.error = RuntimeError("the batch was cancelled")
-                                        done.done.set()
+                        if self.driver is None or self.driver.done():
+                            self.driver = asyncio.get_running_loop().create_task(self.drive())
+                        await item.done.wait()
                 finally:
                     del self.shared[key]
                     if item in self.pending:  # left the line (cancelled) before any batch took it
@@ -125,12 +144,57 @@ class ModelRunner:
             raise item.error
         return item.result
 
-    def take_batch(self, first: Pending) -> list[Pending]:
-        """`first` and, in arrival order, other pending texts of the same model that fit in the batch."""
+    def rank(self, client: Hashable) -> float:
+        """A request's place in the line: now, or newcomer_lead_s earlier for a client not answered within it."""
+        now = time.monotonic()
+        answered = self.answered_at.get(client)
+        if client is not None and (answered is None or now - answered > self.newcomer_lead_s):
+            return now - self.newcomer_lead_s
+        return now
+
+    def finish(self, item: Pending) -> None:
+        """Release a request whose answer (or error) is ready; on the event loop."""
+        if item.done.is_set():
+            return
+        if item.result is None and item.error is None:
+            item.error = RuntimeError("the batch was cancelled")
+        if item.client is not None:
+            now = time.monotonic()
+            self.answered_at[item.client] = now
+            if len(self.answered_at) > self.prune_at:
+                self.answered_at = {c: t for c, t in self.answered_at.items() if now - t <= self.newcomer_lead_s}
+                self.prune_at = 2 * max(len(self.answered_at), self.max_waiting)
+        item.done.set()
+
+    async def drive(self) -> None:
+        """Run the batch at the head of the line, one batch per turn of the model, until none is left. A task
+        of its own, not a request's: a request that goes away leaves the others' batches running."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self.pending:
+                async with self.lock:
+                    if not self.pending:  # those waiting left the line while the model was busy
+                        break
+                    batch = self.take_batch()
+                    try:
+                        await self.on_thread(run_batch, batch, lambda item: loop.call_soon_threadsafe(self.finish, item))
+                    finally:
+                        for item in batch:
+                            self.finish(item)
+        finally:  # cancelled (the server stops): nobody is left waiting for good
+            for item in self.pending:
+                self.finish(item)
+
+    def take_batch(self) -> list[Pending]:
+        """The first pending text in rank order and, in that order, others of the same model that fit."""
+        ranked = sorted(self.pending, key=lambda p: p.rank)
+        first = ranked[0]
         batch, width = [first], first.tokens
-        for other in self.pending:
-            if other is first or (other.model, other.truncate, other.new_tokens, other.ablation) != (
-                first.model, first.truncate, first.new_tokens, first.ablation):
+        for other in ranked[1:]:
+            if len(batch) == self.max_batch_size:
+                break
+            if (other.model, other.truncate, other.new_tokens, other.ablation) != (
+                    first.model, first.truncate, first.new_tokens, first.ablation):
                 continue
             new_width = max(width, other.tokens)
             if new_width * (len(batch) + 1) > self.max_batch_tokens:
@@ -150,10 +214,11 @@ def positions(item: Pending) -> int:
     return min(count, limit)
 
 
-def run_batch(batch: list[Pending]) -> None:
-    """The forward pass for a batch, then each request's answer; errors stay with their request.
+def run_batch(batch: list[Pending], built: Callable[[Pending], None]) -> None:
+    """The forward pass for a batch, then each request's answer, in the batch's order, calling
+    built(item) as each is ready; errors stay with their request.
 
-    Runs on the worker thread, so it only fills in results: events are set on the event loop.
+    Runs on the worker thread, so it only fills in results: `built` hands them to the event loop.
     """
     try:
         first = batch[0]
@@ -171,3 +236,10 @@ def run_batch(batch: list[Pending]) -> None:
             item.result = item.build(analysis)
         except Exception as e:  # noqa: BLE001 - handed to the request, which turns it into its answer
             item.error = e
+        built(item)
+    for item, analysis in zip(batch, analyses, strict=True):
+        if item.later is not None and not isinstance(analysis, Exception):
+            try:
+                item.later(analysis)
+            except Exception:  # noqa: BLE001, S110 - nobody waits for it: whoever asks later computes it again
+                pass

@@ -88,6 +88,10 @@ class AblationRequest(Request):
     )
 
 
+class HeadsRequest(AblationRequest, TextRequest):
+    """POST /api/heads: the text and options of an /api/attention request whose metrics are wanted."""
+
+
 class AttentionRequest(AblationRequest, TextRequest):
     format: Literal["json", "compact", "safetensors"] = Field(
         "json",
@@ -126,6 +130,13 @@ class AttentionRequest(AblationRequest, TextRequest):
         "the attention rollout (Abnar & Zuidema 2020), Â_l = 0.5·mean_heads(A_l) + 0.5·I, rows renormalised, "
         "multiplied from the first layer up: [query_pos][key_pos], rows sum to 1. `rollout_about` says which "
         "kinds have one.",
+    )
+    metrics: bool = Field(
+        True,
+        description="Return every head's metrics and roles in `heads`. false: `heads` is null and the answer "
+        "comes sooner; POST /api/heads with the same text and options soon after computes them from this "
+        "answer's forward pass, without running the model again (what the page does: weights first, "
+        "metrics next).",
     )
 
 
@@ -327,7 +338,10 @@ class AttentionResponse(AblationAnswer):
         description="Per attention kind: weights (or value norms: see `weights`) indexed [layer][head][query_pos][key_pos]; `layout` says "
         "which tokens index the rows and columns."
     )
-    heads: dict[str, list[HeadSummary]] = Field(description="Per attention kind, every head's metrics and roles.")
+    heads: dict[str, list[HeadSummary]] | None = Field(
+        description="Per attention kind, every head's metrics and roles; null when the request said "
+        "`metrics: false` (then POST /api/heads returns them)."
+    )
     similarity: dict[str, Similarity] | None = Field(None, description="Per kind, when requested.")
     output_text: str | None = Field(None, description="Generated text, for models with a decoder.")
     output_tokens: list[str] | None = Field(
@@ -352,6 +366,16 @@ class AttentionResponse(AblationAnswer):
     rollout: dict[str, list[list[float]] | BinaryRollout] | None = Field(
         None, description="With `rollout: true`: per kind in `rollout_about.kinds`, [query_pos][key_pos].")
     rollout_about: RolloutAbout | None = Field(None, description="With `rollout: true`: what `rollout` holds.")
+
+
+class HeadsResponse(BaseModel):
+    """What POST /api/heads returns: the `heads` of /api/attention for the same request, and which
+    tokens they were computed on."""
+
+    model: str
+    tokens: list[str] = Field(description="Input tokens exactly as the model sees them, special tokens included.")
+    truncated: bool = Field(description="True when the text was cut to the model's maximum tokens.")
+    heads: dict[str, list[HeadSummary]] = Field(description="Per attention kind, every head's metrics and roles.")
 
 
 class CorpusError(BaseModel):

@@ -34,6 +34,9 @@ from app.errors import error_response
 from app.settings import Settings
 
 
+BACKLOG = 2048  # uvicorn's default
+
+
 def make_server(app, host: str, port: int, settings: Settings, log_level: str = "info") -> uvicorn.Server:
     """uvicorn serving `app` with Headscope's connection limits. Run it with `.run()`, or with
     `.run(sockets=[bind(host, port)])` to listen on a socket bound beforehand."""
@@ -47,7 +50,8 @@ def make_server(app, host: str, port: int, settings: Settings, log_level: str = 
 
 
 def bind(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port, as uvicorn would bind it; OSError (EADDRINUSE) if the port is taken."""
+    """A socket bound to host:port and listening, as uvicorn would bind it; OSError (EADDRINUSE) if the port
+    is taken. Port 0 binds a free port chosen by the system: read it with `sock.getsockname()[1]`."""
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not shared with a live listener on Linux
     try:
@@ -56,6 +60,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock.close()
         raise
     sock.set_inheritable(True)
+    sock.listen(BACKLOG)  # from now on connections wait in the backlog until the server runs, not refused
     return sock
 
 

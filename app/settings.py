@@ -21,6 +21,12 @@ class Settings:
     # rather than being refused and retrying.
     max_waiting: int = 256
     max_batch_tokens: int = 1024  # waiting requests run together up to this many padded tokens
+    # ...and at most this many: answers are built one after another, so a batch of 8 short texts keeps the
+    # wait of whoever is next in line short, while batching still pays (app/runner.py, bench/storm.py)
+    max_batch_size: int = 8
+    # A client (connection) not answered within this many seconds is placed this much earlier in the line,
+    # ahead of clients served just now: a newcomer is not stuck behind a retry storm (app/runner.py)
+    newcomer_lead_s: float = 10.0
     # An answer in format json holds at most this many attention weights (layers x heads x query x key,
     # all kinds): 2M floats are ~26 MB of JSON, about the size of the largest compact answer (MiniLM at
     # 512 tokens: 19 MB). Larger ones get 422 asking for format: compact.

@@ -44,29 +44,24 @@ class ServerProcess:
         self.env = env
 
     def __enter__(self):
-        import socket
+        import os
         import subprocess
         import sys
+        import threading
 
         import httpx
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        self.url = f"http://127.0.0.1:{port}"
-        import os
-
-        self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", str(port),
-                                      *(a for m in self.models for a in ("--model", m)), "--log-level", "warning"], env={**os.environ, **(self.env or {})})
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                httpx.get(f"{self.url}/api/models", timeout=1).raise_for_status()
-                return self
-            except httpx.HTTPError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError("the server did not start")
-                time.sleep(0.2)
+        # --port 0: the server binds a free port and prints it (no race for a port chosen beforehand)
+        self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", "0",
+                                      *(a for m in self.models for a in ("--model", m)), "--log-level", "warning"],
+                                     env={**os.environ, **(self.env or {})}, stdout=subprocess.PIPE, text=True)
+        first = self.proc.stdout.readline()
+        if "open http://" not in first:
+            raise RuntimeError(f"the server did not start: {first!r}")
+        self.url = first.split("open ")[1].strip().rstrip("/")
+        threading.Thread(target=self.proc.stdout.read, daemon=True).start()  # drain whatever else it prints
+        httpx.get(f"{self.url}/api/models", timeout=120).raise_for_status()  # already listening: waits, if need be
+        return self
 
     def rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:

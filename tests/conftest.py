@@ -70,6 +70,7 @@ class LiveServer:
     """The app served as `headscope serve` serves it (app/server.py), on a free port, in a background thread."""
 
     def __init__(self, app):
+        self.app = app
         self.server = make_server(app, "127.0.0.1", 0, app.state.settings, log_level="warning")
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

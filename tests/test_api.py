@@ -3,8 +3,7 @@
 import json
 import math
 import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
 import numpy as np
 import pytest
@@ -264,12 +263,15 @@ def test_a_flood_of_texts_is_tokenized_only_within_the_line(minilm, models, monk
     counted, gate = [], threading.Event()
     count, analyze_batch = minilm.count_tokens, minilm.analyze_batch
     monkeypatch.setattr(minilm, "count_tokens", lambda text: counted.append(text) or count(text))
-    monkeypatch.setattr(minilm, "analyze_batch", lambda *a, **k: gate.wait(10) and analyze_batch(*a, **k))
+    monkeypatch.setattr(minilm, "analyze_batch", lambda *a, **k: gate.wait(60) and analyze_batch(*a, **k))
     with TestClient(create_app(Settings(max_waiting=1), models=models)) as c, ThreadPoolExecutor(6) as pool:
         futures = [pool.submit(c.post, "/api/attention", json={"text": f"text {i}"}) for i in range(6)]
-        deadline = time.monotonic() + 10  # the model is held: one request runs, one waits, the rest...
-        while sum(f.done() for f in futures) < 4 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        finished = set()  # the model is held: one request runs, one waits, the rest...
+        while len(finished) < 4:
+            done, _ = wait([f for f in futures if f not in finished], timeout=60, return_when=FIRST_COMPLETED)
+            assert done, "nobody was refused while the model was held"
+            finished |= done
+        assert sorted(f.result().status_code for f in finished) == [503] * 4
         gate.set()
         statuses = sorted(f.result().status_code for f in futures)
     assert statuses == [200, 200, 503, 503, 503, 503]  # ...are refused at once

@@ -6,7 +6,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -16,7 +15,7 @@ from app.cli import main
 from model.heads import corpus_sums
 
 LINES = ["The cat sat on the mat.", "", "Dogs bark at night, loudly!", "word " * 600, "Birds sing."]
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def headscope(*args: str, **options) -> subprocess.CompletedProcess:
@@ -84,21 +83,24 @@ def test_heads_refuses_bad_options_before_running(tmp_path, capsys):
     assert not (tmp_path / "heads.csv").exists()
 
 
+def served_url(proc: subprocess.Popen) -> str:
+    """The address `serve --port 0` prints once its models are loaded: the port the system chose, already
+    listening (no race for a free port between choosing one and binding it)."""
+    first = proc.stdout.readline()
+    assert "loaded" in first, first
+    url = first.split("open ")[1].strip().rstrip("/")
+    assert url.startswith("http://127.0.0.1:") and not url.endswith(":0"), first
+    return url
+
+
 @pytest.mark.parametrize("command", [["headscope", "serve"], [sys.executable, "-m", "app", "serve"]])
-def test_serve_starts_the_app(command, unused_port):
-    proc = subprocess.Popen(command + ["--port", str(unused_port), "--model", "minilm"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+def test_serve_starts_the_app(command):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the `headscope` script runs this checkout's code too
+    proc = subprocess.Popen(command + ["--port", "0", "--model", "minilm"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
     try:
-        first = proc.stdout.readline()
-        assert "loaded" in first and f"http://127.0.0.1:{unused_port}/" in first
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                r = httpx.get(f"http://127.0.0.1:{unused_port}/api/models", timeout=2)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.2)
+        url = served_url(proc)
+        r = httpx.get(f"{url}/api/models", timeout=60)  # waits in the listening socket's backlog if need be
         assert r.json()["default"] == "minilm"
     finally:
         proc.terminate()
@@ -106,30 +108,17 @@ def test_serve_starts_the_app(command, unused_port):
         proc.stdout.close()
 
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 def start(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "app", *args], cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
 
-def test_serve_answers_the_hosts_named_with_allow_host(unused_port):
-    proc = start(["serve", "--port", str(unused_port), "--model", "dates", "--allow-host", "my.box",
-                  "--log-level", "warning"])
+def test_serve_answers_the_hosts_named_with_allow_host():
+    proc = start(["serve", "--port", "0", "--model", "dates", "--allow-host", "my.box", "--log-level", "warning"])
     try:
-        assert "loaded" in proc.stdout.readline()
-        url = f"http://127.0.0.1:{unused_port}/api/models"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                r = httpx.get(url, headers={"Host": "my.box"}, timeout=2)
-                break
-            except httpx.HTTPError:
-                assert time.monotonic() < deadline and proc.poll() is None
-                time.sleep(0.2)
-        assert r.status_code == 200
-        assert httpx.get(url, headers={"Host": "other.box"}, timeout=5).status_code == 421
+        url = f"{served_url(proc)}/api/models"
+        assert httpx.get(url, headers={"Host": "my.box"}, timeout=60).status_code == 200
+        assert httpx.get(url, headers={"Host": "other.box"}, timeout=60).status_code == 421
     finally:
         proc.terminate()
         proc.wait(30)
@@ -137,14 +126,15 @@ def test_serve_answers_the_hosts_named_with_allow_host(unused_port):
         proc.stderr.close()
 
 
-def test_a_busy_port_is_one_clear_line_before_anything_loads(unused_port):
+def test_a_busy_port_is_one_clear_line_before_anything_loads():
     with socket.socket() as taken:
-        taken.bind(("127.0.0.1", unused_port))
+        taken.bind(("127.0.0.1", 0))  # a port this test holds, so nothing can race for it
         taken.listen()
-        proc = start(["serve", "--port", str(unused_port)])
+        port = taken.getsockname()[1]
+        proc = start(["serve", "--port", str(port)])
         out, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and out == ""  # no "open http://..." for a server that never ran
-    assert err == f"headscope: error: port {unused_port} is in use; stop the server that holds it or choose " \
+    assert err == f"headscope: error: port {port} is in use; stop the server that holds it or choose " \
                   "another with --port\n"
 
 
@@ -159,12 +149,3 @@ def test_serve_makes_openmp_threads_sleep_unless_told_otherwise():
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                           capture_output=True, text=True, timeout=120)
     assert done.stdout == "ACTIVE True\n", done.stderr
-
-
-@pytest.fixture
-def unused_port():
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]

@@ -400,7 +400,7 @@ def test_analyze_batch_is_analyze_of_each_text(served):
     texts = [TEXT, SENTENCES[1]]
     batch = model.analyze_batch(texts, new_tokens=4)
     assert len(batch) == 2 and model.analyze_batch([]) == []
-    for text, analysis in zip(texts, batch):
+    for text, analysis in zip(texts, batch, strict=True):
         alone = model.analyze(text, new_tokens=4)
         assert analysis.output_tokens == alone.output_tokens
         for kind in alone.patterns:

@@ -122,7 +122,7 @@ def test_multibyte_characters_are_bytes_with_their_characters_span(model):
     assert a.tokens == ["<s>", "c", "a", "f", "<0xC3>", "<0xA9>", " ", "<0xE2>", "<0x82>", "<0xAC>", "5"]
     assert a.offsets == [None, (0, 1), (1, 2), (2, 3), (3, 4), (3, 4), (4, 5), (5, 6), (5, 6), (5, 6), (6, 7)]
     assert a.words == [None, 0, 0, 0, 0, 0, None, None, None, None, 1]  # é belongs to "café"
-    for token, span in zip(a.tokens[1:], a.offsets[1:]):
+    for token, span in zip(a.tokens[1:], a.offsets[1:], strict=True):
         assert text[span[0]:span[1]].encode("utf-8").startswith(token.encode()) or token.startswith("<0x")
     check_patterns(a, model)
 
@@ -206,7 +206,7 @@ def test_analyze_batch_equals_analyze(model):
     for n in (None, 3):
         batch = model.analyze_batch(texts, new_tokens=n)
         assert len(batch) == len(texts)
-        for text, b in zip(texts, batch):
+        for text, b in zip(texts, batch, strict=True):
             a = model.analyze(text, new_tokens=n)
             assert (b.tokens, b.offsets, b.words, b.generated) == (a.tokens, a.offsets, a.words, a.generated)
             torch.testing.assert_close(b.patterns["decoder"], a.patterns["decoder"], atol=1e-5, rtol=0)

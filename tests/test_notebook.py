@@ -115,7 +115,7 @@ def test_transformers_output_attentions_draw_the_same_numbers_as_our_model(hf_be
     # our encoder and transformers agree to ~1e-6, then the page's 8-bit bytes
     within_8_bits(drawn["attention"]["self"], ours.patterns["encoder"], extra=1e-5)
     # the head table has the same metrics as our model's (from model/heads.py, on transformers' arrays)
-    for theirs, mine in zip(drawn["heads"]["self"], summarize_heads(ours)["encoder"]):
+    for theirs, mine in zip(drawn["heads"]["self"], summarize_heads(ours)["encoder"], strict=True):
         assert theirs["name"] == mine["name"]
         for name in METRICS:
             a, b = theirs["metrics"][name], mine["metrics"][name]

@@ -70,3 +70,44 @@ def test_a_refused_configuration_says_which_rule(page):
     set_field(page, "num_heads", 4)
     wait_ready(page)
     expect(page.locator("#pg-status")).not_to_have_attribute("data-kind", "error")
+
+
+def url_settings(page) -> dict:
+    return page.evaluate("Object.fromEntries(new URLSearchParams(location.search))")
+
+
+def test_settings_live_in_the_url_and_are_restored_on_load(page):
+    open_playground(page)
+    page.click('[data-preset="cross-attention"]')
+    expect(page.locator('#pg-shapes dd[data-name="attn_output"]')).to_have_text("[5,3,128]")
+    wait_ready(page)
+    set_field(page, "num_heads", 4)
+    set_field(page, "seed", 7)
+    page.fill("#pg-key_padding_mask", "7, 5, 3")
+    page.uncheck("#pg-average_attn_weights")  # a change event: runs with every setting above
+    expect(page.locator('#pg-shapes dd[data-name="attn_weights"]')).to_have_text("[3,4,5,7] (batch, head, query_pos, key_pos)")
+    wait_ready(page)
+    weights = page.evaluate("[...document.querySelectorAll('.pg-head')].map(h => h.data[0].z)")
+    settings = url_settings(page)
+    assert settings["tab"] == "playground"
+    assert {k: settings[k] for k in ("embed_dim", "num_heads", "L", "S", "N", "seed", "key_padding_mask",
+                                      "average_attn_weights", "need_weights")} == {
+        "embed_dim": "128", "num_heads": "4", "L": "5", "S": "7", "N": "3", "seed": "7", "key_padding_mask": "7, 5, 3",
+        "average_attn_weights": "0", "need_weights": "1"}
+
+    page.goto(page.url)  # a fresh load of the shared link
+    wait_ready(page)
+    assert page.input_value("#pg-num_heads") == "4" and page.input_value("#pg-seed") == "7"
+    assert page.input_value("#pg-key_padding_mask") == "7, 5, 3" and not page.is_checked("#pg-average_attn_weights")
+    assert shape(page, "attn_weights") == "[3,4,5,7] (batch, head, query_pos, key_pos)"
+    assert page.evaluate("[...document.querySelectorAll('.pg-head')].map(h => h.data[0].z)") == weights  # same seed
+    assert url_settings(page) == settings
+
+
+def test_a_link_with_a_few_settings_starts_from_the_first_preset(page):
+    page.goto(f"{page.base_url}/?tab=playground&num_heads=2&causal=1&seed=x")  # a seed that is no number is ignored
+    wait_ready(page)
+    assert page.input_value("#pg-num_heads") == "2" and page.is_checked("#pg-causal")
+    assert page.input_value("#pg-embed_dim") == "64"  # from the first preset, [10, 2, 64]
+    assert shape(page, "attn_output") == "[10,2,64]"
+    assert url_settings(page)["seed"] != "x"

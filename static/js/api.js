@@ -3,7 +3,9 @@
 // __metadata__ holding every other field of the answer as JSON strings), then the tensors' bytes.
 // The grid uses format "compact" (8-bit per head, scaled to the head's maximum: weight =
 // byte / 255 * scale) pooled to what a thumbnail can show; an opened head can be fetched alone at
-// full resolution, and exactly (format "safetensors", float32) for export.
+// full resolution, and exactly (format "safetensors", float32) for export. The grid's answer leaves
+// out the per-head metrics (metrics: false), so it comes sooner; fetchHeads gets them next, computed
+// by the server meanwhile from the same forward pass.
 
 export const GRID_CELLS = 128; // the grid asks for heads max-pooled to at most this many cells a side
 
@@ -112,12 +114,20 @@ async function fetchBinary(request, signal) {
   return answer;
 }
 
-// The grid's answer: every head, pooled to GRID_CELLS. `params`: text, model, truncate, and for a
-// model that generates, generation (its kind) and newTokens (sent as the field that kind names);
-// weights ('attention' or 'value_norm') and rollout (true: the answer's `rollout` per kind).
+// The grid's answer: every head, pooled to GRID_CELLS, without metrics (`heads` is null: see
+// fetchHeads). `params`: text, model, truncate, and for a model that generates, generation (its kind)
+// and newTokens (sent as the field that kind names); weights ('attention' or 'value_norm') and rollout
+// (true: the answer's `rollout` per kind).
 export function fetchAttention(params, signal) {
   return fetchBinary({ ...attentionRequest(params), format: 'compact', similarity: !!params.similarity,
-    pool_to: GRID_CELLS, ...(params.rollout ? { rollout: true } : {}) }, signal);
+    pool_to: GRID_CELLS, metrics: false, ...(params.rollout ? { rollout: true } : {}) }, signal);
+}
+
+// Every head's metrics and roles for the same request as a grid's answer (POST /api/heads):
+// {model, tokens, truncated, heads}.
+export async function fetchHeads(params, signal) {
+  const { weights, ...request } = attentionRequest(params); // metrics always describe the attention weights
+  return (await post('/api/heads', request, signal)).json();
 }
 
 // One head at full resolution: 8-bit, or the exact float32 weights with `exact`. Returns its kind

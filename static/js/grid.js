@@ -65,13 +65,11 @@ export function drawGrids(container, result, options, { onOpen, onHover, roles }
       grid.append(make('span', { text: `L${l}`, className: 'axis' }));
       for (let h = 0; h < kd.H; h++) {
         const name = headName(l, h);
-        const headRoles = roles(kind, l, h);
         const canvas = make('canvas', {
           className: 'head',
           attrs: {
             'data-kind': kind, 'data-layer': l, 'data-head': h, 'data-name': name,
-            title: headRoles.length ? `${name}: ${headRoles.join(', ')}` : name,
-            'aria-label': name, tabindex: 0, role: 'button',
+            title: headTitle(name, roles(kind, l, h)), 'aria-label': name, tabindex: 0, role: 'button',
           },
         });
         canvas.addEventListener('click', () => onOpen(kind, l, h));
@@ -86,6 +84,18 @@ export function drawGrids(container, result, options, { onOpen, onHover, roles }
     container.append(section);
   }
   return views;
+}
+
+function headTitle(name, roles) {
+  return roles.length ? `${name}: ${roles.join(', ')}` : name;
+}
+
+// Name every head's roles in its tooltip, once they are known (they arrive after the weights).
+export function labelRoles(container, roles) {
+  for (const canvas of container.querySelectorAll('canvas.head')) {
+    const { kind, layer, head } = canvas.dataset;
+    canvas.title = headTitle(headName(+layer, +head), roles(kind, +layer, +head));
+  }
 }
 
 // Repaint every head of one kind with `row` highlighted (the step slider), or none with -1.

@@ -1,15 +1,16 @@
 // The page: reads its state from the URL, runs the analysis, draws the grid and the views.
-// State in the URL (?text=&model=&layer=&head=&kind=&tab=&words=&nospecial=&step=&weights=&rollout=) means any
-// view can be shared, bookmarked and tested. With tab=mechanism, kind/layer/head (and query) name the
+// State in the URL (?text=&model=&layer=&head=&kind=&tab=&words=&nospecial=&step=&weights=&rollout=&ablate=&ablation=) means any
+// view can be shared, bookmarked and tested. With tab=playground the URL holds the Playground's
+// settings (playground.js). With tab=mechanism, kind/layer/head (and query) name the
 // head that tab explains, and no detail dialog opens.
 import { el, make } from './dom.js';
-import { ApiError, fetchAttention, fetchHead } from './api.js';
+import { ApiError, fetchAttention, fetchHead, fetchHeads } from './api.js';
 import { isPooled, makeView } from './views.js';
-import { drawGrids, headName, highlightRow } from './grid.js';
+import { drawGrids, headName, highlightRow, labelRoles } from './grid.js';
 import { drawHeatmap, loadPlotly } from './heatmap.js';
 import { drawHeadMap, drawHeadTable, drawSimilarity, drawCompareHeads, drawCompareTexts, fillKindSelects, hasCorpus, setupCorpus } from './heads.js';
 import { drawMechanism, mech, setupMechanism } from './mechanism.js';
-import { drawPlayground, setupPlayground } from './playground.js';
+import { drawPlayground, readPlaygroundUrl, setupPlayground, writePlaygroundUrl } from './playground.js';
 import { drawExperiment } from './experiment.js';
 import { drawProbes } from './probes.js';
 import { drawRollout } from './rollout.js';
@@ -39,6 +40,7 @@ function readState() {
     Object.assign(mech, { kind: state.kind, layer: state.layer, head: state.head, query: int('query') });
     state.layer = state.head = null;
   }
+  if (state.tab === 'playground') readPlaygroundUrl(q);
   state.words = q.get('words') === '1';
   state.nospecial = q.get('nospecial') === '1';
   state.fit = q.get('fit') === '1';
@@ -78,6 +80,7 @@ function writeState() {
   if (state.gen !== null) q.set('gen', state.gen);
   writeWeightsState(q);
   writeAblate(q);
+  if (state.tab === 'playground') writePlaygroundUrl(q);
   history.replaceState(null, '', `${location.pathname}?${q}`);
 }
 
@@ -174,8 +177,7 @@ async function analyze() {
   fetchedHeads.clear();
   drawAll();
   const ms = performance.now() - started;
-  document.body.dataset.paintMs = ms.toFixed(1);
-  document.body.dataset.state = 'ready';
+  document.body.dataset.paintMs = ms.toFixed(1); // Analyze to every head painted, for bench/page.py
   const n = result.tokens.length;
   const first = Object.values(result.kinds)[0];
   summary = `${result.model}: ${n} tokens · ${first.L} layers × ${first.H} heads${cutNote()} · ${ms.toFixed(0)} ms`;
@@ -186,6 +188,28 @@ async function analyze() {
       && state.head < result.kinds[state.kind].H) {
     openDetail(state.kind, state.layer, state.head);
   }
+  await fetchMetrics(controller.signal);
+}
+
+// The per-head metrics and roles, after the grid is painted (the server computed them meanwhile):
+// then the roles in tooltips and the dialog, and the tab that shows metrics. `ready` once they are in.
+async function fetchMetrics(signal) {
+  const shown = result;
+  let answer;
+  try {
+    answer = await fetchHeads(resultRequest(), signal);
+  } catch (e) {
+    if (e.name === 'AbortError' || shown !== result) return;
+    document.body.dataset.state = 'ready';
+    setStatus(`The head metrics could not be fetched: ${e.message}`, 'error');
+    return;
+  }
+  if (shown !== result) return; // another analysis has started
+  result.heads = answer.heads;
+  labelRoles(el.grids, roles);
+  showDetailRoles();
+  drawTab();
+  document.body.dataset.state = 'ready';
 }
 
 // "fit on screen": thumbnails as large as lets every kind's whole grid fit below the controls, in
@@ -332,7 +356,7 @@ async function drawDetail() {
   if (shown !== result || state.kind !== kind || state.layer !== layer || state.head !== head) return; // moved on
   const name = headName(layer, head);
   el.detailTitle.textContent = `${name} · ${state.kind}`;
-  el.detailRoles.replaceChildren(...roles(state.kind, layer, head).map((r) => make('span', { text: r, className: 'badge' })));
+  showDetailRoles();
   const matrix = view.matrix(at.layer, at.head);
   const zmax = matrix.reduce((a, b) => Math.max(a, b), 0);
   const what = result.weights;
@@ -348,6 +372,11 @@ async function drawDetail() {
   } catch (e) {
     setStatus(`Cannot draw the heatmap: ${e.message}`, 'error');
   }
+}
+
+function showDetailRoles() {
+  if (state.layer === null || state.head === null) return;
+  el.detailRoles.replaceChildren(...roles(state.kind, state.layer, state.head).map((r) => make('span', { text: r, className: 'badge' })));
 }
 
 function closeDetail() {
@@ -476,7 +505,7 @@ function wire() {
   el.exportCsv.addEventListener('click', exportCsv);
   el.detailMechanism.addEventListener('click', explainOpenHead);
   setupMechanism(() => { writeState(); drawTab(); });
-  setupPlayground();
+  setupPlayground(writeState);
   el.compareHeads.addEventListener('click', () => drawCompareHeads({ result, views, state, setStatus }));
   el.compareTexts.addEventListener('click', () => drawCompareTexts({ result, views, state, setStatus }));
   for (const select of [el.mapMetric, el.mapKind, el.mapSource, el.tableKind, el.tableSource, el.similarityKind]) {

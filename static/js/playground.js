@@ -1,6 +1,8 @@
 // The Playground tab: torch.nn.MultiheadAttention configured from a form (POST /api/mha), with the
 // presets and limits of GET /api/mha/presets. Shows the code, the shapes torch reports, one weights
-// heatmap per head (or the mean), and the largest difference to Headscope's own attention.
+// heatmap per head (or the mean), and the largest difference to Headscope's own attention. The form's
+// settings live in the URL (?tab=playground&embed_dim=…&bias=1&…, the request's field names), so a
+// configuration can be shared and is restored on load.
 import { el, make } from './dom.js';
 import { ApiError, fetchMhaPresets, runMha } from './api.js';
 import { drawHeatmap, loadPlotly } from './heatmap.js';
@@ -12,6 +14,8 @@ const LIMITED = { embed_dim: 'max_embed_dim', kdim: 'max_embed_dim', vdim: 'max_
 
 let presets = null; // GET /api/mha/presets
 let controller = null;
+let fromUrl = {}; // settings read from the URL on load: field name -> value, applied over the first preset
+let onChange = () => {}; // main.js's writeState
 const field = (name) => el.pgForm.elements[name];
 
 // key_padding_mask as typed: empty (none), lengths "10, 7", or JSON such as [[false, true], [false, false]].
@@ -41,6 +45,31 @@ function fillForm(config) {
   for (const name of FLAGS) field(name).checked = config[name];
   const m = config.key_padding_mask;
   field('key_padding_mask').value = m === null ? '' : m.every((n) => typeof n === 'number') ? m.join(', ') : JSON.stringify(m);
+}
+
+// ---- the settings in the URL: numbers as typed (empty: none), flags 1/0, the mask as typed ------------
+
+export function readPlaygroundUrl(q) {
+  fromUrl = {};
+  for (const name of NUMBERS) {
+    if (q.has(name) && /^\d*$/.test(q.get(name))) fromUrl[name] = q.get(name) === '' ? null : +q.get(name);
+  }
+  for (const name of FLAGS) {
+    if (['0', '1'].includes(q.get(name))) fromUrl[name] = q.get(name) === '1';
+  }
+  if (q.has('key_padding_mask')) fromUrl.key_padding_mask = q.get('key_padding_mask');
+}
+
+export function writePlaygroundUrl(q) {
+  if (!presets) { // the form is not filled yet: keep what the URL asked for
+    for (const [name, value] of Object.entries(fromUrl)) {
+      q.set(name, typeof value === 'boolean' ? (value ? '1' : '0') : value ?? '');
+    }
+    return;
+  }
+  for (const name of NUMBERS) q.set(name, field(name).value.trim());
+  for (const name of FLAGS) q.set(name, field(name).checked ? '1' : '0');
+  q.set('key_padding_mask', field('key_padding_mask').value.trim());
 }
 
 function status(text, kind = 'info') {
@@ -88,6 +117,7 @@ async function run() {
     status(e.message, 'error');
     return;
   }
+  onChange();
   controller?.abort();
   controller = new AbortController();
   const mine = controller;
@@ -125,11 +155,15 @@ export async function drawPlayground({ setStatus }) {
     button.addEventListener('click', () => { fillForm(preset.config); run(); });
     el.pgPresets.append(button);
   }
-  fillForm(presets.presets[0].config);
+  const { key_padding_mask: mask, ...restored } = fromUrl;
+  fillForm({ ...presets.presets[0].config, ...restored });
+  if (mask !== undefined) field('key_padding_mask').value = mask;
   await run();
 }
 
-export function setupPlayground() {
+// `changed` is called with each run's settings in the form (to write them into the URL).
+export function setupPlayground(changed) {
+  onChange = changed;
   el.pgForm.addEventListener('submit', (e) => { e.preventDefault(); run(); });
   el.pgForm.addEventListener('change', run);
 }
