@@ -87,3 +87,15 @@ def test_recent_heads_computes_once_on_demand_and_keeps_few_forward_passes():
     assert recent.get("b") == recent.get("b") == {"heads": "b"} and computed == ["b"]  # computed once
     recent.keep("d", compute("d"))
     assert list(recent.entries) == ["b", "c", "d"]  # b is computed: it does not count as a kept forward pass
+
+
+def test_the_metrics_of_an_ablated_answer_are_the_ablated_runs(client, minilm):
+    text = f"{TEXT} (ablated)"
+    ablate = {"ablate": [{"kind": "encoder", "layer": 0, "head": h} for h in range(12)], "ablation": "zero"}
+    client.post("/api/attention", json={"text": text, "format": "compact", "metrics": False, **ablate})
+    ablated = client.post("/api/heads", json={"text": text, **ablate}).json()["heads"]["encoder"]
+    plain = client.post("/api/heads", json={"text": text}).json()["heads"]["encoder"]
+    expected = client.post("/api/attention", json={"text": text, **ablate}).json()["heads"]["encoder"]
+    assert ablated == pytest.approx(expected, rel=1e-6)
+    later = slice(12, None)  # layer 0's own patterns stay; every later layer reads a different input
+    assert ablated[later] != pytest.approx(plain[later], rel=1e-3)
