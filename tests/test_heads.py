@@ -88,6 +88,13 @@ def test_api_corpus_equals_the_mean_of_api_attention(client):
         expected = [mean_of_single_runs(singles, metric, i) for i in range(72)]
         np.testing.assert_allclose(np.array(got, dtype=float), np.array(expected, dtype=float), atol=2e-6)
     assert "previous_token" in body["heads"]["encoder"][2]["roles"]
+    for index in range(72):  # spread and role shares of the single answers
+        record = body["heads"]["encoder"][index]
+        values = [s[index]["metrics"]["sink"] for s in singles]
+        assert record["std"]["sink"] == pytest.approx(np.std(values), abs=1e-5) and record["n"]["sink"] == 4
+        for role, share in record["role_share"].items():
+            assert share == sum(role in s[index]["roles"] for s in singles) / 4
+    assert body["roles_of"] == "corpus means" and len(body["similarity"]["encoder"]["order"]) == 72
 
 
 def test_api_corpus_streams_progress_then_the_result(client):
