@@ -192,7 +192,7 @@ function drawAll() {
 
 function showHoverName(kind, layer, head) {
   const r = roles(kind, layer, head);
-  el.hoverName.textContent = `${headName(layer, head)} (${kind})${r.length ? ': ' + r.join(', ') : ''}`;
+  el.hoverName.textContent = `${headName(layer, head)} (${kind})${r.length ? ': ' + r.join(', ') + ' (roles on this text)' : ''}`;
 }
 
 // ---- generation steps (models with a decoder) -------------------------------------------------
@@ -286,7 +286,9 @@ async function drawDetail() {
   if (shown !== result || state.kind !== kind || state.layer !== layer || state.head !== head) return; // moved on
   const name = headName(layer, head);
   el.detailTitle.textContent = `${name} · ${state.kind}`;
-  el.detailRoles.replaceChildren(...roles(state.kind, layer, head).map((r) => make('span', { text: r, className: 'badge' })));
+  const headRoles = roles(state.kind, layer, head);
+  el.detailRoles.replaceChildren(...headRoles.map((r) => make('span', { text: r, className: 'badge' })),
+    ...(headRoles.length ? [make('span', { text: ' roles on this one text', className: 'hint' })] : []));
   const matrix = view.matrix(at.layer, at.head);
   const zmax = matrix.reduce((a, b) => Math.max(a, b), 0);
   el.detailNote.textContent = [view.note && `Transformed view: ${view.note}.`,
