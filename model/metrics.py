@@ -157,32 +157,45 @@ def head_metrics(
     q_special = torch.tensor(query_special, dtype=torch.bool)  # (Tq,)
     k_special = torch.tensor(key_special, dtype=torch.bool)  # (Tk,)
     sees_special = (visible & k_special).any(-1)  # (Tq,)
-    out["sink"] = A[..., sees_special, :][..., k_special].sum(-1).mean(-1) if sees_special.any() else nan.clone()
+    on_special = A @ k_special.float()  # (L, H, Tq, Tk) @ (Tk,) -> (L, H, Tq)
+    out["sink"] = masked_mean(on_special, sees_special) if sees_special.any() else nan.clone()
 
     # Everything else: special queries and keys removed, rows renormalised (R), positions among the rest.
     qi = (~q_special).nonzero().flatten()  # (q,) original positions of the kept queries
     kj = (~k_special).nonzero().flatten()  # (k,) and keys
     if len(qi) == 0 or len(kj) == 0:
         out.update({name: nan.clone() for name in RENORMALISED})
-        return {name: out[name] for name in METRICS}
-    out.update(renormalised_metrics(A[..., qi, :][..., kj], [query_tokens[i] for i in qi],
-                                    [key_tokens[j] for j in kj], visible[qi][:, kj], causal, same_sequence))
+    else:
+        out.update(renormalised_metrics(A, qi, kj, [key_tokens[j] for j in kj], visible[qi][:, kj], causal,
+                                        same_sequence))
     return {name: out[name] for name in METRICS}
 
 
-def renormalised_metrics(K: torch.Tensor, query_tokens: list[str], key_tokens: list[str], visible: torch.Tensor,
-                         causal: bool, same_sequence: bool) -> dict[str, torch.Tensor]:
-    """The RENORMALISED metrics of the non-special part K (L, H, q, k) of a pattern; visible (q, k)."""
-    L, H, q, k = K.shape
+def kept_part(a: torch.Tensor, qi: torch.Tensor, kj: torch.Tensor) -> torch.Tensor:
+    """a (H, Tq, Tk) at rows qi and columns kj: a view when both are runs of positions (specials only at the
+    ends, the usual case), else a copy. -> (H, q, k)"""
+    rows = a[:, int(qi[0]) : int(qi[-1]) + 1] if int(qi[-1]) - int(qi[0]) + 1 == len(qi) else a.index_select(1, qi)
+    return rows[..., int(kj[0]) : int(kj[-1]) + 1] if int(kj[-1]) - int(kj[0]) + 1 == len(kj) else rows.index_select(2, kj)
+
+
+def renormalised_metrics(A: torch.Tensor, qi: torch.Tensor, kj: torch.Tensor, key_tokens: list[str],
+                         visible: torch.Tensor, causal: bool, same_sequence: bool) -> dict[str, torch.Tensor]:
+    """The RENORMALISED metrics of A (L, H, Tq, Tk) at kept rows qi (q,) and keys kj (k,); key_tokens: the k
+    kept keys' tokens; visible (q, k).
+
+    R = K / m with K the kept part and m its row sums is never built: every row statistic but the entropy is
+    linear in the row, so it is computed on K and divided by m, and the entropy is
+    -Σ R ln R = -(Σ K ln K) / m + ln m.
+    """
+    L, H = A.shape[:2]
+    q, k = len(qi), len(kj)
     nan = torch.full((L, H), math.nan)  # (L, H)
-    mass = K.sum(-1)  # (L, H, q), what each row kept
-    kept = mass >= MIN_KEPT  # (L, H, q) rows that count
     n_visible = visible.sum(-1)  # (q,)
     qp, kp = torch.arange(q), torch.arange(k)  # (q,), (k,) positions among the non-special tokens
 
-    # Targets of the token-matching metrics (self-attention only: q == k, one token list).
-    punct = torch.tensor([is_punctuation(t) for t in key_tokens], dtype=torch.bool)  # (k,)
-    sees_punct = (visible & punct).any(-1)  # (q,)
+    # Targets of the token-matching metrics (self-attention only: q == k, one token list), as (row, key) pairs.
+    punct = torch.tensor([is_punctuation(t) for t in key_tokens], dtype=torch.float32)  # (k,)
+    sees_punct = (visible & punct.bool()).any(-1)  # (q,)
     if same_sequence:
         ids: dict[str, int] = {}
         tok = torch.tensor([ids.setdefault(t, len(ids)) for t in key_tokens])  # (k,)
@@ -190,40 +203,47 @@ def renormalised_metrics(K: torch.Tensor, query_tokens: list[str], key_tokens: l
         duplicate = same & (kp[None, :] < qp[:, None])  # (q, k): an earlier occurrence, j < i
         induction = torch.zeros(q, k, dtype=torch.bool)  # (q, k): j = i' + 1 with token i' = token i, i' <= i - 3
         induction[:, 1:] = (same & (kp[None, :] <= qp[:, None] - 3))[:, :-1]
+        pairs = {"duplicate": duplicate.nonzero(as_tuple=True), "induction": induction.nonzero(as_tuple=True)}
         offset = (qp[:, None] - kp[None, :]).abs().float()  # (q, k), |i - j|
 
-    # Row statistics, one layer at a time: (H, q, k) temporaries stay small.
+    # Row statistics of K, one layer at a time: (H, q, k) temporaries stay small.
     tiny = torch.finfo(torch.float32).tiny  # 0 · ln(tiny) = 0: the convention 0 · ln 0 = 0
-    rows = {name: torch.zeros(L, H, q) for name in ("entropy", "punctuation", "distance", "duplicate", "induction")}
-    diagonals = {name: [] for name in ("previous", "self", "next")}
+    names = ("mass", "k_log_k", "punctuation", "distance", "duplicate", "induction", "previous", "self", "next")
+    rows = {name: torch.zeros(L, H, q) for name in names}  # row sums of K times a weight (previous: rows 1..q-1 used)
     for layer in range(L):
-        R = K[layer] / torch.where(kept[layer], mass[layer], 1.0)[..., None]  # (H, q, k), rows sum to 1
-        rows["entropy"][layer] = -R.clamp(min=tiny).log().mul_(R).sum(-1)  # (H, q)
-        rows["punctuation"][layer] = R[..., punct].sum(-1)  # (H, q)
+        K = kept_part(A[layer], qi, kj)  # (H, q, k)
+        rows["mass"][layer] = K.sum(-1)  # (H, q)
+        rows["k_log_k"][layer] = K.clamp(min=tiny).log().mul_(K).sum(-1)  # (H, q)
+        rows["punctuation"][layer] = K @ punct  # (H, q)
         if same_sequence:
-            rows["distance"][layer] = (R * offset).sum(-1)  # (H, q)
-            rows["duplicate"][layer] = (R * duplicate).sum(-1)  # (H, q)
-            rows["induction"][layer] = (R * induction).sum(-1)  # (H, q)
-            diagonals["previous"].append(R.diagonal(offset=-1, dim1=-2, dim2=-1))  # (H, q-1): rows 1..q-1
-            diagonals["self"].append(R.diagonal(dim1=-2, dim2=-1))  # (H, q)
-            diagonals["next"].append(R.diagonal(offset=1, dim1=-2, dim2=-1))  # (H, q-1): rows 0..q-2
+            rows["distance"][layer] = (K * offset).sum(-1)  # (H, q)
+            for name, (i, j) in pairs.items():  # (P,), (P,): few pairs, gathered
+                rows[name][layer].index_add_(1, i, K[:, i, j])  # (H, q)
+            rows["previous"][layer, :, 1:] = K.diagonal(offset=-1, dim1=-2, dim2=-1)  # (H, q-1): R[i, i-1]
+            rows["self"][layer] = K.diagonal(dim1=-2, dim2=-1)  # (H, q)
+            rows["next"][layer, :, :-1] = K.diagonal(offset=1, dim1=-2, dim2=-1)  # (H, q-1): R[i, i+1]
+    mass = rows["mass"]  # (L, H, q)
+    kept = mass >= MIN_KEPT  # (L, H, q) rows that count
+    m = torch.where(kept, mass, 1.0)  # (L, H, q), divisor of the rows that count
+    share = {name: rows[name] / m for name in names[2:]}  # (L, H, q) each: row statistics of R
+    entropy = -rows["k_log_k"] / m + m.log()  # (L, H, q)
 
     out = {
-        "entropy": masked_mean(rows["entropy"], kept),  # (L, H)
-        "entropy_normalized": masked_mean(rows["entropy"] / n_visible.float().log(), kept & (n_visible > 1)),
-        "punctuation": masked_mean(rows["punctuation"], kept & sees_punct) if sees_punct.any() else nan.clone(),
+        "entropy": masked_mean(entropy, kept),  # (L, H)
+        "entropy_normalized": masked_mean(entropy / n_visible.float().log(), kept & (n_visible > 1)),
+        "punctuation": masked_mean(share["punctuation"], kept & sees_punct) if sees_punct.any() else nan.clone(),
     }
     if not same_sequence:
         out.update({name: nan.clone() for name in ("distance", "previous_token", "next_token", "self",
                                                    "duplicate_token", "induction")})
         return out
-    out["distance"] = masked_mean(rows["distance"], kept)
-    out["previous_token"] = masked_mean(torch.stack(diagonals["previous"]), kept[..., 1:])  # (L, H)
-    out["self"] = masked_mean(torch.stack(diagonals["self"]), kept)
+    out["distance"] = masked_mean(share["distance"], kept)
+    out["previous_token"] = masked_mean(share["previous"], kept & (qp >= 1))
+    out["self"] = masked_mean(share["self"], kept)
     # Causal: the key after i is always hidden.
-    out["next_token"] = nan.clone() if causal else masked_mean(torch.stack(diagonals["next"]), kept[..., :-1])
-    out["duplicate_token"] = masked_mean(rows["duplicate"], kept & duplicate.any(-1))
-    out["induction"] = masked_mean(rows["induction"], kept & induction.any(-1))
+    out["next_token"] = nan.clone() if causal else masked_mean(share["next"], kept & (qp <= q - 2))
+    out["duplicate_token"] = masked_mean(share["duplicate"], kept & duplicate.any(-1))
+    out["induction"] = masked_mean(share["induction"], kept & induction.any(-1))
     return out
 
 
