@@ -227,3 +227,8 @@ def test_similarity_follows_hidden_special_tokens(page, client):
     expected = view_distances(client, SENTENCE)[np.ix_(index, index)]
     np.testing.assert_allclose(shown, expected, atol=1e-4)
     assert np.abs(np.sort(shown.flatten()) - np.sort(raw.flatten())).max() > 0.1  # the view changed the numbers
+    page.uncheck("#opt-nospecial")
+    expect(basis).to_contain_text("Raw attention of every token")
+    page.check("#opt-words")  # "unbelievably" is several pieces: the view merges them
+    expect(basis).to_contain_text("Follows the view")
+    expect(basis).to_contain_text("words: columns summed over pieces")
