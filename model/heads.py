@@ -20,7 +20,7 @@ from model.metrics import (
     head_metrics,
     kept_keys,
 )
-from model.roles import ROLES, head_roles
+from model.roles import ROLES, head_roles, role_passes
 
 
 def head_name(layer: int, head: int) -> str:
@@ -196,13 +196,12 @@ def analysis_sums(analysis: Analysis) -> Sums:
         keys = kind_keys(analysis, kind)
         defined = {name: ~torch.isnan(value) for name, value in metrics.items()}
         values = {name: torch.where(defined[name], value.double(), 0.0) for name, value in metrics.items()}
-        roles = head_roles(metrics, keys)  # [layer][head] -> role names
+        passes = role_passes(metrics, keys)  # role -> (L, H) bool
         sums.keys[kind] = keys
         sums.totals[kind] = values
         sums.squares[kind] = {name: value * value for name, value in values.items()}
         sums.counts[kind] = {name: d.long() for name, d in defined.items()}
-        sums.fired[kind] = {role: torch.tensor([[role in roles[layer][head] for head in range(H)] for layer in range(L)],
-                                               dtype=torch.long) for role in ROLES}
+        sums.fired[kind] = {role: passes[role].long() for role in ROLES}
         sums.affinity[kind] = head_affinity(pattern.reshape(L * H, Tq, Tk))  # (N, N)
         sums.rows[kind] = Tq
     return sums

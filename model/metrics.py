@@ -172,10 +172,14 @@ def head_metrics(
 
 
 def kept_part(a: torch.Tensor, qi: torch.Tensor, kj: torch.Tensor) -> torch.Tensor:
-    """a (H, Tq, Tk) at rows qi and columns kj: a view when both are runs of positions (specials only at the
-    ends, the usual case), else a copy. -> (H, q, k)"""
-    rows = a[:, int(qi[0]) : int(qi[-1]) + 1] if int(qi[-1]) - int(qi[0]) + 1 == len(qi) else a.index_select(1, qi)
-    return rows[..., int(kj[0]) : int(kj[-1]) + 1] if int(kj[-1]) - int(kj[0]) + 1 == len(kj) else rows.index_select(2, kj)
+    """a (..., Tq, Tk) at rows qi and columns kj: a view when both are runs of positions (specials only at the
+    ends, the usual case), else a copy. -> (..., q, k)"""
+    q0, q1, k0, k1 = int(qi[0]), int(qi[-1]), int(kj[0]), int(kj[-1])
+    rows = a[..., q0 : q1 + 1, :] if q1 - q0 + 1 == len(qi) else a.index_select(-2, qi)
+    return rows[..., k0 : k1 + 1] if k1 - k0 + 1 == len(kj) else rows.index_select(-1, kj)
+
+
+CHUNK = 1 << 22  # weights per block of layers in renormalised_metrics: 16 MB temporaries, all layers of short texts
 
 
 def renormalised_metrics(A: torch.Tensor, qi: torch.Tensor, kj: torch.Tensor, key_tokens: list[str],
@@ -206,22 +210,24 @@ def renormalised_metrics(A: torch.Tensor, qi: torch.Tensor, kj: torch.Tensor, ke
         pairs = {"duplicate": duplicate.nonzero(as_tuple=True), "induction": induction.nonzero(as_tuple=True)}
         offset = (qp[:, None] - kp[None, :]).abs().float()  # (q, k), |i - j|
 
-    # Row statistics of K, one layer at a time: (H, q, k) temporaries stay small.
+    # Row statistics of K, a block of layers at a time: (l, H, q, k) temporaries stay under CHUNK weights.
     tiny = torch.finfo(torch.float32).tiny  # 0 · ln(tiny) = 0: the convention 0 · ln 0 = 0
     names = ("mass", "k_log_k", "punctuation", "distance", "duplicate", "induction", "previous", "self", "next")
     rows = {name: torch.zeros(L, H, q) for name in names}  # row sums of K times a weight (previous: rows 1..q-1 used)
-    for layer in range(L):
-        K = kept_part(A[layer], qi, kj)  # (H, q, k)
-        rows["mass"][layer] = K.sum(-1)  # (H, q)
-        rows["k_log_k"][layer] = K.clamp(min=tiny).log().mul_(K).sum(-1)  # (H, q)
-        rows["punctuation"][layer] = K @ punct  # (H, q)
+    step = max(1, CHUNK // (H * q * k))
+    for start in range(0, L, step):
+        block = slice(start, start + step)
+        K = kept_part(A[block], qi, kj)  # (l, H, q, k)
+        rows["mass"][block] = K.sum(-1)  # (l, H, q)
+        rows["k_log_k"][block] = K.clamp(min=tiny).log().mul_(K).sum(-1)  # (l, H, q)
+        rows["punctuation"][block] = K @ punct  # (l, H, q)
         if same_sequence:
-            rows["distance"][layer] = (K * offset).sum(-1)  # (H, q)
+            rows["distance"][block] = (K * offset).sum(-1)  # (l, H, q)
             for name, (i, j) in pairs.items():  # (P,), (P,): few pairs, gathered
-                rows[name][layer].index_add_(1, i, K[:, i, j])  # (H, q)
-            rows["previous"][layer, :, 1:] = K.diagonal(offset=-1, dim1=-2, dim2=-1)  # (H, q-1): R[i, i-1]
-            rows["self"][layer] = K.diagonal(dim1=-2, dim2=-1)  # (H, q)
-            rows["next"][layer, :, :-1] = K.diagonal(offset=1, dim1=-2, dim2=-1)  # (H, q-1): R[i, i+1]
+                rows[name][block].index_add_(-1, i, K[..., i, j])  # (l, H, q)
+            rows["previous"][block, :, 1:] = K.diagonal(offset=-1, dim1=-2, dim2=-1)  # (l, H, q-1): R[i, i-1]
+            rows["self"][block] = K.diagonal(dim1=-2, dim2=-1)  # (l, H, q)
+            rows["next"][block, :, :-1] = K.diagonal(offset=1, dim1=-2, dim2=-1)  # (l, H, q-1): R[i, i+1]
     mass = rows["mass"]  # (L, H, q)
     kept = mass >= MIN_KEPT  # (L, H, q) rows that count
     m = torch.where(kept, mass, 1.0)  # (L, H, q), divisor of the rows that count

@@ -77,13 +77,8 @@ def role_value(rule: RoleRule, metrics: dict[str, torch.Tensor], num_tokens: int
     return value
 
 
-def head_roles(metrics: dict[str, torch.Tensor], num_tokens: int) -> list[list[list[str]]]:
-    """Roles of every head, indexed [layer][head], each list in the order of ROLES.
-
-    metrics: head_metrics' output (or per-head corpus means), name -> (L, H).
-    num_tokens: non-special key tokens of the text (or their mean over a corpus), for per-token rules
-        and min_tokens: the renormalised metrics count positions among those (model/metrics.py kept_keys).
-    """
+def role_passes(metrics: dict[str, torch.Tensor], num_tokens: float) -> dict[str, torch.Tensor]:
+    """role -> (L, H) bool: which heads have the role. metrics and num_tokens as in head_roles."""
     passes = {  # (L, H) each; NaN fails every threshold
         role: (role_value(rule, metrics, num_tokens) >= rule.threshold) & (num_tokens >= rule.min_tokens)
         for role, rule in ROLE_RULES.items()
@@ -91,6 +86,17 @@ def head_roles(metrics: dict[str, torch.Tensor], num_tokens: int) -> list[list[l
     for role, rule in ROLE_RULES.items():  # in order: an `unless` role has had its own exceptions applied
         for other in rule.unless:
             passes[role] = passes[role] & ~passes[other]  # (L, H)
+    return passes
+
+
+def head_roles(metrics: dict[str, torch.Tensor], num_tokens: float) -> list[list[list[str]]]:
+    """Roles of every head, indexed [layer][head], each list in the order of ROLES.
+
+    metrics: head_metrics' output (or per-head corpus means), name -> (L, H).
+    num_tokens: non-special key tokens of the text (or their mean over a corpus), for per-token rules
+        and min_tokens: the renormalised metrics count positions among those (model/metrics.py kept_keys).
+    """
+    passes = role_passes(metrics, num_tokens)
     L, H = next(iter(metrics.values())).shape
     table = {role: passes[role].tolist() for role in ROLES}  # role -> [layer][head] bools
     return [[[role for role in ROLES if table[role][layer][head]] for head in range(H)] for layer in range(L)]
