@@ -139,7 +139,8 @@ def test_corpus_runs_with_progress_and_feeds_the_head_map(page, client):
     page.click('[data-tab="map"]')
     expect(page.locator("#map-source")).to_have_value("corpus")
     page.select_option("#map-metric", "previous_token")
-    api = client.post("/api/corpus", json={"texts": CORPUS}).json()["heads"]["encoder"]
+    answer = client.post("/api/corpus", json={"texts": CORPUS}).json()
+    api = answer["heads"]["encoder"]
     shown = [float(v) for v in page.locator(".map-cell").evaluate_all("cs => cs.map(c => c.dataset.value)")]
     np.testing.assert_allclose(shown, [h["metrics"]["previous_token"] for h in api], rtol=1e-5)
     expect(page.locator("#map-basis")).to_contain_text("Means over 300 sentences")
@@ -148,6 +149,12 @@ def test_corpus_runs_with_progress_and_feeds_the_head_map(page, client):
     badge = page.locator('#head-table tbody tr[data-layer="0"][data-head="2"] .badge[data-role="previous_token"]')
     share = api[2]["role_share"]["previous_token"]
     expect(badge).to_have_text(f"previous_token {round(share * 100)}%")
+    page.click('[data-tab="similarity"]')  # the corpus's head similarity, from every row of every sentence
+    expect(page.locator("#similarity-source")).to_have_value("corpus")
+    expect(page.locator("#similarity-basis")).to_contain_text("Corpus of 300 sentences")
+    sim = answer["similarity"]["encoder"]
+    page.wait_for_function("() => document.getElementById('similarity-plot').layout?.title.text.includes('corpus of 300')")
+    assert page.get_attribute("#similarity-plot", "data-order").split() == [sim["heads"][i] for i in sim["order"]]
 
 
 def test_corpus_from_a_file_and_cancel(page, tmp_path):

@@ -229,8 +229,11 @@ function similarityOf(result, view, kind, transformed) {
 }
 
 export async function drawSimilarity({ result, views, state, setStatus }) {
+  fillSources(result);
+  if (!el.similarityKind.options.length) fillKindSelects(Object.keys(currentCorpus().heads));
   const kind = el.similarityKind.value || el.similarityKind.options[0]?.value;
-  if (!result.similarity) {
+  const corpus = el.similaritySource.value === 'corpus' ? currentCorpus() : null;
+  if (!corpus && !result.similarity) {
     setStatus('Computing head similarity…');
     try {
       const withSimilarity = await fetchAttention({ ...state, similarity: true });
@@ -241,19 +244,23 @@ export async function drawSimilarity({ result, views, state, setStatus }) {
     }
     setStatus(`Head similarity of ${result.tokens.length} tokens.`);
   }
-  const view = views?.[kind];
-  const sim = similarityOf(result, view, kind, state.words || state.nospecial);
+  const view = corpus ? null : views?.[kind];
+  const sim = corpus ? similarityOf(corpus, null, kind, false) : similarityOf(result, view, kind, state.words || state.nospecial);
   const order = sim.order;
   const labels = order.map((i) => sim.heads[i]);
   const matrix = new Float32Array(order.length * order.length);
   order.forEach((a, i) => order.forEach((b, j) => { matrix[i * order.length + j] = sim.at(a, b); }));
-  el.similarityBasis.textContent = sim.follows
+  el.similarityBasis.textContent = corpus
+    ? `Corpus of ${corpus.sentences} sentences: the root mean square over every query row of every sentence, raw attention `
+      + 'of every token, special tokens included; computed by the server. The view\'s options do not apply to it.'
+    : sim.follows
     ? `Follows the view: computed in the page from the weights as drawn (${view.note}), over the rows both heads fill; average-linkage order.`
     : `Raw attention of every token, special tokens included${view && (view.pool[0] > 1 || view.pool[1] > 1) && (state.words || state.nospecial)
       ? ' (thumbnail grid: the word and special-token options apply only to an opened head)' : ''}; computed by the server.`;
-  el.similarityBasis.dataset.raw = sim.follows ? '' : '1';
+  el.similarityBasis.dataset.raw = (state.words || state.nospecial) && !sim.follows ? '1' : '';
+  const what = corpus ? `, corpus of ${corpus.sentences}` : sim.follows ? ', as the view shows it' : ', raw attention';
   await drawHeatmap(el.similarityPlot, { matrix, rows: labels, cols: labels,
-    title: `Head distance (${kind}${sim.follows ? ', as the view shows it' : ', raw attention'}), clustered`,
+    title: `Head distance (${kind}${what}), clustered`,
     zmax: Math.max(...matrix), colorbarTitle: 'Hellinger distance', xTitle: 'head', yTitle: 'head', joiner: ' vs ' });
   el.similarityPlot.dataset.order = labels.join(' ');
   if (!el.similarityPlot.dataset.clicks) {

@@ -369,7 +369,7 @@ function showTab(tab) {
 const TABS = {
   map: { draw: drawHeadMap, ready: () => result || hasCorpus() },
   table: { draw: drawHeadTable, ready: () => result || hasCorpus() },
-  similarity: { draw: drawSimilarity, ready: () => result },
+  similarity: { draw: drawSimilarity, ready: () => result || hasCorpus() },
   mechanism: { draw: drawMechanism, ready: () => result },
   playground: { draw: drawPlayground, ready: () => true },
   'heads-experiment': { draw: drawExperiment, ready: () => true },
@@ -429,7 +429,7 @@ function wire() {
   setupPlayground();
   el.compareHeads.addEventListener('click', () => drawCompareHeads({ result, views, state, setStatus }));
   el.compareTexts.addEventListener('click', () => drawCompareTexts({ result, views, state, setStatus }));
-  for (const select of [el.mapMetric, el.mapKind, el.mapSource, el.tableKind, el.tableSource, el.similarityKind]) {
+  for (const select of [el.mapMetric, el.mapKind, el.mapSource, el.tableKind, el.tableSource, el.similarityKind, el.similaritySource]) {
     select.addEventListener('change', drawTab);
   }
   setupCorpus(drawTab);
