@@ -171,6 +171,7 @@ def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict |
         "selection": selection,
         "attention": None,  # filled in by the chosen encoding
         "heads": summarize_heads(analysis) if metrics else None,
+        "roles_of": "one text",
         "similarity": head_similarity(analysis) if similarity else None,
         "output_text": analysis.output_text,
         "output_tokens": analysis.output_tokens,
@@ -370,7 +371,9 @@ async def corpus_events(runner: ModelRunner, model: AttentionModel, batches, err
             sums += await runner.call(corpus_sums, model, batch, truncate)
             yield {"done": sums.sentences, "total": total}
     summary = await runner.call(sums.summary)
-    yield {"result": {"model": model.info.name, "sentences": sums.sentences, "errors": errors, "heads": summary}}
+    similarity = await runner.call(sums.similarity)
+    yield {"result": {"model": model.info.name, "sentences": sums.sentences, "errors": errors, "heads": summary,
+                      "roles_of": "corpus means", "similarity": similarity}}
 
 
 async def ndjson(events):

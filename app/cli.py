@@ -2,7 +2,7 @@
 
   headscope serve [--host 127.0.0.1] [--port 8000] [--model NAME[=PATH]]... [--allow-host NAME]...
                                                                               start the web app
-  headscope heads corpus.txt --out heads.csv [--model NAME[=PATH]]           per-head corpus averages
+  headscope heads corpus.txt --out heads.csv [--model NAME[=PATH]]           per-head corpus means, spreads, role shares
             [--engine ray [--address HOST:PORT] [--actors N]]                  ... computed on Ray
   headscope probe pairs.jsonl [--model NAME[=PATH]] [--json]                 heads as classifiers of a relation
   headscope attention "TEXT" --out a.json [--weights value_norm] [--rollout]  one text's answer, as the API's
@@ -127,22 +127,29 @@ def ray_engine(args: argparse.Namespace) -> tuple["Sums", list[dict]]:
 
 
 def write_heads(out: Path, model: str, sums: "Sums", skipped: list[dict]) -> None:
-    """The per-head averages as CSV (a row per head) or JSON (with the skipped lines), by `out`'s suffix."""
+    """The per-head corpus statistics as CSV (a row per head: means, `std_<metric>`, `n_<metric>`, the roles of
+    the means, `share_<role>`) or JSON (/api/corpus's answer, with the skipped lines and the head similarity),
+    by `out`'s suffix."""
     from model.metrics import METRICS  # imports torch: only after main() set OMP_WAIT_POLICY
+    from model.roles import ROLES
 
     summary = sums.summary()
+    number = lambda v: "" if v is None else f"{v:.6g}"  # noqa: E731
     try:
         if out.suffix == ".json":
-            data = {"model": model, "sentences": sums.sentences, "skipped": skipped, "heads": summary}
+            data = {"model": model, "sentences": sums.sentences, "skipped": skipped, "heads": summary,
+                    "roles_of": "corpus means", "similarity": sums.similarity()}
             out.write_text(json.dumps(data, indent=1))
             return
         with out.open("w", newline="") as f:
             writer = csv.writer(f)
-            writer.writerow(["kind", "layer", "head", "name", *METRICS, "roles"])
+            writer.writerow(["kind", "layer", "head", "name", *METRICS, *(f"std_{m}" for m in METRICS),
+                             *(f"n_{m}" for m in METRICS), "roles", *(f"share_{r}" for r in ROLES)])
             for kind, records in summary.items():
                 for r in records:
-                    values = ["" if r["metrics"][m] is None else f"{r['metrics'][m]:.6g}" for m in METRICS]
-                    writer.writerow([kind, r["layer"], r["head"], r["name"], *values, " ".join(r["roles"])])
+                    writer.writerow([kind, r["layer"], r["head"], r["name"], *(number(r["metrics"][m]) for m in METRICS),
+                                     *(number(r["std"][m]) for m in METRICS), *(r["n"][m] for m in METRICS),
+                                     " ".join(r["roles"]), *(number(r["role_share"][role]) for role in ROLES)])
     except OSError as e:
         fail(f"cannot write {out}: {e.strerror or e}")
 

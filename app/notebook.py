@@ -193,7 +193,8 @@ def from_attention(attention=None, tokens=None, *, causal: bool | None = None, s
         as the kind "self".
         causal: whether query i sees only keys j <= i (a decoder-only LM); None: causal exactly
         when every weight above the diagonal is 0. special: optional flags marking special tokens
-        (for "hide special tokens"); none are marked otherwise.
+        (for "hide special tokens", and for the metrics: `sink` is the weight on them, the positional
+        metrics leave them out); none are marked otherwise.
     encoder_attention, decoder_attention, cross_attention with encoder_tokens, decoder_tokens: an
         encoder–decoder, as bertviz.head_view takes it; the decoder's self-attention is causal and
         cross-attention has decoder positions as rows and encoder tokens as columns.

@@ -6,7 +6,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 
 from model.analysis import DEFAULT_MAX_NEW_TOKENS, DIMS, MAX_CHARS_PER_TOKEN, MAX_NEW_TOKENS, Layout, ModelInfo
-from model.metrics import METRIC_DEFINITIONS, METRICS
+from model.metrics import METRIC_DEFINITIONS, METRICS, MIN_KEPT
 from model.mha import LIMITS as MHA_LIMITS
 from model.mha import OURS as MHA_OURS
 from model.mha import TEXTBOOK as MHA_TEXTBOOK
@@ -204,9 +204,28 @@ class BinaryAttention(BaseModel):
 
 HeadMetrics = create_model(
     "HeadMetrics",
-    __doc__="Per-head metrics on the default view (special tokens included); null where undefined. "
-    "Formulas: docs/metrics.md.",
+    __doc__="Per-head metrics of the tokens (never merged into words), null where undefined. `sink` is the weight "
+    "on special tokens; `first_token`, `last_token` and `confidence` read the raw pattern; every other metric is "
+    "computed with special query rows and special keys removed, each row renormalised to sum to 1 (rows that kept "
+    f"under {MIN_KEPT} of their weight left out) and positions counted among the non-special tokens — the page's "
+    "'hide special tokens' view. Formulas: docs/metrics.md.",
     **{name: (float | None, Field(description=METRIC_DEFINITIONS[name])) for name in METRICS},
+)
+CorpusMetricStd = create_model(
+    "CorpusMetricStd",
+    __doc__="Per metric, its standard deviation over the sentences where it is defined (divides by n); null "
+    "where it is defined on none.",
+    **{name: (float | None, Field()) for name in METRICS},
+)
+CorpusMetricCount = create_model(
+    "CorpusMetricCount",
+    __doc__="Per metric, n: on how many sentences it is defined, so entered its mean and std (nulls are left out).",
+    **{name: (int, Field()) for name in METRICS},
+)
+RoleShare = create_model(
+    "RoleShare",
+    __doc__="Per role, the share of all sentences (0..1) on which the head had that role on its own.",
+    **{name: (float, Field()) for name in ROLES},
 )
 
 
@@ -215,7 +234,14 @@ class HeadSummary(BaseModel):
     head: int
     name: str = Field(description="Head name such as L0H2.")
     metrics: HeadMetrics  # type: ignore[valid-type]
-    roles: list[str] = Field(description=f"Role labels from the metrics, any of: {', '.join(ROLES)}.")
+    roles: list[str] = Field(description=f"Role labels from the metrics, any of: {', '.join(ROLES)}. What "
+                             "they are the roles of (one text, or the means of a corpus) is the answer's `roles_of`.")
+
+
+class CorpusHeadSummary(HeadSummary):
+    std: CorpusMetricStd  # type: ignore[valid-type]
+    n: CorpusMetricCount  # type: ignore[valid-type]
+    role_share: RoleShare  # type: ignore[valid-type]
 
 
 class Similarity(BaseModel):
@@ -342,7 +368,13 @@ class AttentionResponse(AblationAnswer):
         description="Per attention kind, every head's metrics and roles; null when the request said "
         "`metrics: false` (then POST /api/heads returns them)."
     )
-    similarity: dict[str, Similarity] | None = Field(None, description="Per kind, when requested.")
+    roles_of: Literal["one text"] = Field(
+        "one text", description="`heads` holds the metrics and roles of this one text: an anecdote. Average a "
+        "corpus (POST /api/corpus) before saying what a head does."
+    )
+    similarity: dict[str, Similarity] | None = Field(
+        None, description="Per kind, when requested: from the raw attention of every token, special tokens included."
+    )
     output_text: str | None = Field(None, description="Generated text, for models with a decoder.")
     output_tokens: list[str] | None = Field(
         None,
@@ -387,9 +419,18 @@ class CorpusResponse(BaseModel):
     model: str
     sentences: int = Field(description="How many sentences were analysed and averaged.")
     errors: list[CorpusError] = Field(description="Entries that were skipped, and why.")
-    heads: dict[str, list[HeadSummary]] = Field(
+    heads: dict[str, list[CorpusHeadSummary]] = Field(
         description="Per kind, every head's metrics averaged over the sentences (a metric that is "
-        "undefined on a sentence is left out of its average) and roles from those averages."
+        "undefined on a sentence is left out of its mean and std; `n` says on how many it counted), roles from "
+        "those means, and `role_share`: on what share of the sentences each role fired on its own."
+    )
+    roles_of: Literal["corpus means"] = Field(
+        "corpus means", description="`roles` are the roles of the corpus means; `role_share` those of single sentences."
+    )
+    similarity: dict[str, Similarity] = Field(
+        description="Per kind, the head-by-head Hellinger distance over the whole corpus: the root mean square of "
+        "H(p, q) over every query row of every sentence (raw attention, special tokens included), and its "
+        "clustering order."
     )
 
 

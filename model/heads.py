@@ -1,4 +1,4 @@
-"""Per-head summaries of an Analysis: metrics and roles, head similarity, corpus sums and averages.
+"""Per-head summaries of an Analysis: metrics and roles, head similarity, corpus sums, means, spreads and shares.
 
 The formulas live in model/metrics.py and the role rules in model/roles.py; this module
 applies them to every attention kind of an Analysis and shapes the results as records.
@@ -11,12 +11,26 @@ from dataclasses import dataclass, field
 import torch
 
 from model.analysis import Analysis, TooManyCharacters, cut_to_chars
-from model.metrics import METRICS, cluster_order, head_distances, head_metrics
-from model.roles import head_roles
+from model.metrics import (
+    METRICS,
+    cluster_order,
+    distances_from_affinity,
+    head_affinity,
+    head_distances,
+    head_metrics,
+    kept_keys,
+)
+from model.roles import ROLES, head_roles, role_passes
 
 
 def head_name(layer: int, head: int) -> str:
     return f"L{layer}H{head}"
+
+
+def axis_special(analysis: Analysis, name: str) -> list[bool]:
+    """The special flags of the token list a layout names; all False where the model gives none."""
+    flags = analysis.special if name == "tokens" else analysis.output_special
+    return list(flags) if flags is not None else [False] * len(analysis.axis(name))
 
 
 def kind_metrics(analysis: Analysis, kind: str) -> dict[str, torch.Tensor]:
@@ -24,13 +38,21 @@ def kind_metrics(analysis: Analysis, kind: str) -> dict[str, torch.Tensor]:
     pattern = analysis.patterns[kind]  # (L, H, Tq, Tk)
     layout = analysis.layout[kind]
     queries, keys = analysis.axis(layout.rows), analysis.axis(layout.columns)
-    return head_metrics(pattern, queries, keys, causal=layout.causal, same_sequence=layout.rows == layout.columns)
+    return head_metrics(pattern, queries, keys, causal=layout.causal, same_sequence=layout.rows == layout.columns,
+                        query_special=axis_special(analysis, layout.rows),
+                        key_special=axis_special(analysis, layout.columns))
+
+
+def kind_keys(analysis: Analysis, kind: str) -> int:
+    """The non-special key positions of a kind: the token count its roles are judged by."""
+    columns = analysis.layout[kind].columns
+    return kept_keys(axis_special(analysis, columns), len(analysis.axis(columns)))
 
 
 def head_records(metrics: dict[str, torch.Tensor], num_tokens: float) -> list[dict]:
     """(L, H) metric tensors -> one record per head: layer, head, name, metrics (None if undefined), roles.
 
-    num_tokens: key positions of the kind (or their mean over a corpus), for the per-token role rules.
+    num_tokens: non-special key positions of the kind (or their mean over a corpus), for the role rules.
     """
     roles = head_roles(metrics, num_tokens)
     L, H = metrics[METRICS[0]].shape
@@ -44,52 +66,73 @@ def head_records(metrics: dict[str, torch.Tensor], num_tokens: float) -> list[di
                     "layer": layer,
                     "head": head,
                     "name": head_name(layer, head),
-                    "metrics": {k: None if math.isnan(v) else v for k, v in values.items()},
+                    "metrics": {k: none_if_nan(v) for k, v in values.items()},
                     "roles": roles[layer][head],
                 }
             )
     return records
 
 
+def none_if_nan(value: float) -> float | None:
+    return None if math.isnan(value) else value
+
+
 def summarize_heads(analysis: Analysis) -> dict[str, list[dict]]:
     """kind -> a record per head with its metrics and roles on this one text."""
-    return {kind: head_records(kind_metrics(analysis, kind), pattern.shape[-1])
-            for kind, pattern in analysis.patterns.items()}
+    return {kind: head_records(kind_metrics(analysis, kind), kind_keys(analysis, kind)) for kind in analysis.patterns}
+
+
+def similarity_record(distance: torch.Tensor, L: int, H: int) -> dict:
+    """A distance matrix (N, N) of L x H heads as the API sends it: head names, distances, clustering order."""
+    return {
+        "heads": [head_name(layer, head) for layer in range(L) for head in range(H)],
+        "distance": distance.tolist(),
+        "order": cluster_order(distance),
+    }
 
 
 def head_similarity(analysis: Analysis) -> dict[str, dict]:
-    """kind -> the head-by-head Hellinger distance matrix and its clustering order."""
+    """kind -> the head-by-head Hellinger distance matrix and its clustering order (raw attention)."""
     out = {}
     for kind, pattern in analysis.patterns.items():
         L, H, Tq, Tk = pattern.shape
-        distance = head_distances(pattern.reshape(L * H, Tq, Tk))  # (N, N)
-        out[kind] = {
-            "heads": [head_name(layer, head) for layer in range(L) for head in range(H)],
-            "distance": distance.tolist(),
-            "order": cluster_order(distance),
-        }
+        out[kind] = similarity_record(head_distances(pattern.reshape(L * H, Tq, Tk)), L, H)  # (N, N)
     return out
 
 
 @dataclass
 class Sums:
-    """Per-head sums of every metric over sentences, to be averaged at the end (NaN values are left out).
+    """Per-head sums over sentences, to be turned into means, spreads and shares at the end.
 
     Plain data that adds up with `+` (`merge`): sums of different batches, processes or machines
-    combine in any order into the sums of all their sentences.
+    combine in any order into the sums of all their sentences. Per kind:
+      keys      non-special key positions, summed over sentences (for the roles of the means)
+      totals    metric -> (L, H) sum of its values, float64, NaN (undefined) values left out
+      squares   metric -> (L, H) sum of their squares, float64
+      counts    metric -> (L, H) sentences where it is defined, int64
+      fired     role -> (L, H) sentences on which the head had the role, int64
+      affinity  (N, N) sum over every query row of every sentence of the Bhattacharyya coefficient
+                of two heads (metrics.head_affinity), float64;  rows: those rows' number
     """
 
     sentences: int = 0
-    keys: dict[str, int] = field(default_factory=dict)  # kind -> key positions, summed over sentences
-    totals: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # kind -> metric -> (L, H) float64
-    counts: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)  # kind -> metric -> (L, H) int64
+    keys: dict[str, int] = field(default_factory=dict)
+    totals: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    squares: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    counts: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    fired: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
+    affinity: dict[str, torch.Tensor] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
 
     def __add__(self, other: "Sums") -> "Sums":
+        nested = ("totals", "squares", "counts", "fired")
         return Sums(
             self.sentences + other.sentences,
             _add(self.keys, other.keys),
-            {kind: _add(self.totals.get(kind, {}), other.totals.get(kind, {})) for kind in self.totals | other.totals},
-            {kind: _add(self.counts.get(kind, {}), other.counts.get(kind, {})) for kind in self.counts | other.counts},
+            *({kind: _add(getattr(self, name).get(kind, {}), getattr(other, name).get(kind, {}))
+               for kind in getattr(self, name) | getattr(other, name)} for name in nested),
+            _add(self.affinity, other.affinity),
+            _add(self.rows, other.rows),
         )
 
     merge = __add__
@@ -99,9 +142,44 @@ class Sums:
         return {kind: {name: (total / self.counts[kind][name]).float() for name, total in metrics.items()}
                 for kind, metrics in self.totals.items()}
 
+    def stds(self) -> dict[str, dict[str, torch.Tensor]]:
+        """kind -> metric -> (L, H) standard deviation over the sentences where it is defined (divides by n;
+        NaN if none): sqrt(mean of squares - square of the mean)."""
+        out = {}
+        for kind, metrics in self.totals.items():
+            out[kind] = {}
+            for name, total in metrics.items():
+                n = self.counts[kind][name]  # (L, H)
+                mean = total / n
+                out[kind][name] = (self.squares[kind][name] / n - mean * mean).clamp(min=0).sqrt().float()
+        return out
+
     def summary(self) -> dict[str, list[dict]]:
-        """kind -> a record per head with its mean metrics and the roles of those means."""
-        return {kind: head_records(metrics, self.keys[kind] / self.sentences) for kind, metrics in self.means().items()}
+        """kind -> a record per head: mean metrics and the roles of those means, plus `std` and `n` per
+        metric and `role_share`, the share of sentences on which each role fired."""
+        means, stds = self.means(), self.stds()
+        out = {}
+        for kind, metrics in means.items():
+            records = head_records(metrics, self.keys[kind] / self.sentences)
+            std = {name: value.tolist() for name, value in stds[kind].items()}
+            n = {name: value.tolist() for name, value in self.counts[kind].items()}
+            fired = {role: value.tolist() for role, value in self.fired[kind].items()}
+            for r in records:
+                layer, head = r["layer"], r["head"]
+                r["std"] = {name: none_if_nan(std[name][layer][head]) for name in METRICS}
+                r["n"] = {name: n[name][layer][head] for name in METRICS}
+                r["role_share"] = {role: fired[role][layer][head] / self.sentences for role in ROLES}
+            out[kind] = records
+        return out
+
+    def similarity(self) -> dict[str, dict]:
+        """kind -> the corpus's head-by-head Hellinger distance (root mean square over every query row of
+        every sentence, raw attention) and its clustering order."""
+        out = {}
+        for kind, affinity in self.affinity.items():
+            L, H = next(iter(self.totals[kind].values())).shape
+            out[kind] = similarity_record(distances_from_affinity(affinity, self.rows[kind]), L, H)
+        return out
 
 
 def _add(a: dict, b: dict) -> dict:
@@ -111,14 +189,22 @@ def _add(a: dict, b: dict) -> dict:
 
 def analysis_sums(analysis: Analysis) -> Sums:
     """The Sums of one analysed text."""
-    totals, counts = {}, {}
-    for kind in analysis.patterns:
+    sums = Sums(1)
+    for kind, pattern in analysis.patterns.items():
+        L, H, Tq, Tk = pattern.shape
         metrics = kind_metrics(analysis, kind)  # name -> (L, H)
+        keys = kind_keys(analysis, kind)
         defined = {name: ~torch.isnan(value) for name, value in metrics.items()}
-        totals[kind] = {name: torch.where(defined[name], value.double(), 0.0) for name, value in metrics.items()}
-        counts[kind] = {name: d.long() for name, d in defined.items()}
-    keys = {kind: pattern.shape[-1] for kind, pattern in analysis.patterns.items()}
-    return Sums(1, keys, totals, counts)
+        values = {name: torch.where(defined[name], value.double(), 0.0) for name, value in metrics.items()}
+        passes = role_passes(metrics, keys)  # role -> (L, H) bool
+        sums.keys[kind] = keys
+        sums.totals[kind] = values
+        sums.squares[kind] = {name: value * value for name, value in values.items()}
+        sums.counts[kind] = {name: d.long() for name, d in defined.items()}
+        sums.fired[kind] = {role: passes[role].long() for role in ROLES}
+        sums.affinity[kind] = head_affinity(pattern.reshape(L * H, Tq, Tk))  # (N, N)
+        sums.rows[kind] = Tq
+    return sums
 
 
 def corpus_sums(model, texts: list[str], truncate: bool = False) -> Sums:

@@ -5,15 +5,25 @@
 docs/metrics.md; the one-line definitions below are what the API schema shows.
 
 Legend: L layers, H heads, N heads of all layers flattened, Tq query tokens, Tk key tokens,
-i query position, j key position, A one head's pattern (weights after softmax, rows = queries).
+i query position, j key position, A one head's pattern (weights after softmax, rows = queries),
+q and k the non-special query and key tokens, R the rows of A over them, renormalised.
+
+Attention sinks. Most heads of an encoder park much of their weight on special tokens ([CLS],
+[SEP]); measured on raw rows, every positional metric of such a head is small, whatever it does
+with the rest. So the weight on special keys is its own metric, `sink`, and every other metric
+but `first_token`, `last_token` and `confidence` (which keep the raw pattern) is computed on R:
+rows of special queries are left out, special keys are removed, each remaining row is divided by
+what it kept, and a row that kept less than MIN_KEPT of its weight is left out (it says nothing
+about the rest). Positions i, j then count the non-special tokens only. This is the page's
+"hide special tokens" view (static/js/views.js), with the same MIN_KEPT.
 
 Which rows count. A metric that measures the weight on some target keys (the previous token,
-the first token, punctuation, ...) averages over the rows that can see at least one of its
-target keys; when no row can, the metric is undefined and is NaN (the API sends null).
-Causal self-attention (query i sees keys j <= i) therefore has no `next_token`, and its
-`last_token` is measured on the last row only. Cross-attention (queries and keys from two
-different sequences) has no meaningful |i - j|, so `distance`, `previous_token`,
-`next_token`, `self` and `induction` are NaN there.
+punctuation, an earlier occurrence, ...) averages over the rows that have at least one target
+key; when no row has, the metric is undefined and is NaN (the API sends null). Causal
+self-attention (query i sees keys j <= i) therefore has no `next_token`, and its `last_token` is
+measured on the last row only. Cross-attention (queries and keys from two different sequences)
+has no meaningful |i - j|, so `distance`, `previous_token`, `next_token`, `self`,
+`duplicate_token` and `induction` are NaN there.
 """
 
 import math
@@ -21,32 +31,40 @@ import math
 import torch
 
 METRICS = (
+    "sink",
     "entropy",
     "entropy_normalized",
     "distance",
     "previous_token",
     "next_token",
     "self",
+    "duplicate_token",
+    "induction",
+    "punctuation",
     "first_token",
     "last_token",
-    "punctuation",
     "confidence",
-    "induction",
 )
 
 METRIC_DEFINITIONS = {
-    "entropy": "Mean over queries of the row's entropy -sum_j A[i,j] ln A[i,j], in nats.",
-    "entropy_normalized": "Mean over queries with 2+ visible keys of row entropy / ln(visible keys): 0 = one key, 1 = uniform.",
-    "distance": "Mean over queries of sum_j A[i,j] |i - j|, in positions. Null for cross-attention.",
-    "previous_token": "Mean over queries i >= 1 of A[i, i-1], the weight on the token just before. Null for cross-attention.",
-    "next_token": "Mean over queries i <= T-2 of A[i, i+1], the weight on the token just after. Null when causal or cross.",
-    "self": "Mean over queries of A[i, i], the weight a token puts on itself. Null for cross-attention.",
-    "first_token": "Mean over queries of A[i, 0], the weight on the first key (e.g. [CLS] or BOS).",
-    "last_token": "Mean over queries that can see it of A[i, Tk-1], the weight on the last key (e.g. [SEP] or EOS).",
-    "punctuation": "Mean over queries that can see one of them of the weight on keys . , ; : ! ? Null if the keys have none.",
-    "confidence": "Mean over queries of max_j A[i,j], the weight on the single most attended key.",
-    "induction": "Over queries whose token occurred earlier at j-1: share of their weight on such keys j. Null if nothing repeats.",
+    "sink": "Raw pattern: mean over queries that can see a special key of the weight on special keys ([CLS], [SEP], BOS, EOS). Null if there are none.",
+    "entropy": "Special keys removed, rows renormalised: mean over queries of -sum_j R[i,j] ln R[i,j], in nats.",
+    "entropy_normalized": "Special keys removed, rows renormalised: mean over queries with 2+ visible keys of row entropy / ln(visible keys); 0 = one key, 1 = uniform.",
+    "distance": "Special keys removed, rows renormalised: mean over queries of sum_j R[i,j] |i - j|, in positions among non-special tokens. Null for cross-attention.",
+    "previous_token": "Special keys removed, rows renormalised: mean over queries i >= 1 of R[i, i-1], the weight on the token just before. Null for cross-attention.",
+    "next_token": "Special keys removed, rows renormalised: mean over queries i <= T-2 of R[i, i+1], the weight on the token just after. Null when causal or cross.",
+    "self": "Special keys removed, rows renormalised: mean over queries of R[i, i], the weight a token puts on itself. Null for cross-attention.",
+    "duplicate_token": "Special keys removed, rows renormalised: over queries whose token occurred earlier, the weight on those earlier occurrences (self excluded). Null if no token repeats.",
+    "induction": "Special keys removed, rows renormalised: over queries i whose token occurred at i' < i-2, the weight on keys j = i'+1 (never i-1 or i). Null if there are none.",
+    "punctuation": "Special keys removed, rows renormalised: mean over queries that can see one of them of the weight on keys . , ; : ! ? Null if the keys have none.",
+    "first_token": "Raw pattern: mean over queries of A[i, 0], the weight on the first key (e.g. [CLS] or BOS).",
+    "last_token": "Raw pattern: mean over queries that can see it of A[i, Tk-1], the weight on the last key (e.g. [SEP] or EOS).",
+    "confidence": "Raw pattern: mean over queries of max_j A[i,j], the weight on the single most attended key.",
 }
+
+# Metrics measured on the rows with special keys removed and renormalised (all but the raw three and sink).
+RENORMALISED = tuple(name for name in METRICS if name not in ("sink", "first_token", "last_token", "confidence"))
+MIN_KEPT = 0.01  # a row keeping less than this weight once special keys are removed is left out (as views.js)
 
 PUNCTUATION = frozenset(".,;:!?")
 WORD_MARKERS = ("##", "Ġ", "▁")  # WordPiece continuation, GPT-2 BPE space, SentencePiece space
@@ -69,12 +87,27 @@ def mean_or_nan(x: torch.Tensor) -> torch.Tensor:
     return x.mean(-1)
 
 
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x over the last axis where mask is True; NaN where it is True nowhere. (..., n) -> (...)"""
+    mask = mask.expand_as(x)  # (..., n)
+    count = mask.sum(-1)  # (...)
+    total = torch.where(mask, x, 0.0).sum(-1)  # (...): where, not product, so NaN or inf outside the mask stay out
+    return torch.where(count > 0, total / count.clamp(min=1), math.nan)
+
+
+def kept_keys(key_special: list[bool] | None, num_keys: int) -> int:
+    """How many keys the renormalised metrics keep: the non-special ones (the `num_tokens` of the roles)."""
+    return num_keys if key_special is None else sum(not s for s in key_special)
+
+
 def head_metrics(
     pattern: torch.Tensor,
     query_tokens: list[str],
     key_tokens: list[str],
     causal: bool = False,
     same_sequence: bool | None = None,
+    query_special: list[bool] | None = None,
+    key_special: list[bool] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Every metric of METRICS for every head: a dict name -> (L, H) float32 tensor, NaN where undefined.
 
@@ -84,6 +117,8 @@ def head_metrics(
     same_sequence: whether queries and keys are positions of one sequence (self-attention), so
         that i and j can be compared. Default: True exactly when query_tokens == key_tokens.
         Pass False for cross-attention whose two token lists happen to be equal.
+    query_special, key_special: True where a token is a special token ([CLS], [SEP], BOS, EOS).
+        None: none is. For self-attention query_special defaults to key_special and must equal it.
     """
     if pattern.dim() != 4:
         raise ValueError(f"pattern must be (layer, head, query_pos, key_pos), got shape {tuple(pattern.shape)}")
@@ -96,75 +131,146 @@ def head_metrics(
         same_sequence = list(query_tokens) == list(key_tokens)
     if causal and not (same_sequence and Tq == Tk):
         raise ValueError("causal attention is self-attention: it needs the same query and key tokens")
+    key_special = [False] * Tk if key_special is None else [bool(s) for s in key_special]
+    if query_special is None:
+        query_special = key_special if same_sequence else [False] * Tq
+    query_special = [bool(s) for s in query_special]
+    if (len(query_special), len(key_special)) != (Tq, Tk):
+        raise ValueError(f"pattern is {Tq}x{Tk} but there are {len(query_special)} query and {len(key_special)} key special flags")
+    if same_sequence and query_special != key_special:
+        raise ValueError("self-attention has one sequence: query_special must equal key_special")
 
     A = pattern.detach().to(torch.float32)  # (L, H, Tq, Tk)
     nan = torch.full((L, H), math.nan)  # (L, H)
     q_pos = torch.arange(Tq)  # (Tq,)
     k_pos = torch.arange(Tk)  # (Tk,)
     visible = k_pos[None, :] <= q_pos[:, None] if causal else torch.ones(Tq, Tk, dtype=torch.bool)  # (Tq, Tk)
-    n_visible = visible.sum(-1)  # (Tq,), i + 1 when causal, else Tk
-    offset = (q_pos[:, None] - k_pos[None, :]).abs().float()  # (Tq, Tk), |i - j|
     out: dict[str, torch.Tensor] = {}
 
-    # Row statistics, one layer at a time: (H, Tq, Tk) temporaries stay small and in cache.
-    tiny = torch.finfo(torch.float32).tiny  # 0 · ln(tiny) = 0: the convention 0 · ln 0 = 0
-    row_entropy = torch.empty(L, H, Tq)  # -Σ_j A ln A
-    row_max = torch.empty(L, H, Tq)  # max_j A
-    row_distance = torch.empty(L, H, Tq)  # Σ_j A |i - j|
-    for layer in range(L):
-        a = A[layer]  # (H, Tq, Tk)
-        row_entropy[layer] = -a.clamp(min=tiny).log_().mul_(a).sum(-1)  # (H, Tq)
-        row_max[layer] = a.amax(-1)  # (H, Tq)
-        row_distance[layer] = (a * offset).sum(-1)  # (H, Tq)
-
-    # Spread: entropy of each row, raw and divided by its maximum ln(visible keys).
-    out["entropy"] = mean_or_nan(row_entropy)  # (L, H)
-    choice = n_visible > 1  # (Tq,) rows with a single visible key have no choice: left out
-    out["entropy_normalized"] = mean_or_nan(row_entropy[..., choice] / torch.log(n_visible[choice].float()))  # (L, H)
-    out["confidence"] = mean_or_nan(row_max)  # (L, H)
-
-    # Positions: only meaningful when i and j index one sequence.
-    if same_sequence:
-        out["distance"] = mean_or_nan(row_distance)  # (L, H)
-        out["previous_token"] = mean_or_nan(A.diagonal(offset=-1, dim1=-2, dim2=-1))  # (L, H, T-1): rows i >= 1
-        if causal:  # the key after i is always hidden
-            out["next_token"] = nan.clone()
-        else:
-            out["next_token"] = mean_or_nan(A.diagonal(offset=1, dim1=-2, dim2=-1))  # (L, H, T-1): rows i <= T-2
-        out["self"] = mean_or_nan(A.diagonal(dim1=-2, dim2=-1))  # (L, H, T)
-    else:
-        for name in ("distance", "previous_token", "next_token", "self"):
-            out[name] = nan.clone()
-
-    # Sinks: weight on the first and on the last key, over the rows that can see that key.
+    # Raw pattern, every row: the first and last key, and the largest weight.
     out["first_token"] = mean_or_nan(A[..., 0])  # (L, H, Tq); every row sees key 0
     out["last_token"] = mean_or_nan(A[..., visible[:, -1], Tk - 1])  # (L, H, rows that see key Tk-1)
+    out["confidence"] = mean_or_nan(A.amax(-1))  # (L, H, Tq) -> (L, H)
 
-    # Punctuation: weight on punctuation keys, over the rows that can see at least one.
-    punct = torch.tensor([is_punctuation(t) for t in key_tokens], dtype=torch.bool)  # (Tk,)
-    sees_punct = (visible & punct).any(-1)  # (Tq,)
-    if sees_punct.any():
-        mass = A[..., punct].sum(-1)  # (L, H, Tq, n_punct) -> (L, H, Tq)
-        out["punctuation"] = mean_or_nan(mass[..., sees_punct])  # (L, H)
+    # Sink: weight on special keys, over the rows that can see one (every row, as first_token: so a head
+    # whose first_token passes a threshold passes it in sink too when the first key is special).
+    q_special = torch.tensor(query_special, dtype=torch.bool)  # (Tq,)
+    k_special = torch.tensor(key_special, dtype=torch.bool)  # (Tk,)
+    sees_special = (visible & k_special).any(-1)  # (Tq,)
+    on_special = A @ k_special.float()  # (L, H, Tq, Tk) @ (Tk,) -> (L, H, Tq)
+    out["sink"] = masked_mean(on_special, sees_special) if sees_special.any() else nan.clone()
+
+    # Everything else: special queries and keys removed, rows renormalised (R), positions among the rest.
+    qi = (~q_special).nonzero().flatten()  # (q,) original positions of the kept queries
+    kj = (~k_special).nonzero().flatten()  # (k,) and keys
+    if len(qi) == 0 or len(kj) == 0:
+        out.update({name: nan.clone() for name in RENORMALISED})
     else:
-        out["punctuation"] = nan.clone()
-
-    # Induction: query token i appeared before, at key position j-1 < i; the target is key j.
-    out["induction"] = nan.clone()
-    if same_sequence and Tk > 1:
-        ids: dict[str, int] = {}
-        key_ids = torch.tensor([ids.setdefault(t, len(ids)) for t in key_tokens])  # (Tk,)
-        query_ids = torch.tensor([ids.setdefault(t, len(ids)) for t in query_tokens])  # (Tq,)
-        earlier = k_pos[None, :-1] < q_pos[:, None]  # (Tq, Tk-1), j-1 < i
-        M = (key_ids[None, :-1] == query_ids[:, None]) & earlier  # (Tq, Tk-1), M[i, j-1]: key j is a target
-        qi, kj = M.nonzero(as_tuple=True)  # (P,), (P,): the target pairs (i, j-1)
-        if len(qi):
-            rows = M.any(-1)  # (Tq,) queries with at least one target
-            on_target = A[..., qi, kj + 1].sum(-1)  # (L, H), Σ A∘M
-            on_rows = A.sum(-1)[..., rows].sum(-1)  # (L, H), Σ A over those rows
-            out["induction"] = on_target / on_rows
-
+        out.update(renormalised_metrics(A, qi, kj, [key_tokens[j] for j in kj], visible[qi][:, kj], causal,
+                                        same_sequence))
     return {name: out[name] for name in METRICS}
+
+
+def kept_part(a: torch.Tensor, qi: torch.Tensor, kj: torch.Tensor) -> torch.Tensor:
+    """a (..., Tq, Tk) at rows qi and columns kj: a view when both are runs of positions (specials only at the
+    ends, the usual case), else a copy. -> (..., q, k)"""
+    q0, q1, k0, k1 = int(qi[0]), int(qi[-1]), int(kj[0]), int(kj[-1])
+    rows = a[..., q0 : q1 + 1, :] if q1 - q0 + 1 == len(qi) else a.index_select(-2, qi)
+    return rows[..., k0 : k1 + 1] if k1 - k0 + 1 == len(kj) else rows.index_select(-1, kj)
+
+
+CHUNK = 1 << 22  # weights per block of layers in renormalised_metrics: 16 MB temporaries, all layers of short texts
+
+
+def renormalised_metrics(A: torch.Tensor, qi: torch.Tensor, kj: torch.Tensor, key_tokens: list[str],
+                         visible: torch.Tensor, causal: bool, same_sequence: bool) -> dict[str, torch.Tensor]:
+    """The RENORMALISED metrics of A (L, H, Tq, Tk) at kept rows qi (q,) and keys kj (k,); key_tokens: the k
+    kept keys' tokens; visible (q, k).
+
+    R = K / m with K the kept part and m its row sums is never built: every row statistic but the entropy is
+    linear in the row, so it is computed on K and divided by m, and the entropy is
+    -Σ R ln R = -(Σ K ln K) / m + ln m.
+    """
+    L, H = A.shape[:2]
+    q, k = len(qi), len(kj)
+    nan = torch.full((L, H), math.nan)  # (L, H)
+    n_visible = visible.sum(-1)  # (q,)
+    qp, kp = torch.arange(q), torch.arange(k)  # (q,), (k,) positions among the non-special tokens
+
+    # Targets of the token-matching metrics (self-attention only: q == k, one token list), as (row, key) pairs.
+    punct = torch.tensor([is_punctuation(t) for t in key_tokens], dtype=torch.float32)  # (k,)
+    sees_punct = (visible & punct.bool()).any(-1)  # (q,)
+    if same_sequence:
+        ids: dict[str, int] = {}
+        tok = torch.tensor([ids.setdefault(t, len(ids)) for t in key_tokens])  # (k,)
+        same = tok[None, :] == tok[:, None]  # (q, k): token j is token i
+        duplicate = same & (kp[None, :] < qp[:, None])  # (q, k): an earlier occurrence, j < i
+        induction = torch.zeros(q, k, dtype=torch.bool)  # (q, k): j = i' + 1 with token i' = token i, i' <= i - 3
+        induction[:, 1:] = (same & (kp[None, :] <= qp[:, None] - 3))[:, :-1]
+        pairs = {"duplicate": duplicate.nonzero(as_tuple=True), "induction": induction.nonzero(as_tuple=True)}
+        offset = (qp[:, None] - kp[None, :]).abs().float()  # (q, k), |i - j|
+
+    # Row statistics of K, a block of layers at a time: (l, H, q, k) temporaries stay under CHUNK weights.
+    tiny = torch.finfo(torch.float32).tiny  # 0 · ln(tiny) = 0: the convention 0 · ln 0 = 0
+    names = ("mass", "k_log_k", "punctuation", "distance", "duplicate", "induction", "previous", "self", "next")
+    rows = {name: torch.zeros(L, H, q) for name in names}  # row sums of K times a weight (previous: rows 1..q-1 used)
+    step = max(1, CHUNK // (H * q * k))
+    for start in range(0, L, step):
+        block = slice(start, start + step)
+        K = kept_part(A[block], qi, kj)  # (l, H, q, k)
+        rows["mass"][block] = K.sum(-1)  # (l, H, q)
+        rows["k_log_k"][block] = K.clamp(min=tiny).log().mul_(K).sum(-1)  # (l, H, q)
+        rows["punctuation"][block] = K @ punct  # (l, H, q)
+        if same_sequence:
+            rows["distance"][block] = (K * offset).sum(-1)  # (l, H, q)
+            for name, (i, j) in pairs.items():  # (P,), (P,): few pairs, gathered
+                rows[name][block].index_add_(-1, i, K[..., i, j])  # (l, H, q)
+            rows["previous"][block, :, 1:] = K.diagonal(offset=-1, dim1=-2, dim2=-1)  # (l, H, q-1): R[i, i-1]
+            rows["self"][block] = K.diagonal(dim1=-2, dim2=-1)  # (l, H, q)
+            rows["next"][block, :, :-1] = K.diagonal(offset=1, dim1=-2, dim2=-1)  # (l, H, q-1): R[i, i+1]
+    mass = rows["mass"]  # (L, H, q)
+    kept = mass >= MIN_KEPT  # (L, H, q) rows that count
+    m = torch.where(kept, mass, 1.0)  # (L, H, q), divisor of the rows that count
+    share = {name: rows[name] / m for name in names[2:]}  # (L, H, q) each: row statistics of R
+    entropy = -rows["k_log_k"] / m + m.log()  # (L, H, q)
+
+    out = {
+        "entropy": masked_mean(entropy, kept),  # (L, H)
+        "entropy_normalized": masked_mean(entropy / n_visible.float().log(), kept & (n_visible > 1)),
+        "punctuation": masked_mean(share["punctuation"], kept & sees_punct) if sees_punct.any() else nan.clone(),
+    }
+    if not same_sequence:
+        out.update({name: nan.clone() for name in ("distance", "previous_token", "next_token", "self",
+                                                   "duplicate_token", "induction")})
+        return out
+    out["distance"] = masked_mean(share["distance"], kept)
+    out["previous_token"] = masked_mean(share["previous"], kept & (qp >= 1))
+    out["self"] = masked_mean(share["self"], kept)
+    # Causal: the key after i is always hidden.
+    out["next_token"] = nan.clone() if causal else masked_mean(share["next"], kept & (qp <= q - 2))
+    out["duplicate_token"] = masked_mean(share["duplicate"], kept & duplicate.any(-1))
+    out["induction"] = masked_mean(share["induction"], kept & induction.any(-1))
+    return out
+
+
+def head_affinity(patterns: torch.Tensor) -> torch.Tensor:
+    """Sum over query rows of the Bhattacharyya coefficient Σ_k sqrt(p_k q_k) of every two heads. (N, Tq, Tk) -> (N, N)
+
+    One matrix product S Sᵀ, S = sqrt(pattern) flattened to Tq · Tk numbers per head; float64.
+    head_distances divides it by Tq; a corpus adds it up over sentences and divides by all their rows.
+    """
+    if patterns.dim() != 3:
+        raise ValueError(f"patterns must be (heads, query_pos, key_pos), got shape {tuple(patterns.shape)}")
+    N, Tq, Tk = patterns.shape
+    S = patterns.detach().to(torch.float32).clamp(min=0).sqrt().reshape(N, Tq * Tk)  # (N, Tq·Tk)
+    return (S @ S.T).double()  # (N, N)
+
+
+def distances_from_affinity(affinity: torch.Tensor, rows: int) -> torch.Tensor:
+    """Hellinger distance D = sqrt(1 - affinity / rows), clamped to [0, 1], zero diagonal. (N, N) -> (N, N) float32"""
+    dist = (1.0 - affinity / rows).clamp(0.0, 1.0).sqrt()  # (N, N)
+    dist.fill_diagonal_(0.0)
+    return dist.to(torch.float32)
 
 
 def head_distances(patterns: torch.Tensor) -> torch.Tensor:
@@ -178,15 +284,9 @@ def head_distances(patterns: torch.Tensor) -> torch.Tensor:
     vectors S / sqrt(2 Tq): a true metric, 0 for identical heads, 1 for heads with disjoint rows.
     (Jensen–Shannon needs a logarithm per pair, row and key: 0.6–1.0 s at 512 tokens, more than
     the forward pass; this is one matmul.) Rows must be distributions: cut padding rows off first.
+    Over a corpus, the same root mean square runs over every row of every sentence (model/heads.py).
     """
-    if patterns.dim() != 3:
-        raise ValueError(f"patterns must be (heads, query_pos, key_pos), got shape {tuple(patterns.shape)}")
-    N, Tq, Tk = patterns.shape
-    S = patterns.detach().to(torch.float32).clamp(min=0).sqrt().reshape(N, Tq * Tk)  # (N, Tq·Tk)
-    affinity = (S @ S.T).double() / Tq  # (N, N), mean over rows of the Bhattacharyya coefficient
-    dist = (1.0 - affinity).clamp(0.0, 1.0).sqrt()  # (N, N)
-    dist.fill_diagonal_(0.0)
-    return dist.to(torch.float32)  # (N, N)
+    return distances_from_affinity(head_affinity(patterns), patterns.shape[1])
 
 
 def cluster_order(distances: torch.Tensor) -> list[int]:

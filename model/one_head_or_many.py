@@ -69,15 +69,15 @@ def add_examples(record: dict, weights: Path) -> None:
 
 def head_roles(net: Seq2Seq, texts: list[str]) -> dict:
     """Per kind: how many heads get the `local` and `long_range` roles on metrics averaged over texts."""
-    from model.heads import head_records, kind_metrics
+    from model.heads import head_records, kind_keys, kind_metrics
 
     model = DatesModel(net.cpu().eval())
     sums, keys = {}, {}
     for text in texts:
         analysis = model.analyze(text)
-        for kind, pattern in analysis.patterns.items():
+        for kind in analysis.patterns:
             metrics = kind_metrics(analysis, kind)
-            keys[kind] = keys.get(kind, 0) + pattern.shape[-1]
+            keys[kind] = keys.get(kind, 0) + kind_keys(analysis, kind)  # non-special keys, as the role rules count
             for name, value in metrics.items():
                 total, count = sums.setdefault(kind, {}).get(name, (0, 0))
                 defined = ~torch.isnan(value)

@@ -155,10 +155,12 @@ def test_heads_have_every_metric_and_roles(client):
     assert [(h["layer"], h["head"]) for h in heads] == [(l, h) for l in range(6) for h in range(12)]
     assert heads[2]["name"] == "L0H2"
     for h in heads:
-        assert set(h["metrics"]) >= {"entropy", "distance", "previous_token", "next_token", "self", "first_token",
-                                     "last_token", "punctuation", "confidence", "induction"}
+        assert set(h["metrics"]) == {"sink", "entropy", "entropy_normalized", "distance", "previous_token",
+                                     "next_token", "self", "duplicate_token", "induction", "punctuation",
+                                     "first_token", "last_token", "confidence"}
         assert all(v is None or math.isfinite(v) for v in h["metrics"].values())
     assert "previous_token" in heads[2]["roles"]
+    assert attention(client).json()["roles_of"] == "one text"
 
 
 def test_similarity_only_when_asked_and_symmetric(client):
@@ -362,7 +364,9 @@ def test_openapi_documents_the_contract(client):
     assert set(ok["content"]) == {"application/json", "application/octet-stream"}
     assert "8-byte little-endian header length" in ok["description"] and "__metadata__" in ok["description"]
     metrics = schemas["HeadMetrics"]["properties"]
-    assert "A[i, i-1]" in metrics["previous_token"]["description"]
+    assert "R[i, i-1]" in metrics["previous_token"]["description"]
+    assert "renormalised" in schemas["HeadMetrics"]["description"] and "sink" in metrics
+    assert {"std", "n", "role_share"} <= set(schemas["CorpusHeadSummary"]["properties"])
     for status in ("413", "422", "503"):
         assert status in spec["paths"]["/api/attention"]["post"]["responses"]
     assert "application/x-ndjson" in spec["paths"]["/api/corpus"]["post"]["responses"]["200"]["content"]

@@ -39,8 +39,13 @@ def test_heads_writes_csv_and_json_with_corpus_averages(tmp_path, minilm):
     assert len(rows) == 72 and rows[2]["name"] == "L0H2" and "previous_token" in rows[2]["roles"].split()
     expected = corpus_sums(minilm, [LINES[0], LINES[2], LINES[4]]).summary()["encoder"]
     assert float(rows[2]["previous_token"]) == pytest.approx(expected[2]["metrics"]["previous_token"], rel=1e-5)
+    assert float(rows[2]["std_sink"]) == pytest.approx(expected[2]["std"]["sink"], rel=1e-5, abs=1e-6)
+    assert int(rows[2]["n_duplicate_token"]) == expected[2]["n"]["duplicate_token"]
+    assert float(rows[2]["share_previous_token"]) == 1.0
     data = json.loads(out_json.read_text())
     assert data["sentences"] == 3 and data["heads"]["encoder"][2]["metrics"] == pytest.approx(expected[2]["metrics"], rel=1e-5)
+    assert data["heads"]["encoder"][2]["role_share"] == pytest.approx(expected[2]["role_share"])
+    assert data["roles_of"] == "corpus means" and len(data["similarity"]["encoder"]["distance"]) == 72
     assert data["skipped"] == [{"line": 4, "error": "text has 602 tokens but minilm takes at most 512"}]
 
 

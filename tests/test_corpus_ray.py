@@ -55,6 +55,8 @@ def assert_same_heads(ray_heads: dict, local_heads: dict) -> None:
     for kind in local_heads:
         for got, expected in zip(ray_heads[kind], local_heads[kind], strict=True):
             assert (got["name"], got["roles"]) == (expected["name"], expected["roles"])
+            if "n" in expected:  # Sums' summary (the CLI's JSON has them too): counts and role shares are exact
+                assert (got["n"], got["role_share"]) == (expected["n"], expected["role_share"])
             for metric, value in expected["metrics"].items():
                 if value is None:
                     assert got["metrics"][metric] is None, (got["name"], metric)
@@ -116,7 +118,14 @@ def test_cli_ray_engine_writes_what_the_local_engine_writes(ray_address, corpus,
     assert "skipped line 42: text has 602 tokens" in on_ray.stderr and "skipped line 251" in on_ray.stderr
     assert "300/300" in on_ray.stderr and "295 sentences averaged" in on_ray.stderr
     expected, got = (json.loads((tmp_path / name).read_text()) for name in ("local.json", "ray.json"))
-    assert {k: v for k, v in got.items() if k != "heads"} == {k: v for k, v in expected.items() if k != "heads"}
+    summed = ("heads", "similarity")  # float sums in another order: equal within TOLERANCE
+    assert {k: v for k, v in got.items() if k not in summed} == {k: v for k, v in expected.items() if k not in summed}
+    for kind, similarity in expected["similarity"].items():
+        assert got["similarity"][kind]["heads"] == similarity["heads"]
+        assert sorted(got["similarity"][kind]["order"]) == sorted(similarity["order"])
+        assert all(math.isclose(a, b, rel_tol=0, abs_tol=TOLERANCE) for row_a, row_b in
+                   zip(got["similarity"][kind]["distance"], similarity["distance"], strict=True)
+                   for a, b in zip(row_a, row_b, strict=True))
     assert got["skipped"][0] == {"line": 42, "error": "text has 602 tokens but minilm takes at most 512"}
     assert_same_heads(got["heads"], expected["heads"])
 

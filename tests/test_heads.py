@@ -9,6 +9,7 @@ import torch
 
 from model.heads import Sums, corpus_sums, lines_sums, plan_corpus, summarize_heads
 from model.metrics import METRICS
+from model.roles import ROLES
 
 TEXTS = [
     "The cat sat on the mat.",
@@ -51,7 +52,11 @@ def test_sums_of_parts_merge_into_the_sums_of_the_whole(minilm):
         for metric, total in whole.totals["encoder"].items():
             assert torch.equal(merged.counts["encoder"][metric], whole.counts["encoder"][metric])
             torch.testing.assert_close(merged.totals["encoder"][metric], total, rtol=0, atol=1e-5)
-    assert Sums().summary() == {}  # nothing summed: no heads, no division by zero
+        for role, fired in whole.fired["encoder"].items():
+            assert torch.equal(merged.fired["encoder"][role], fired)
+        torch.testing.assert_close(merged.affinity["encoder"], whole.affinity["encoder"], rtol=1e-6, atol=0)
+        assert merged.rows == whole.rows
+    assert Sums().summary() == {} and Sums().similarity() == {}  # nothing summed: no heads, no division by zero
 
 
 def test_lines_sums_reports_lines_by_their_number_in_the_file(minilm):
@@ -83,6 +88,13 @@ def test_api_corpus_equals_the_mean_of_api_attention(client):
         expected = [mean_of_single_runs(singles, metric, i) for i in range(72)]
         np.testing.assert_allclose(np.array(got, dtype=float), np.array(expected, dtype=float), atol=2e-6)
     assert "previous_token" in body["heads"]["encoder"][2]["roles"]
+    for index in range(72):  # spread and role shares of the single answers
+        record = body["heads"]["encoder"][index]
+        values = [s[index]["metrics"]["sink"] for s in singles]
+        assert record["std"]["sink"] == pytest.approx(np.std(values), abs=1e-5) and record["n"]["sink"] == 4
+        for role, share in record["role_share"].items():
+            assert share == sum(role in s[index]["roles"] for s in singles) / 4
+    assert body["roles_of"] == "corpus means" and len(body["similarity"]["encoder"]["order"]) == 72
 
 
 def test_api_corpus_streams_progress_then_the_result(client):
@@ -111,3 +123,35 @@ def test_undefined_metrics_are_null_not_nan(client):
     assert all(h["metrics"]["induction"] is None for h in heads)  # nothing repeats: undefined
     assert all(h["metrics"]["punctuation"] is None for h in heads)
     assert all(not math.isnan(v) for h in heads for v in h["metrics"].values() if v is not None)
+
+
+def test_corpus_spread_role_shares_and_similarity_equal_a_direct_computation(minilm):
+    """std (population, over the sentences where a metric is defined), n, the share of sentences on which each
+    role fired, and the corpus similarity (Hellinger RMS over every row of every sentence), all from single runs."""
+    sums = corpus_sums(minilm, TEXTS[:3]) + corpus_sums(minilm, TEXTS[3:])
+    summary = sums.summary()["encoder"]
+    singles = [summarize_heads(minilm.analyze(t))["encoder"] for t in TEXTS]
+    for index in range(72):
+        for metric in METRICS:
+            values = np.array([r[index]["metrics"][metric] for r in singles if r[index]["metrics"][metric] is not None])
+            assert summary[index]["n"][metric] == len(values)
+            if len(values):
+                assert summary[index]["std"][metric] == pytest.approx(values.std(), abs=1e-5), (metric, index)
+            else:
+                assert summary[index]["std"][metric] is None
+        for role in ROLES:
+            share = sum(role in r[index]["roles"] for r in singles) / len(TEXTS)
+            assert summary[index]["role_share"][role] == share, (role, index)
+    # Similarity: sqrt(1 - mean over all rows of all sentences of sum_k sqrt(p_k q_k)), in numpy.
+    coefficient, rows = np.zeros((72, 72)), 0
+    for text in TEXTS:
+        P = minilm.analyze(text).patterns["encoder"].numpy().astype(np.float64)  # (6, 12, T, T)
+        P = P.reshape(72, *P.shape[2:])  # (72, T, T)
+        for a in range(72):
+            coefficient[a] += np.sqrt(P[a][None] * P).sum(axis=(1, 2))  # summed over rows and keys, vs every head
+        rows += P.shape[1]
+    expected = np.sqrt(np.clip(1 - coefficient / rows, 0, 1))
+    np.fill_diagonal(expected, 0)
+    similarity = sums.similarity()["encoder"]
+    np.testing.assert_allclose(np.array(similarity["distance"]), expected, atol=2e-4)
+    assert similarity["heads"][:3] == ["L0H0", "L0H1", "L0H2"] and sorted(similarity["order"]) == list(range(72))

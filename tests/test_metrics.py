@@ -15,7 +15,7 @@ from model.metrics import (
     is_punctuation,
 )
 
-POSITION_METRICS = ("distance", "previous_token", "next_token", "self", "induction")
+POSITION_METRICS = ("distance", "previous_token", "next_token", "self", "duplicate_token", "induction")
 
 
 def close(value: torch.Tensor, expected: float) -> bool:
@@ -84,12 +84,13 @@ def test_every_head_is_computed_on_its_own():
     torch.manual_seed(0)
     pattern = torch.softmax(torch.randn(2, 3, 7, 7), -1)  # (L, H, T, T)
     tokens = ["[CLS]", "a", "b", ",", "a", "b", "[SEP]"]
-    together = head_metrics(pattern, tokens, tokens)
+    special = [True, False, False, False, False, False, True]
+    together = head_metrics(pattern, tokens, tokens, key_special=special)
     for layer in range(2):
         for head in range(3):
-            alone = head_metrics(pattern[layer : layer + 1, head : head + 1], tokens, tokens)
+            alone = head_metrics(pattern[layer : layer + 1, head : head + 1], tokens, tokens, key_special=special)
             for name in METRICS:
-                torch.testing.assert_close(together[name][layer, head], alone[name][0, 0], msg=name)
+                torch.testing.assert_close(together[name][layer, head], alone[name][0, 0], equal_nan=True, msg=name)
 
 
 # Causal self-attention over 3 tokens: row 0 = [1, 0, 0], row 1 = [0.5, 0.5, 0], row 2 = [0.2, 0.3, 0.5]
@@ -137,11 +138,20 @@ def test_induction_by_hand():
 
 
 def test_induction_with_several_targets_causal():
-    tokens = ["a", "a", "a"]
-    # query 1: key 1 (after key 0); query 2: keys 1 and 2 (after keys 0 and 1)
-    pattern = torch.tensor([[[[1.0, 0.0, 0.0], [0.5, 0.5, 0.0], [0.0, 0.5, 0.5]]]])  # (1, 1, 3, 3)
+    tokens = ["a", "a", "a", "a", "a"]
+    # Targets j = i' + 1 with i' <= i - 3: query 3 -> key 1 (after key 0); query 4 -> keys 1 and 2.
+    # Queries 0-2 have none: their earlier "a"s are followed by the query itself or its previous token.
+    pattern = torch.tensor([[[
+        [1.0, 0.0, 0.0, 0.0, 0.0],
+        [0.5, 0.5, 0.0, 0.0, 0.0],
+        [0.2, 0.3, 0.5, 0.0, 0.0],
+        [0.1, 0.4, 0.2, 0.3, 0.0],
+        [0.1, 0.3, 0.2, 0.2, 0.2],
+    ]]])  # (1, 1, 5, 5)
     m = head_metrics(pattern, tokens, tokens, causal=True)
-    assert close(m["induction"][0, 0], (0.5 + 0.5 + 0.5) / 2)
+    assert close(m["induction"][0, 0], (0.4 + (0.3 + 0.2)) / 2)
+    # duplicate_token: every earlier key is the same token: rows 1..4, weight on keys j < i
+    assert close(m["duplicate_token"][0, 0], (0.5 + 0.5 + 0.7 + 0.8) / 4)
 
 
 def test_cross_attention():
@@ -285,3 +295,188 @@ def test_cluster_order_puts_neighbours_next_to_each_other():
     order = cluster_order((x[:, None] - x[None, :]).abs())
     walk = x[order]
     assert torch.equal(walk, walk.sort().values) or torch.equal(walk, walk.sort(descending=True).values)
+
+
+# ---- Special tokens: sink mass, and every other metric on renormalised rows ------------------------
+#
+# A reference written with numpy and plain loops, one head and one row at a time, from the definitions
+# in docs/metrics.md: it shares nothing with model/metrics.py but the constant MIN_KEPT.
+
+MIN_KEPT = 0.01
+
+
+def reference(A, q_tokens, k_tokens, causal, same, q_special, k_special):
+    """docs/metrics.md's formulas for one head: A (Tq, Tk) numpy -> {metric: float or nan}."""
+    Tq, Tk = A.shape
+    sees = lambda i, j: j <= i if causal else True  # noqa: E731
+    mean = lambda xs: float(np.mean(xs)) if xs else math.nan  # noqa: E731
+    out = {
+        "first_token": mean([A[i, 0] for i in range(Tq)]),
+        "last_token": mean([A[i, Tk - 1] for i in range(Tq) if sees(i, Tk - 1)]),
+        "confidence": mean([A[i].max() for i in range(Tq)]),
+        "sink": mean([sum(A[i, j] for j in range(Tk) if k_special[j]) for i in range(Tq)
+                      if any(k_special[j] and sees(i, j) for j in range(Tk))]),
+    }
+    qs = [i for i in range(Tq) if not q_special[i]]  # kept queries and keys, by original position
+    ks = [j for j in range(Tk) if not k_special[j]]
+    rows = {name: [] for name in ("entropy", "entropy_normalized", "distance", "previous_token", "next_token", "self",
+                                  "duplicate_token", "induction", "punctuation")}
+    for a, i in enumerate(qs):  # a, b: positions among the kept tokens
+        mass = sum(A[i, j] for j in ks)
+        if mass < MIN_KEPT:
+            continue
+        r = [A[i, j] / mass for j in ks]
+        seen = [b for b, j in enumerate(ks) if sees(i, j)]
+        rows["entropy"].append(-sum(p * math.log(p) for p in r if p > 0))
+        if len(seen) > 1:
+            rows["entropy_normalized"].append(rows["entropy"][-1] / math.log(len(seen)))
+        punct = [b for b in seen if is_punctuation(k_tokens[ks[b]])]
+        if punct:
+            rows["punctuation"].append(sum(r[b] for b in punct))
+        if not same:
+            continue
+        rows["distance"].append(sum(p * abs(a - b) for b, p in enumerate(r)))
+        rows["self"].append(r[a])
+        if a >= 1:
+            rows["previous_token"].append(r[a - 1])
+        if a + 1 < len(ks) and not causal:
+            rows["next_token"].append(r[a + 1])
+        tok = [k_tokens[j] for j in ks]
+        earlier = [b for b in range(a) if tok[b] == tok[a]]
+        if earlier:
+            rows["duplicate_token"].append(sum(r[b] for b in earlier))
+        targets = {b + 1 for b in range(len(ks) - 1) if tok[b] == tok[a] and b < a - 1 and b + 1 not in (a - 1, a)}
+        if targets:
+            rows["induction"].append(sum(r[b] for b in targets))
+    out.update({name: mean(values) for name, values in rows.items()})
+    if not same:
+        for name in ("distance", "previous_token", "next_token", "self", "duplicate_token", "induction"):
+            out[name] = math.nan
+    return out
+
+
+def random_pattern(rng, L, H, Tq, Tk, causal, sink_rows=()):
+    """Softmax of random scores, masked when causal; rows in sink_rows put all but ~1e-3 on key 0."""
+    scores = rng.normal(size=(L, H, Tq, Tk)) * 2
+    if causal:
+        scores = np.where(np.tril(np.ones((Tq, Tk), bool)), scores, -np.inf)
+    for i in sink_rows:
+        scores[:, :, i, 0] += 12
+    A = np.exp(scores - scores.max(-1, keepdims=True))
+    return A / A.sum(-1, keepdims=True)
+
+
+def assert_matches_reference(A, q_tokens, k_tokens, causal=False, same=True, q_special=None, k_special=None):
+    k_special = k_special if k_special is not None else [False] * len(k_tokens)
+    q_special = q_special if q_special is not None else (k_special if same else [False] * len(q_tokens))
+    got = head_metrics(torch.tensor(A, dtype=torch.float32), q_tokens, k_tokens, causal=causal, same_sequence=same,
+                       query_special=q_special, key_special=k_special)
+    L, H = A.shape[:2]
+    for layer in range(L):
+        for head in range(H):
+            expected = reference(A[layer, head], q_tokens, k_tokens, causal, same, q_special, k_special)
+            for name in METRICS:
+                e, g = expected[name], float(got[name][layer, head])
+                assert math.isnan(e) == math.isnan(g), (name, layer, head, e, g)
+                if not math.isnan(e):
+                    assert g == pytest.approx(e, rel=1e-4, abs=1e-5), (name, layer, head)
+
+
+SPECIAL_TOKENS = ["[CLS]", "the", "cat", ",", "the", "dog", "and", "the", "cat", "ran", ".", "[SEP]"]
+SPECIAL_FLAGS = [t in ("[CLS]", "[SEP]") for t in SPECIAL_TOKENS]
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_renormalised_metrics_match_a_numpy_reference(causal):
+    rng = np.random.default_rng(1)
+    T = len(SPECIAL_TOKENS)
+    A = random_pattern(rng, 2, 3, T, T, causal, sink_rows=(4, 9))  # rows 4 and 9: under MIN_KEPT left, in most heads
+    assert_matches_reference(A, SPECIAL_TOKENS, SPECIAL_TOKENS, causal=causal, k_special=SPECIAL_FLAGS)
+
+
+def test_specials_in_the_middle_and_at_the_start_of_a_causal_sequence():
+    rng = np.random.default_rng(2)
+    tokens = ["<s>", "a", "b", "a", "b", "</s>", "a", "c", "a", "b"]
+    flags = [t.startswith("<") for t in tokens]
+    assert_matches_reference(random_pattern(rng, 1, 4, 10, 10, True), tokens, tokens, causal=True, k_special=flags)
+    assert_matches_reference(random_pattern(rng, 1, 4, 10, 10, False), tokens, tokens, k_special=flags)
+
+
+def test_cross_attention_with_specials_matches_the_reference():
+    rng = np.random.default_rng(3)
+    queries = ["<start>", "x", "y", "x", "<end>"]
+    keys = ["[CLS]", "a", ",", "b", "[SEP]"]
+    assert_matches_reference(random_pattern(rng, 2, 2, 5, 5, False), queries, keys, same=False,
+                             q_special=[True, False, False, False, True], k_special=[True, False, False, False, True])
+
+
+def test_no_specials_leaves_the_metrics_as_the_raw_pattern_and_sink_null():
+    rng = np.random.default_rng(4)
+    tokens = ["a", "b", "c", "a", "b", "c", "."]
+    A = random_pattern(rng, 1, 3, 7, 7, False)
+    assert_matches_reference(A, tokens, tokens)
+    assert torch.isnan(head_metrics(torch.tensor(A, dtype=torch.float32), tokens, tokens)["sink"]).all()
+
+
+def test_renormalising_by_hand():
+    # [CLS] a b [SEP]; rows:  [CLS] row left out;  a: [0.6, 0.1, 0.3, 0.0];  b: [0.5, 0.25, 0.0, 0.25];  [SEP] left out
+    tokens, flags = ["[CLS]", "a", "b", "[SEP]"], [True, False, False, True]
+    pattern = torch.tensor([[[[1.0, 0.0, 0.0, 0.0], [0.6, 0.1, 0.3, 0.0], [0.5, 0.25, 0.0, 0.25], [0.0, 0.0, 0.0, 1.0]]]])
+    m = head_metrics(pattern, tokens, tokens, key_special=flags)
+    assert close(m["sink"][0, 0], (1.0 + 0.6 + 0.75 + 1.0) / 4)  # every row sees a special key
+    # kept rows renormalised: a -> [0.25, 0.75] over (a, b), b -> [1.0, 0.0]
+    assert close(m["next_token"][0, 0], 0.75)
+    assert close(m["previous_token"][0, 0], 1.0)
+    assert close(m["self"][0, 0], (0.25 + 0.0) / 2)
+    assert close(m["distance"][0, 0], (0.75 + 1.0) / 2)
+    assert close(m["first_token"][0, 0], (1.0 + 0.6 + 0.5 + 0.0) / 4)  # raw: [CLS] is key 0
+    assert torch.isnan(m["duplicate_token"]).all() and torch.isnan(m["induction"]).all()
+
+
+def test_a_row_with_almost_nothing_left_is_left_out():
+    tokens, flags = ["[CLS]", "a", "b"], [True, False, False]
+    pattern = torch.tensor([[[[1.0, 0.0, 0.0], [0.995, 0.001, 0.004], [0.5, 0.1, 0.4]]]])
+    m = head_metrics(pattern, tokens, tokens, key_special=flags)
+    assert close(m["self"][0, 0], 0.4 / 0.5)  # row a kept 0.005 < MIN_KEPT: only row b counts
+    assert torch.isnan(m["next_token"]).all()  # only row a had a next token
+    pattern[0, 0, 1] = torch.tensor([0.98, 0.005, 0.015])  # now it keeps 0.02
+    m = head_metrics(pattern, tokens, tokens, key_special=flags)
+    assert close(m["self"][0, 0], (0.25 + 0.8) / 2) and close(m["next_token"][0, 0], 0.75)
+
+
+def test_only_special_tokens_gives_null_positional_metrics():
+    tokens, flags = ["[CLS]", "[SEP]"], [True, True]
+    m = head_metrics(torch.tensor([[[[0.5, 0.5], [0.2, 0.8]]]]), tokens, tokens, key_special=flags)
+    assert close(m["sink"][0, 0], 1.0) and close(m["first_token"][0, 0], 0.35)
+    for name in METRICS:
+        if name not in ("sink", "first_token", "last_token", "confidence"):
+            assert torch.isnan(m[name]).all(), name
+
+
+def test_induction_is_null_for_an_aba_repeat():
+    # "he said it was it .": the earlier "it" is followed by "was", the query's own previous token.
+    tokens = ["[CLS]", "he", "said", "it", "was", "it", ".", "[SEP]"]
+    flags = [False] * 8
+    flags[0] = flags[-1] = True
+    A = random_pattern(np.random.default_rng(5), 1, 4, 8, 8, False)
+    m = head_metrics(torch.tensor(A, dtype=torch.float32), tokens, tokens, key_special=flags)
+    assert torch.isnan(m["induction"]).all()
+    assert not torch.isnan(m["duplicate_token"]).any()  # the second "it" has an earlier occurrence
+    assert_matches_reference(A, tokens, tokens, k_special=flags)
+
+
+def test_duplicate_token_by_hand():
+    tokens = ["x", "y", "x", "z", "x"]
+    # query 2 ("x"): earlier key 0; query 4: earlier keys 0 and 2. Self is never a target.
+    rows = [[0.2] * 5, [0.2] * 5, [0.7, 0.1, 0.2, 0.0, 0.0], [0.2] * 5, [0.1, 0.0, 0.3, 0.0, 0.6]]
+    m = head_metrics(torch.tensor([[rows]]), tokens, tokens)
+    assert close(m["duplicate_token"][0, 0], (0.7 + 0.4) / 2)
+    m = head_metrics(torch.tensor([[rows]]), ["a", "b", "c", "d", "e"], ["a", "b", "c", "d", "e"])
+    assert torch.isnan(m["duplicate_token"]).all()
+
+
+def test_special_flags_are_checked():
+    with pytest.raises(ValueError, match="special flags"):
+        head_metrics(PATTERN, TOKENS, TOKENS, key_special=[True, False])
+    with pytest.raises(ValueError, match="must equal"):
+        head_metrics(PATTERN, TOKENS, TOKENS, query_special=[True, False, False], key_special=[False, False, False])

@@ -2,6 +2,7 @@
 then the real thing: a notebook executed by a Jupyter kernel (nbclient), saved, read back,
 exported by nbconvert, and opened from disk in headless Chromium with every request recorded."""
 
+import dataclasses
 import math
 import re
 from pathlib import Path
@@ -106,15 +107,18 @@ def test_transformers_output_attentions_draw_the_same_numbers_as_our_model(hf_be
     with torch.no_grad():
         outputs = model(input_ids=torch.tensor([ids]), output_attentions=True)
     tokens = tokenizer.convert_ids_to_tokens(ids)
-    view = show(outputs.attentions, tokens)  # bertviz.head_view(attention, tokens)'s order
+    special = tokenizer(SENTENCE, return_special_tokens_mask=True)["special_tokens_mask"]
+    view = show(outputs.attentions, tokens, special=special)  # bertviz.head_view(attention, tokens)'s order
     assert isinstance(view, View) and view.result.model == ARRAYS
     ours = minilm.analyze(SENTENCE)
+    assert [bool(s) for s in special] == ours.special
     assert tokens == ours.tokens
     drawn = read_output(view.html)
     assert drawn["tokens"] == tokens and drawn["layout"] == {"self": {"rows": "tokens", "columns": "tokens", "causal": False}}
     # our encoder and transformers agree to ~1e-6, then the page's 8-bit bytes
     within_8_bits(drawn["attention"]["self"], ours.patterns["encoder"], extra=1e-5)
-    # the head table has the same metrics as our model's (from model/heads.py, on transformers' arrays)
+    # the head table has the same metrics as our model's (from model/heads.py, on transformers' arrays, with
+    # the same special tokens marked: the metrics leave them out)
     for theirs, mine in zip(drawn["heads"]["self"], summarize_heads(ours)["encoder"], strict=True):
         assert theirs["name"] == mine["name"]
         for name in METRICS:
@@ -168,7 +172,10 @@ def test_an_encoder_decoder_is_drawn_with_its_three_layouts(dates):
     assert drawn["tokens"] == analysis.tokens and drawn["output_tokens"] == analysis.output_tokens
     for kind in ("encoder", "decoder", "cross"):
         within_8_bits(drawn["attention"][kind], p[kind])
-    assert view.result.heads == summarize_heads(analysis)
+    # arrays come without special flags (the metrics leave special tokens out only where they are marked)
+    unmarked = dataclasses.replace(analysis, special=[False] * len(analysis.tokens),
+                                   output_special=[False] * len(analysis.output_tokens))
+    assert view.result.heads == summarize_heads(unmarked)
 
 
 @pytest.mark.parametrize("call, error, match", [

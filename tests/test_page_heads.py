@@ -139,9 +139,22 @@ def test_corpus_runs_with_progress_and_feeds_the_head_map(page, client):
     page.click('[data-tab="map"]')
     expect(page.locator("#map-source")).to_have_value("corpus")
     page.select_option("#map-metric", "previous_token")
-    api = client.post("/api/corpus", json={"texts": CORPUS}).json()["heads"]["encoder"]
+    answer = client.post("/api/corpus", json={"texts": CORPUS}).json()
+    api = answer["heads"]["encoder"]
     shown = [float(v) for v in page.locator(".map-cell").evaluate_all("cs => cs.map(c => c.dataset.value)")]
     np.testing.assert_allclose(shown, [h["metrics"]["previous_token"] for h in api], rtol=1e-5)
+    expect(page.locator("#map-basis")).to_contain_text("Means over 300 sentences")
+    page.click('[data-tab="table"]')
+    expect(page.locator('#head-table th[data-key="roles"]')).to_contain_text("roles (corpus means)")
+    badge = page.locator('#head-table tbody tr[data-layer="0"][data-head="2"] .badge[data-role="previous_token"]')
+    share = api[2]["role_share"]["previous_token"]
+    expect(badge).to_have_text(f"previous_token {round(share * 100)}%")
+    page.click('[data-tab="similarity"]')  # the corpus's head similarity, from every row of every sentence
+    expect(page.locator("#similarity-source")).to_have_value("corpus")
+    expect(page.locator("#similarity-basis")).to_contain_text("Corpus of 300 sentences")
+    sim = answer["similarity"]["encoder"]
+    page.wait_for_function("() => document.getElementById('similarity-plot').layout?.title.text.includes('corpus of 300')")
+    assert page.get_attribute("#similarity-plot", "data-order").split() == [sim["heads"][i] for i in sim["order"]]
 
 
 def test_corpus_from_a_file_and_cancel(page, tmp_path):
@@ -156,3 +169,73 @@ def test_corpus_from_a_file_and_cancel(page, tmp_path):
     page.wait_for_function("() => document.body.dataset.corpus === 'cancelled'")
     expect(page.locator("#corpus-status")).to_have_text("Cancelled.")
     assert page.is_enabled("#corpus-run")
+
+
+def test_table_and_head_map_say_what_their_numbers_are_and_that_the_view_options_do_not_change_them(page, client):
+    """The Table's and Head map's numbers are the server's, on tokens (positional metrics without special tokens):
+    toggling 'hide special tokens' or 'words' leaves them as they are, and the tab says so plainly."""
+    open_page(page, text=SENTENCE, tab="table")
+    heads = client.post("/api/attention", json={"text": SENTENCE}).json()["heads"]["encoder"]
+    basis = page.locator("#table-basis")
+    expect(basis).to_contain_text("this one text")
+    assert basis.get_attribute("data-raw") == ""
+    expect(page.locator('#head-table th[data-key="roles"]')).to_contain_text("roles (this text)")
+    before = page.locator('#head-table tbody td[data-key="sink"]').all_text_contents()
+    assert before == [f"{h['metrics']['sink']:.3f}" for h in heads]
+    page.check("#opt-nospecial")
+    expect(basis).to_have_attribute("data-raw", "1")
+    expect(basis).to_contain_text("do not follow the view's options (hide special tokens)")
+    assert page.locator('#head-table tbody td[data-key="sink"]').all_text_contents() == before
+    page.check("#opt-words")
+    expect(basis).to_contain_text("(words, hide special tokens)")
+    page.click('[data-tab="map"]')
+    expect(page.locator("#map-basis")).to_have_attribute("data-raw", "1")
+    page.uncheck("#opt-words")
+    page.uncheck("#opt-nospecial")
+    expect(page.locator("#map-basis")).to_have_attribute("data-raw", "")
+
+
+def view_distances(client, text):
+    """Head distances of the 'hide special tokens' view in numpy, from the 8-bit weights the page gets (renormalising
+    rows magnifies the 8-bit steps: the same input keeps the comparison tight): special rows and columns dropped,
+    rows renormalised (under 1% kept: empty), Hellinger RMS over the rows both heads fill."""
+    from app.encoding import read_safetensors
+
+    a = read_safetensors(client.post("/api/attention", json={"text": text, "format": "compact"}).content)
+    keep = [i for i, s in enumerate(a["special"]) if not s]
+    T = len(a["tokens"])
+    P = a["attention"]["encoder"].reshape(72, T, T)[:, keep][:, :, keep].astype(np.float64)
+    kept = P.sum(-1, keepdims=True)
+    P = np.where(kept >= 0.01, P / np.maximum(kept, 0.01), 0.0)  # (72, T, T)
+    filled = P.sum(-1) > 0  # (72, T)
+    D = np.zeros((72, 72))
+    for x in range(72):
+        for y in range(72):
+            rows = filled[x] & filled[y]
+            bc = np.sqrt(P[x][rows] * P[y][rows]).sum(-1)
+            D[x, y] = np.sqrt(np.clip(1 - bc.mean(), 0, 1)) if rows.any() else 1.0
+    np.fill_diagonal(D, 0)
+    return D
+
+
+def test_similarity_follows_hidden_special_tokens(page, client):
+    open_page(page, text=SENTENCE, tab="similarity")
+    page.wait_for_selector("#similarity-plot .xtick text")
+    basis = page.locator("#similarity-basis")
+    expect(basis).to_contain_text("Raw attention of every token")
+    raw = np.asarray(page.evaluate("document.getElementById('similarity-plot').data[0].z"))
+    page.check("#opt-nospecial")
+    expect(basis).to_contain_text("Follows the view")
+    page.wait_for_function("() => document.getElementById('similarity-plot').layout.title.text.includes('as the view')")
+    order = page.get_attribute("#similarity-plot", "data-order").split()
+    assert sorted(order) == sorted(f"L{layer}H{head}" for layer in range(6) for head in range(12))
+    shown = np.asarray(page.evaluate("document.getElementById('similarity-plot').data[0].z"))
+    index = [int(name[1]) * 12 + int(name[3:]) for name in order]
+    expected = view_distances(client, SENTENCE)[np.ix_(index, index)]
+    np.testing.assert_allclose(shown, expected, atol=1e-4)
+    assert np.abs(np.sort(shown.flatten()) - np.sort(raw.flatten())).max() > 0.1  # the view changed the numbers
+    page.uncheck("#opt-nospecial")
+    expect(basis).to_contain_text("Raw attention of every token")
+    page.check("#opt-words")  # "unbelievably" is several pieces: the view merges them
+    expect(basis).to_contain_text("Follows the view")
+    expect(basis).to_contain_text("words: columns summed over pieces")

@@ -3,6 +3,8 @@
 //   canvas.head[data-kind][data-layer][data-head]   one thumbnail per head in the grid
 //   button.map-cell[data-layer][data-head]          one cell per head in the head map
 //   tr[data-layer][data-head]                        one row per head in the table
+//   p.basis[data-raw]                                what a tab's numbers are computed on; data-raw="1" when the
+//                                                    view's options are on but the numbers do not follow them
 //   body[data-state]                                 idle | loading | ready | error
 //   body[data-paint-ms]                              ms from Analyze to the last head painted
 //   body[data-ready-ms]                              ms from navigation start to the page being interactive
@@ -20,7 +22,7 @@ const ids = [
   'opt-words', 'opt-nospecial', 'opt-fit', 'transform-label', 'output', 'output-label', 'output-text', 'output-valid', 'step', 'step-label', 'step-control',
   'gen-label', 'gen-what', 'gen', 'opt-weights', 'opt-rollout', 'weights-label', 'rollout',
   'map-metric', 'map-kind', 'map-source', 'head-map', 'table-kind', 'table-source', 'head-table',
-  'similarity-kind', 'similarity-plot', 'compare-a', 'compare-b', 'compare-heads', 'compare-text',
+  'map-basis', 'table-basis', 'similarity-basis', 'similarity-source', 'similarity-kind', 'similarity-plot', 'compare-a', 'compare-b', 'compare-heads', 'compare-text',
   'compare-texts', 'compare-plots', 'corpus-text', 'corpus-file', 'corpus-run', 'corpus-cancel',
   'corpus-progress', 'corpus-status', 'detail', 'detail-title', 'detail-roles', 'detail-note',
   'heatmap', 'prev-layer', 'prev-head', 'next-head', 'next-layer', 'detail-close',

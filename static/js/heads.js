@@ -49,8 +49,36 @@ function metricNames(list) {
 const hasKind = (result, kind) => !!result && result.model === el.model.value && Object.hasOwn(result.kinds, kind);
 
 const fmt = (v) => (v === null || v === undefined ? 'n/a' : v.toFixed(3));
+const percent = (share) => `${Math.round(share * 100)}%`;
 
-export function drawHeadMap({ result, openDetail }) {
+// What the Table's and Head map's numbers are, said in the tab: whose they are (this one text, or the
+// means of a corpus) and what they are computed on. They come from the server, on tokens: `sink`,
+// `first_token`, `last_token` and `confidence` on the raw weights, every other metric with special
+// tokens left out and rows renormalised (docs/metrics.md). Merging words would change them, so when the
+// view's options are on, the note says plainly that these numbers do not follow them.
+function showBasis(node, source, options, corpus) {
+  const whose = source === 'corpus' && corpus
+    ? `Means over ${corpus.sentences} sentences (hover a value for its spread); roles of those means, each with the share of sentences on which it fired.`
+    : 'Numbers and roles of this one text: an anecdote. Run a corpus (Corpus tab) before saying what a head does.';
+  const what = 'Computed on tokens: sink, first_token, last_token and confidence on the raw attention, every other '
+    + 'metric with special tokens left out and rows renormalised.';
+  const on = [options?.words && 'words', options?.nospecial && 'hide special tokens'].filter(Boolean);
+  const raw = on.length ? ` These numbers do not follow the view's options (${on.join(', ')}): they stay computed on the tokens as just said.` : '';
+  node.textContent = `${whose} ${what}${raw}`;
+  node.dataset.raw = on.length ? '1' : '';
+  node.dataset.source = source === 'corpus' && corpus ? 'corpus' : 'sentence';
+}
+
+// A head's role badges: on a corpus, each with the share of sentences on which it fired.
+function roleBadges(r) {
+  return r.roles.map((role) => make('span', { text: r.role_share ? `${role} ${percent(r.role_share[role])}` : role,
+    className: 'badge', attrs: { 'data-role': role } }));
+}
+
+// A value's tooltip: on a corpus, mean ± std over the n sentences where it is defined.
+const spread = (r, m) => (r.std ? `${fmt(r.metrics[m])} ± ${fmt(r.std[m])} over ${r.n[m]} sentences` : fmt(r.metrics[m]));
+
+export function drawHeadMap({ result, openDetail, options }) {
   fillSources(result);
   if (!el.mapKind.options.length) fillKindSelects(Object.keys(currentCorpus().heads));
   const kind = el.mapKind.value || el.mapKind.options[0]?.value;
@@ -74,7 +102,7 @@ export function drawHeadMap({ result, openDetail }) {
     const cell = make('button', {
       text: fmt(v), className: 'map-cell',
       attrs: { type: 'button', 'data-layer': r.layer, 'data-head': r.head, 'data-value': v ?? '',
-        title: `${r.name} ${metric} = ${fmt(v)}${r.roles.length ? ` · ${r.roles.join(', ')}` : ''}` },
+        title: `${r.name} ${metric} = ${spread(r, metric)}${r.roles.length ? ` · ${r.roles.join(', ')}` : ''}` },
     });
     if (v === null) cell.classList.add('undefined');
     else {
@@ -88,9 +116,10 @@ export function drawHeadMap({ result, openDetail }) {
   const legend = make('p', { className: 'hint', text: values.length
     ? `${metric}: lightest ${fmt(lo)}, darkest ${fmt(hi)}.` : `${metric} is undefined for every head here.` });
   el.headMap.replaceChildren(legend, grid);
+  showBasis(el.mapBasis, el.mapSource.value, options, currentCorpus());
 }
 
-export function drawHeadTable({ result, openDetail }) {
+export function drawHeadTable({ result, openDetail, options }) {
   fillSources(result);
   if (!el.tableKind.options.length) fillKindSelects(Object.keys(currentCorpus().heads));
   const kind = el.tableKind.value || el.tableKind.options[0]?.value;
@@ -109,11 +138,12 @@ export function drawHeadTable({ result, openDetail }) {
   for (const key of ['name', 'roles', ...names]) {
     const arrow = sort.key === key ? (sort.descending ? ' ▼' : ' ▲') : '';
     const th = make('th', { attrs: { 'data-key': key, 'aria-sort': sort.key === key ? (sort.descending ? 'descending' : 'ascending') : 'none' } });
-    const button = make('button', { text: (key === 'name' ? 'head' : key) + arrow, attrs: { type: 'button' } });
+    const label = key === 'name' ? 'head' : key === 'roles' ? (list[0]?.role_share ? 'roles (corpus means)' : 'roles (this text)') : key;
+    const button = make('button', { text: label + arrow, attrs: { type: 'button' } });
     button.addEventListener('click', () => {
       sort.descending = sort.key === key ? !sort.descending : key !== 'name';
       sort.key = key;
-      drawHeadTable({ result, openDetail });
+      drawHeadTable({ result, openDetail, options });
     });
     th.append(button);
     header.append(th);
@@ -123,17 +153,87 @@ export function drawHeadTable({ result, openDetail }) {
     const tr = make('tr', { attrs: { 'data-layer': r.layer, 'data-head': r.head } });
     tr.append(make('td', { text: r.name }));
     const roles = make('td');
-    roles.append(...r.roles.map((role) => make('span', { text: role, className: 'badge' })));
+    roles.append(...roleBadges(r));
     tr.append(roles);
-    for (const m of names) tr.append(make('td', { text: fmt(r.metrics[m]), className: 'num', attrs: { 'data-key': m } }));
+    for (const m of names) {
+      tr.append(make('td', { text: fmt(r.metrics[m]), className: 'num', attrs: { 'data-key': m, title: spread(r, m) } }));
+    }
     tr.addEventListener('click', () => hasKind(result, kind) && openDetail(kind, r.layer, r.head));
     return tr;
   }));
+  showBasis(el.tableBasis, el.tableSource.value, options, currentCorpus());
 }
 
-export async function drawSimilarity({ result, state, setStatus }) {
+// Hellinger distance between every two heads of a transformed view (hidden special tokens, words), as
+// model/metrics.py head_distances computes it from the raw weights: d(a, b) = sqrt(1 - mean over rows of
+// Σ_k sqrt(a_k b_k)). A row the view leaves empty (it kept under 1% once special tokens were hidden) has no
+// distribution to compare: the mean runs over the rows both heads fill (none: d = 1). Returns Float64Array(N·N).
+export function viewDistances(view) {
+  const N = view.L * view.H, n = view.R * view.C;
+  const roots = [], filled = [];
+  for (let layer = 0; layer < view.L; layer++) {
+    for (let head = 0; head < view.H; head++) {
+      const m = view.matrix(layer, head);
+      const root = new Float64Array(n), rows = new Uint8Array(view.R);
+      for (let i = 0; i < n; i++) { root[i] = Math.sqrt(Math.max(0, m[i])); if (m[i] > 0) rows[Math.floor(i / view.C)] = 1; }
+      roots.push(root);
+      filled.push(rows);
+    }
+  }
+  const D = new Float64Array(N * N);
+  for (let a = 0; a < N; a++) {
+    for (let b = a + 1; b < N; b++) {
+      let sum = 0, rows = 0;
+      for (let r = 0; r < view.R; r++) {
+        if (!filled[a][r] || !filled[b][r]) continue;
+        rows++;
+        for (let c = r * view.C, end = c + view.C; c < end; c++) sum += roots[a][c] * roots[b][c];
+      }
+      D[a * N + b] = D[b * N + a] = rows ? Math.sqrt(Math.min(1, Math.max(0, 1 - sum / rows))) : 1;
+    }
+  }
+  return D;
+}
+
+// Leaf order of average-linkage clustering of D (N·N): the two closest clusters merge, their leaves side by
+// side, until one is left (as the server's scipy linkage, without its optimal leaf ordering).
+export function averageLinkageOrder(D, N) {
+  let clusters = Array.from({ length: N }, (_, i) => [i]);
+  const link = (A, B) => { let s = 0; for (const a of A) for (const b of B) s += D[a * N + b]; return s / (A.length * B.length); };
+  while (clusters.length > 1) {
+    let best = null;
+    for (let i = 0; i < clusters.length; i++) {
+      for (let j = i + 1; j < clusters.length; j++) {
+        const d = link(clusters[i], clusters[j]);
+        if (!best || d < best.d) best = { i, j, d };
+      }
+    }
+    const merged = clusters[best.i].concat(clusters[best.j]);
+    clusters = clusters.filter((_, k) => k !== best.i && k !== best.j);
+    clusters.push(merged);
+  }
+  return clusters[0] || [];
+}
+
+// The similarity the tab draws for one kind: the server's (raw attention, every token) when the view has no
+// transform or is a pooled thumbnail grid, else computed here from the view's own matrices.
+function similarityOf(result, view, kind, transformed) {
+  if (!view || !transformed || view.pool[0] > 1 || view.pool[1] > 1) {
+    const sim = result.similarity[kind];
+    return { heads: sim.heads, order: sim.order, at: (a, b) => sim.distance[a][b], follows: false };
+  }
+  const N = view.L * view.H;
+  const D = viewDistances(view);
+  const heads = Array.from({ length: N }, (_, i) => headName(Math.floor(i / view.H), i % view.H));
+  return { heads, order: averageLinkageOrder(D, N), at: (a, b) => D[a * N + b], follows: true };
+}
+
+export async function drawSimilarity({ result, views, state, setStatus }) {
+  fillSources(result);
+  if (!el.similarityKind.options.length) fillKindSelects(Object.keys(currentCorpus().heads));
   const kind = el.similarityKind.value || el.similarityKind.options[0]?.value;
-  if (!result.similarity) {
+  const corpus = el.similaritySource.value === 'corpus' ? currentCorpus() : null;
+  if (!corpus && !result.similarity) {
     setStatus('Computing head similarity…');
     try {
       const withSimilarity = await fetchAttention({ ...state, similarity: true });
@@ -144,12 +244,23 @@ export async function drawSimilarity({ result, state, setStatus }) {
     }
     setStatus(`Head similarity of ${result.tokens.length} tokens.`);
   }
-  const sim = result.similarity[kind];
+  const view = corpus ? null : views?.[kind];
+  const sim = corpus ? similarityOf(corpus, null, kind, false) : similarityOf(result, view, kind, state.words || state.nospecial);
   const order = sim.order;
   const labels = order.map((i) => sim.heads[i]);
   const matrix = new Float32Array(order.length * order.length);
-  order.forEach((a, i) => order.forEach((b, j) => { matrix[i * order.length + j] = sim.distance[a][b]; }));
-  await drawHeatmap(el.similarityPlot, { matrix, rows: labels, cols: labels, title: `Head distance (${kind}), clustered`,
+  order.forEach((a, i) => order.forEach((b, j) => { matrix[i * order.length + j] = sim.at(a, b); }));
+  el.similarityBasis.textContent = corpus
+    ? `Corpus of ${corpus.sentences} sentences: the root mean square over every query row of every sentence, raw attention `
+      + 'of every token, special tokens included; computed by the server. The view\'s options do not apply to it.'
+    : sim.follows
+    ? `Follows the view: computed in the page from the weights as drawn (${view.note}), over the rows both heads fill; average-linkage order.`
+    : `Raw attention of every token, special tokens included${view && (view.pool[0] > 1 || view.pool[1] > 1) && (state.words || state.nospecial)
+      ? ' (thumbnail grid: the word and special-token options apply only to an opened head)' : ''}; computed by the server.`;
+  el.similarityBasis.dataset.raw = (state.words || state.nospecial) && !sim.follows ? '1' : '';
+  const what = corpus ? `, corpus of ${corpus.sentences}` : sim.follows ? ', as the view shows it' : ', raw attention';
+  await drawHeatmap(el.similarityPlot, { matrix, rows: labels, cols: labels,
+    title: `Head distance (${kind}${what}), clustered`,
     zmax: Math.max(...matrix), colorbarTitle: 'Hellinger distance', xTitle: 'head', yTitle: 'head', joiner: ' vs ' });
   el.similarityPlot.dataset.order = labels.join(' ');
   if (!el.similarityPlot.dataset.clicks) {

@@ -260,7 +260,7 @@ function openOrAblate(kind, layer, head) {
 
 function showHoverName(kind, layer, head) {
   const r = roles(kind, layer, head);
-  el.hoverName.textContent = `${headName(layer, head)} (${kind})${r.length ? ': ' + r.join(', ') : ''}`;
+  el.hoverName.textContent = `${headName(layer, head)} (${kind})${r.length ? ': ' + r.join(', ') + ' (roles on this text)' : ''}`;
 }
 
 // ---- generation steps (models with a decoder) -------------------------------------------------
@@ -376,7 +376,9 @@ async function drawDetail() {
 
 function showDetailRoles() {
   if (state.layer === null || state.head === null) return;
-  el.detailRoles.replaceChildren(...roles(state.kind, state.layer, state.head).map((r) => make('span', { text: r, className: 'badge' })));
+  const headRoles = roles(state.kind, state.layer, state.head);
+  el.detailRoles.replaceChildren(...headRoles.map((r) => make('span', { text: r, className: 'badge' })),
+    ...(headRoles.length ? [make('span', { text: ' roles on this one text', className: 'hint' })] : []));
 }
 
 function closeDetail() {
@@ -444,7 +446,7 @@ function showTab(tab) {
 const TABS = {
   map: { draw: drawHeadMap, ready: () => result || hasCorpus() },
   table: { draw: drawHeadTable, ready: () => result || hasCorpus() },
-  similarity: { draw: drawSimilarity, ready: () => result },
+  similarity: { draw: drawSimilarity, ready: () => result || hasCorpus() },
   mechanism: { draw: drawMechanism, ready: () => result },
   playground: { draw: drawPlayground, ready: () => true },
   'heads-experiment': { draw: drawExperiment, ready: () => true },
@@ -508,7 +510,7 @@ function wire() {
   setupPlayground(writeState);
   el.compareHeads.addEventListener('click', () => drawCompareHeads({ result, views, state, setStatus }));
   el.compareTexts.addEventListener('click', () => drawCompareTexts({ result, views, state, setStatus }));
-  for (const select of [el.mapMetric, el.mapKind, el.mapSource, el.tableKind, el.tableSource, el.similarityKind]) {
+  for (const select of [el.mapMetric, el.mapKind, el.mapSource, el.tableKind, el.tableSource, el.similarityKind, el.similaritySource]) {
     select.addEventListener('change', drawTab);
   }
   setupCorpus(drawTab);
