@@ -192,11 +192,15 @@ def main(argv: list[str] | None = None) -> None:
                    "(default: the cluster's CPUs less one)")
     p.set_defaults(func=heads)
 
+    from app.importance_cli import add_parser as add_importance_parser
+
+    add_importance_parser(sub)
+
     args = parser.parse_args(argv)
     from model.registry import parse_specs
 
-    if args.command == "heads" and args.model and len(args.model) > 1:
-        parser.error("heads runs one model: give --model once")
+    if args.command in ("heads", "importance") and args.model and len(args.model) > 1:
+        parser.error(f"{args.command} runs one model: give --model once")
     try:
         args.model = parse_specs(args.model)  # NAME[=PATH] strings -> ModelSpecs
     except ValueError as e:
