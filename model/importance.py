@@ -335,15 +335,17 @@ def all_heads(model: AttentionModel) -> tuple[dict, list[tuple[str, int, int]]]:
     return modules, [(kind, layer, h) for kind, layer in modules for h in range(model.info.heads)]
 
 
-def importance_steps(model: AttentionModel, mode: Mode = "zero", texts: list[str] | None = None) -> Iterator[dict]:
+def importance_steps(model: AttentionModel, mode: Mode = "zero", texts: list[str] | None = None,
+                     measure: Callable[[], Measure] | None = None) -> Iterator[dict]:
     """The whole measurement, one evaluation of the measure per step: yields {"done", "total"} after each
     (1 baseline + N heads alone + N points of the curve), then {"result": ...}. The first step also prepares
-    the measure (its data, and the un-ablated reference where it needs one). Texts are taken as checked."""
+    the measure (its data, and the un-ablated reference where it needs one): `choose_measure(model, texts)`
+    unless `measure` makes another (tests use smaller data). Texts are taken as checked (`check_texts`)."""
     if mode not in MODES:
         raise ValueError(f"ablation must be one of {', '.join(MODES)}, not {mode!r}")
     modules, heads = all_heads(model)
     total = 1 + 2 * len(heads)
-    measure = choose_measure(model, texts)
+    measure = measure() if measure is not None else choose_measure(model, texts)
     baseline = measure.evaluate()
     yield {"done": 1, "total": total}
 
@@ -397,9 +399,10 @@ def result_dict(model, mode, measure, heads, baseline, alone, importance, order,
 
 
 def head_importance(model: AttentionModel, mode: Mode = "zero", texts: list[str] | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> dict:
+                    progress: Callable[[int, int], None] | None = None,
+                    measure: Callable[[], Measure] | None = None) -> dict:
     """Run `importance_steps` to the end; progress(done, total) after every step."""
-    for event in importance_steps(model, mode, texts):
+    for event in importance_steps(model, mode, texts, measure):
         if "result" in event:
             return event["result"]
         if progress is not None:
