@@ -11,6 +11,9 @@
 //   #mech-steps[data-state]                          loading | ready | error, [data-explained] kind/layer/head/query drawn
 //   div.pg-head[data-head]                           one weights heatmap per head in the Playground (data-head="mean" averaged)
 //   #pg-shapes[data-state]                           loading | ready | error
+//   body[data-importance]                            running | done | cancelled | error (the Importance tab's run)
+//   #imp-maps .imp-map[data-kind]                    one Plotly importance heatmap (layer x head) per kind;
+//     #imp-maps[data-model] the model drawn; #imp-curve the pruning curve (Plotly)
 const ids = [
   'input-form', 'text', 'example', 'tab-corpus', 'compare-kind', 'hover-name', 'model', 'truncate', 'analyze', 'status', 'tabs', 'grids',
   'opt-words', 'opt-nospecial', 'opt-fit', 'transform-label', 'output', 'output-label', 'output-text', 'output-valid', 'step', 'step-label', 'step-control',
@@ -24,6 +27,8 @@ const ids = [
   'mech-kind', 'mech-layer', 'mech-head', 'mech-query', 'mech-status', 'mech-steps',
   'ohm-recipe', 'ohm-table', 'ohm-exact', 'ohm-loss', 'ohm-spread', 'ohm-grids',
   'pg-presets', 'pg-form', 'pg-run', 'pg-status', 'pg-code', 'pg-shapes', 'pg-heads',
+  'tab-importance', 'imp-ablation', 'imp-texts', 'imp-run', 'imp-cancel', 'imp-progress', 'imp-status', 'imp-measure',
+  'imp-maps', 'imp-curve',
 ];
 
 const camel = (id) => id.replace(/-(\w)/g, (_, c) => c.toUpperCase());

@@ -11,6 +11,7 @@ import { drawHeadMap, drawHeadTable, drawSimilarity, drawCompareHeads, drawCompa
 import { drawMechanism, mech, setupMechanism } from './mechanism.js';
 import { drawPlayground, setupPlayground } from './playground.js';
 import { drawExperiment } from './experiment.js';
+import { drawImportance, setupImportance } from './importance.js';
 
 const state = { text: '', model: el.model.value, truncate: false, layer: null, head: null, kind: null,
   tab: 'grid', words: false, nospecial: false, fit: false, step: null, gen: null };
@@ -371,6 +372,7 @@ const TABS = {
   mechanism: { draw: drawMechanism, ready: () => result },
   playground: { draw: drawPlayground, ready: () => true },
   'heads-experiment': { draw: drawExperiment, ready: () => true },
+  importance: { draw: drawImportance, ready: () => true },
 };
 
 function drawTab() {
@@ -431,6 +433,8 @@ function wire() {
     select.addEventListener('change', drawTab);
   }
   setupCorpus(drawTab);
+  setupImportance();
+  el.model.addEventListener('change', () => { if (state.tab === 'importance') drawTab(); });
 }
 
 function start() {
