@@ -13,11 +13,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from model.ablation import Ablation, ablating
 from model.importance import (
     BadTexts,
     check_texts,
     choose_measure,
     dates_exact_match,
+    embedding_cosine,
     head_importance,
     repeated_half_loss,
 )
@@ -26,6 +28,15 @@ from tests.test_ablation import output_projection
 from tests.test_hf import build
 
 TOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: on the shared 2-core machine two spinning threads made these runs 10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -107,34 +118,36 @@ def test_progress_counts_every_evaluation(induction):
     assert seen == [(d, 17) for d in range(1, 18)]
 
 
-def test_dates_importance_is_the_exact_match_drop_with_output_projection_columns_zeroed(dates):
+def test_dates_exact_match_with_a_head_ablated_equals_exact_match_with_its_output_projection_columns_zeroed(dates):
+    """The measure alone (a full run is 73 generations of the set: the bookkeeping is tested on induction above)."""
     from model.dates_data import heldout_examples
     from model.train_dates import exact_match
 
     pairs = heldout_examples(40, 1234)
-    r = head_importance(dates, measure=lambda: dates_exact_match(dates, n=40))
-    assert r["measure"]["name"] == "exact_match" and r["measure"]["examples"] == 40
+    measure = dates_exact_match(dates, n=40)
+    assert measure.name == "exact_match" and measure.direction == "higher_is_better" and measure.examples == 40
     net = copy.deepcopy(dates.net)
     baseline = exact_match(net, pairs)
-    assert r["baseline"] == baseline
-    flat = [(kind, layer, head) for kind, rows in r["importance"].items() for layer, row in enumerate(rows)
-            for head in range(len(row))]
-    assert len(flat) == 36
-    chosen = max(flat, key=lambda h: r["importance"][h[0]][h[1]][h[2]])
-    assert r["importance"][chosen[0]][chosen[1]][chosen[2]] > 0  # it matters: the comparison can fail
-    modules = {**{("encoder", i): b.self_attn for i, b in enumerate(net.encoder)},
-               **{("decoder", i): b.self_attn for i, b in enumerate(net.decoder)},
-               **{("cross", i): b.cross_attn for i, b in enumerate(net.decoder)}}
-    zero_heads(net, modules, [chosen], net.config.width // net.config.heads)
-    assert r["importance"][chosen[0]][chosen[1]][chosen[2]] == pytest.approx(baseline - exact_match(net, pairs), abs=1e-9)
+    assert measure.evaluate() == baseline
+    for head in (("encoder", 0, 3), ("decoder", 0, 3), ("cross", 0, 2)):
+        with ablating(dates.attention_modules(), Ablation((head,), "zero")):
+            ours = measure.evaluate()
+        reference = copy.deepcopy(net)
+        modules = {**{("encoder", i): b.self_attn for i, b in enumerate(reference.encoder)},
+                   **{("decoder", i): b.self_attn for i, b in enumerate(reference.decoder)},
+                   **{("cross", i): b.cross_attn for i, b in enumerate(reference.decoder)}}
+        zero_heads(reference, modules, [head], reference.config.width // reference.config.heads)
+        assert ours == exact_match(reference, pairs), head
+        assert ours < baseline, head  # the head matters: the comparison can fail
 
 
 MINILM_TEXTS = ["The keys to the cabinet are on the table.", "Dogs bark.", "Where did you put it?"]
 
 
-def test_minilm_importance_is_the_embedding_cosine_drop_computed_by_transformers(minilm, hf_bert):
-    r = head_importance(minilm, texts=MINILM_TEXTS)
-    assert r["measure"]["name"] == "embedding_cosine" and r["baseline"] == pytest.approx(1.0, abs=1e-6)
+def test_minilm_embedding_cosine_with_a_head_ablated_equals_transformers_with_its_columns_zeroed(minilm, hf_bert):
+    """The measure alone (a full run is 145 evaluations: the bookkeeping is tested on induction above)."""
+    measure = embedding_cosine(minilm, MINILM_TEXTS)
+    assert measure.name == "embedding_cosine" and measure.evaluate() == pytest.approx(1.0, abs=1e-6)
     reference_model, tokenizer = hf_bert
 
     def embeddings(model):
@@ -148,12 +161,14 @@ def test_minilm_importance_is_the_embedding_cosine_drop_computed_by_transformers
     unablated = embeddings(reference_model)
     D = reference_model.config.hidden_size // reference_model.config.num_attention_heads
     for layer, head in ((0, 3), (5, 11)):
+        with ablating(minilm.attention_modules(), Ablation((("encoder", layer, head),), "zero")):
+            ours = measure.evaluate()
         ablated = copy.deepcopy(reference_model)
         with torch.no_grad():
             ablated.encoder.layer[layer].attention.output.dense.weight[:, head * D:(head + 1) * D] = 0
         cosine = F.cosine_similarity(embeddings(ablated), unablated, dim=-1).mean().item()
-        assert r["importance"]["encoder"][layer][head] == pytest.approx(1.0 - cosine, abs=TOL)
-        assert r["importance"]["encoder"][layer][head] > 1e-4
+        assert ours == pytest.approx(cosine, abs=TOL)
+        assert 1 - cosine > 1e-4  # the head moved the embeddings: the comparison can fail
 
 
 @pytest.mark.parametrize("family, measure", [("bert", "embedding_cosine"), ("gpt2", "next_token_loss"),
