@@ -32,6 +32,7 @@ async function drawMap(Plotly, div, kind, result) {
     type: 'heatmap', z, x: [...Array(H).keys()], y: [...z.keys()],
     customdata: result.ablated_quality[kind],
     colorscale: DIVERGING, zmin: -largest, zmax: largest, xgap: 1, ygap: 1,
+    texttemplate: H * z.length <= 150 ? '%{z:.3g}' : '', // the numbers in the cells, while they fit
     hovertemplate: `L%{y}H%{x}: importance %{z:.4g}<br>${escapeLabel(result.measure.name)} without it: %{customdata:.4g}<extra></extra>`,
     colorbar: { title: { text: 'importance', side: 'right' } },
   };
