@@ -15,6 +15,7 @@ from app.encoding import dumps, json_response
 from app.errors import ApiError
 from app.runner import ModelRunner
 from app.schemas import Request as StrictRequest
+from app.schemas import Text
 from model.ablation import Mode
 from model.analysis import AttentionModel
 from model.importance import BadTexts, check_texts, importance_steps
@@ -24,7 +25,7 @@ router = APIRouter(prefix="/api", responses=ERRORS)
 
 class ImportanceRequest(StrictRequest):
     model: str | None = Field(None, description="A model name from GET /api/models; omitted: the server's default.")
-    texts: list[str] | None = Field(
+    texts: list[Text] | None = Field(
         None, description="Texts to measure on, at most `importance_max_texts` with `importance_max_tokens` tokens "
         "together (GET /api/models limits), each within the model's max_tokens. Omitted: the model's own set "
         "(dates: 500 held-out generated dates; induction: 100 random strings written twice; any other: 48 varied "

@@ -306,6 +306,11 @@ def check_texts(model: AttentionModel, texts: list[str], max_texts: int, max_tok
         if not text.strip():
             raise BadTexts("empty_text", f"text {i} is empty or only whitespace", index=i)
         try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise BadTexts("invalid_unicode", f"text {i} is not valid Unicode: lone surrogate at character {e.start}",
+                           index=i) from None
+        try:
             cut_to_chars(model.info, text, truncate=False)
             count = model.count_tokens(text)
         except TooManyCharacters as e:

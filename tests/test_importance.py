@@ -266,6 +266,7 @@ def test_dates_output_logprob_on_given_texts_is_the_teacher_forced_log_probabili
     ([], "no_texts", "no texts given"),
     (["fine"] * 5, "too_many_texts", "5 texts given; importance takes at most 4"),
     (["fine", "  "], "empty_text", "text 1 is empty"),
+    (["fine", "\ud800"], "invalid_unicode", "text 1 is not valid Unicode: lone surrogate at character 0"),
     (["fine", "x " * 600], "too_many_tokens", "text 1 has 602 tokens but minilm takes at most 512"),
     (["word " * 30, "word " * 30], "too_many_tokens", "the texts have 64 tokens together; importance takes at most 50"),
     (["fine", "x" * 20000], "too_many_characters", "text 1: text has 20000 characters"),
