@@ -77,6 +77,8 @@ def test_limits_are_published_and_the_stream_is_documented(small_client):
     assert limits["importance_max_texts"] == 3 and limits["importance_max_tokens"] == 40
     spec = small_client.get("/openapi.json").json()["paths"]["/api/importance"]["post"]
     assert "application/x-ndjson" in spec["responses"]["200"]["content"]
+    doc = small_client.get("/docs/importance.md")  # linked from the page's Importance tab
+    assert doc.status_code == 200 and doc.text.startswith("# Head importance and the pruning curve")
 
 
 def test_a_client_that_goes_away_stops_the_run(live_server, app):
