@@ -127,13 +127,12 @@ def embedding_cosine(model, texts: list[str]) -> Measure:
 
 
 def next_token_loss(model, texts: list[str]) -> Measure:
-    losses = token_losses(model, texts)
-    if losses() is None:
+    losses, count = token_losses(model, texts)
+    if not count:
         raise BadTexts("nothing_to_predict", "every text is a single token: a causal LM has no next token to predict")
 
     def evaluate() -> float:
-        total, count = losses()
-        return total / count
+        return losses() / count
 
     return Measure("next_token_loss", f"mean cross-entropy of every next token of {len(texts)} texts, "
                    "token-weighted", "lower_is_better", "nats per token", len(texts), evaluate)
@@ -207,8 +206,9 @@ def sentence_embeddings(model, texts: list[str]) -> Callable[[], torch.Tensor]:
     raise unsupported(model)
 
 
-def token_losses(model, texts: list[str]) -> Callable[[], tuple[float, int] | None]:
-    """A function returning (sum of next-token cross-entropies, how many tokens were predicted), None if none."""
+def token_losses(model, texts: list[str]) -> tuple[Callable[[], float], int]:
+    """A function returning the sum of the texts' next-token cross-entropies as the model runs then, and how many
+    tokens it predicts (every token but each text's first)."""
     from model.hf import HFModel
     from model.induction import InductionModel, encode
 
@@ -216,32 +216,28 @@ def token_losses(model, texts: list[str]) -> Callable[[], tuple[float, int] | No
         batches = [padded([encode(t) for t in texts[i: i + BATCH_SIZE]], 0) for i in range(0, len(texts), BATCH_SIZE)]
 
         @torch.no_grad()
-        def losses():
-            total, count = 0.0, 0
+        def losses() -> float:
+            total = 0.0
             for ids, padding in batches:
                 logits, _ = model.net(ids, key_padding_mask=padding)  # (B, T, V)
                 loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
-                real = ~padding[:, 1:]  # (B, T-1): the predicted token is a real one
-                total += loss[real].sum().item()
-                count += int(real.sum())
-            return (total, count) if count else None
+                total += loss[~padding[:, 1:]].sum().item()  # (B, T-1): only where the predicted token is real
+            return total
 
-        return losses
+        return losses, sum(int((~padding[:, 1:]).sum()) for _, padding in batches)
     if isinstance(model, HFModel):
         ids = [torch.tensor([model.encode(t, model.info.max_tokens, False)[0]["input_ids"]]) for t in texts]
+        ids = [x for x in ids if x.shape[1] >= 2]  # (1, T): a single token predicts nothing
 
         @torch.no_grad()
-        def losses():
-            total, count = 0.0, 0
-            for x in ids:  # (1, T)
-                if x.shape[1] < 2:
-                    continue
+        def losses() -> float:
+            total = 0.0
+            for x in ids:
                 logits = model.net(input_ids=x, attention_mask=torch.ones_like(x)).logits  # (1, T, V)
                 total += torch.nn.functional.cross_entropy(logits[0, :-1].float(), x[0, 1:], reduction="sum").item()
-                count += x.shape[1] - 1
-            return (total, count) if count else None
+            return total
 
-        return losses
+        return losses, sum(x.shape[1] - 1 for x in ids)
     raise unsupported(model)
 
 

@@ -199,6 +199,10 @@ def test_checkpoint_measures_follow_the_architecture_and_match_zeroed_output_pro
     assert r["baseline"] == pytest.approx(base, abs=TOL)
     assert r["importance"][kind][layer][head] == pytest.approx(expected, abs=TOL)
     assert abs(expected) > 1e-5  # the head made a difference: the comparison can fail
+    if measure == "next_token_loss":
+        with pytest.raises(BadTexts, match="every text is a single token") as e:
+            choose_measure(served, ["a"])
+        assert e.value.code == "nothing_to_predict"
 
 
 def embedding_quality(net, unablated, tokenizer, texts):
