@@ -43,7 +43,7 @@ from typing import Literal
 import torch
 
 from model.ablation import MODES, Ablation, Mode, ablating
-from model.analysis import AttentionModel, TooManyCharacters, TooManyTokens, cut_to_chars
+from model.analysis import AttentionModel, TooManyCharacters, cut_to_chars
 from model.varied_texts import VARIED_TEXTS
 
 DATES_HELDOUT = 500  # held-out dates the dates model's exact match is measured on
