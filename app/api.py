@@ -109,6 +109,8 @@ def list_models(models: ModelsDep, settings: SettingsDep):
             "max_waiting": settings.max_waiting,
             "corpus_max_texts": settings.corpus_max_texts,
             "corpus_max_tokens": settings.corpus_max_tokens,
+            "importance_max_texts": settings.importance_max_texts,
+            "importance_max_tokens": settings.importance_max_tokens,
             "max_new_tokens": MAX_NEW_TOKENS,
             "max_connections": settings.max_connections,
             "max_header_bytes": settings.max_header_bytes,

@@ -344,10 +344,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--json", action="store_true", help="print the effect as JSON")
     p.set_defaults(func=ablate)
 
+    from app.importance_cli import add_parser as add_importance_parser
+
+    add_importance_parser(sub)
+
     args = parser.parse_args(argv)
     from model.registry import parse_specs
 
-    if args.command in ("heads", "probe", "attention", "ablate") and args.model and len(args.model) > 1:
+    if args.command in ("heads", "probe", "attention", "ablate", "importance") and args.model and len(args.model) > 1:
         parser.error(f"{args.command} runs one model: give --model once")
     try:
         args.model = parse_specs(args.model)  # NAME[=PATH] strings -> ModelSpecs

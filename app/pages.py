@@ -43,6 +43,12 @@ def metrics_doc():
     return FileResponse(ROOT / "docs" / "metrics.md", media_type="text/markdown; charset=utf-8")
 
 
+@router.get("/docs/importance.md")
+def importance_doc():
+    """docs/importance.md, the measures and formulas of head importance, linked from the Importance tab."""
+    return FileResponse(ROOT / "docs" / "importance.md", media_type="text/markdown; charset=utf-8")
+
+
 @router.get("/vendor/plotly.min.js")
 def plotly_js():
     return FileResponse(plotly_path(), media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})

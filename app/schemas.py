@@ -165,6 +165,8 @@ class Limits(BaseModel):
     max_waiting: int = Field(description="Requests that may wait for the model at once; more get 503 and Retry-After.")
     corpus_max_texts: int = Field(description="Most sentences in one /api/corpus request.")
     corpus_max_tokens: int = Field(description="Most tokens in one /api/corpus request, all sentences together.")
+    importance_max_texts: int = Field(description="Most texts in one /api/importance request.")
+    importance_max_tokens: int = Field(description="Most tokens in one /api/importance request, all texts together.")
     max_new_tokens: int = Field(description="Most tokens one request may ask any model to generate.")
     max_connections: int = Field(
         description="Open connections; beyond it a new one closes the longest-idle one, or gets 503 if none is idle."

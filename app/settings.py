@@ -39,6 +39,9 @@ class Settings:
     probe_max_chars: int = 1_000_000
     probe_max_pairs: int = 2000
     probe_max_tokens: int = 100_000
+    # POST /api/importance and `headscope importance --texts`: every text runs 1 + 2 x heads times (MiniLM: 145)
+    importance_max_texts: int = 64  # texts per request
+    importance_max_tokens: int = 4096  # tokens per request, all texts together
     # Connections (app/server.py). Beyond max_connections, a new connection closes the longest-idle
     # one (no request in progress, nothing left to send); if none is idle it gets 503.
     max_connections: int = 256

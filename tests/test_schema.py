@@ -14,7 +14,10 @@ def api_schema(live_server):
 schema = schemathesis.pytest.from_fixture("api_schema")
 
 
-@schema.parametrize()
+# POST /api/importance is left out here and fuzzed in tests/test_importance_api.py: a valid request runs
+# 1 + 2 x heads evaluations of a measure (on the dates model's own 500 dates: minutes), longer than a
+# fuzzing run can wait for each example.
+@schema.exclude(path="/api/importance").parametrize()
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_api_keeps_to_its_schema(case):
     # Not checked: that every schema-valid request succeeds. What fits depends on the model, which a schema

@@ -140,7 +140,13 @@ export async function fetchHead(params, { kind, layer, head }, exact = false, si
 
 // Streams progress lines, calls onProgress(done, total), resolves with the final result.
 export async function fetchCorpus({ texts, model }, onProgress, signal) {
-  const response = await post('/api/corpus', { texts, model, stream: true }, signal);
+  return fetchStream('/api/corpus', { texts, model, stream: true }, onProgress, signal);
+}
+
+// POST a request that answers newline-delimited JSON ({done, total} lines, then {result} or {error, detail}):
+// calls onProgress(done, total) per line, resolves with the result.
+export async function fetchStream(path, body, onProgress, signal) {
+  const response = await post(path, body, signal);
   const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
   let buffer = '';
   for (;;) {
@@ -156,7 +162,7 @@ export async function fetchCorpus({ texts, model }, onProgress, signal) {
       onProgress(line.done, line.total);
     }
   }
-  throw new ApiError('the corpus stream ended without a result');
+  throw new ApiError(`the ${path} stream ended without a result`);
 }
 
 // One head's steps for one query (POST /api/explain), for the same text and generation as the analysis.

@@ -17,6 +17,9 @@
 //   #weights-label[data-weights]                     what the grid shows: attention | value_norm, with its units
 //   canvas.head[data-ablated]                        a head knocked out (ablate.js)
 //   #effect [data-measure][data-value]               one effect measure (single, or a table cell), its exact value
+//   body[data-importance]                            running | done | cancelled | error (the Importance tab's run)
+//   #imp-maps .imp-map[data-kind]                    one Plotly importance heatmap (layer x head) per kind;
+//     #imp-maps[data-model] the model drawn; #imp-curve the pruning curve (Plotly)
 const ids = [
   'input-form', 'text', 'example', 'tab-corpus', 'compare-kind', 'hover-name', 'model', 'truncate', 'analyze', 'status', 'tabs', 'grids',
   'opt-words', 'opt-nospecial', 'opt-fit', 'transform-label', 'output', 'output-label', 'output-text', 'output-valid', 'step', 'step-label', 'step-control',
@@ -31,6 +34,8 @@ const ids = [
   'ohm-recipe', 'ohm-table', 'ohm-exact', 'ohm-loss', 'ohm-spread', 'ohm-grids',
   'pg-presets', 'pg-form', 'pg-run', 'pg-status', 'pg-code', 'pg-shapes', 'pg-heads',
   'opt-ablate', 'ablation-mode', 'effect', 'effect-heads', 'effect-measures', 'ablate-clear',
+  'tab-importance', 'imp-ablation', 'imp-texts', 'imp-run', 'imp-cancel', 'imp-progress', 'imp-status', 'imp-measure',
+  'imp-maps', 'imp-curve',
 ];
 
 const camel = (id) => id.replace(/-(\w)/g, (_, c) => c.toUpperCase());

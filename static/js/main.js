@@ -15,6 +15,7 @@ import { drawExperiment } from './experiment.js';
 import { drawProbes } from './probes.js';
 import { drawRollout } from './rollout.js';
 import { ablate, ablateFields, drawAblateError, drawEffect, markGrid, readAblate, setupAblate, toggleHead, writeAblate } from './ablate.js';
+import { drawImportance, setupImportance } from './importance.js';
 
 const state = { text: '', model: el.model.value, truncate: false, layer: null, head: null, kind: null,
   tab: 'grid', words: false, nospecial: false, fit: false, step: null, gen: null, weights: 'attention', rollout: false };
@@ -451,6 +452,7 @@ const TABS = {
   playground: { draw: drawPlayground, ready: () => true },
   'heads-experiment': { draw: drawExperiment, ready: () => true },
   probes: { draw: drawProbes, ready: () => true },
+  importance: { draw: drawImportance, ready: () => true },
 };
 
 function drawTab() {
@@ -514,6 +516,8 @@ function wire() {
     select.addEventListener('change', drawTab);
   }
   setupCorpus(drawTab);
+  setupImportance();
+  el.model.addEventListener('change', () => { if (state.tab === 'importance') drawTab(); });
 }
 
 // A new answer for the same text (weights or rollout changed), keeping the open head.

@@ -1,0 +1,118 @@
+// The Importance tab: POST /api/importance, streamed. Each head's importance (how much worse the model's quality
+// measure gets when that head alone is ablated) as one layer × head heatmap per attention kind, and the pruning
+// curve: the measure as heads are ablated together, least important first. Everything the plots say (the
+// measure's name, direction, units, the formula) comes from the answer itself.
+import { el, make } from './dom.js';
+import { fetchStream } from './api.js';
+import { DIVERGING } from './colors.js';
+import { escapeLabel, loadPlotly } from './heatmap.js';
+
+const results = new Map(); // model name -> its last importance answer
+let controller = null;
+const PLOT = { displaylogo: false, responsive: true };
+const maxTexts = () => +el.tabImportance.dataset.maxTexts; // the server's limit, from Settings
+const fmt = (v) => (Math.abs(v) >= 0.01 || v === 0 ? v.toFixed(4) : v.toExponential(2));
+
+function showStatus(text, state) {
+  el.impStatus.textContent = text;
+  document.body.dataset.importance = state;
+}
+
+function describe(result) {
+  const m = result.measure;
+  return `${result.model}, ablation ${result.ablation}: ${m.name} (${m.direction.replace(/_/g, ' ')}, ${m.units}), `
+    + `${m.description}. Baseline ${fmt(result.baseline)}. Importance = ${result.importance_formula}.`;
+}
+
+async function drawMap(Plotly, div, kind, result) {
+  const z = result.importance[kind];
+  const H = Math.max(...z.map((row) => row.length));
+  const largest = Math.max(1e-12, ...z.flat().map(Math.abs));
+  const trace = {
+    type: 'heatmap', z, x: [...Array(H).keys()], y: [...z.keys()],
+    customdata: result.ablated_quality[kind],
+    colorscale: DIVERGING, zmin: -largest, zmax: largest, xgap: 1, ygap: 1,
+    texttemplate: H * z.length <= 150 ? '%{z:.3g}' : '', // the numbers in the cells, while they fit
+    hovertemplate: `L%{y}H%{x}: importance %{z:.4g}<br>${escapeLabel(result.measure.name)} without it: %{customdata:.4g}<extra></extra>`,
+    colorbar: { title: { text: 'importance', side: 'right' } },
+  };
+  const layout = {
+    title: { text: `Importance, ${escapeLabel(kind)}` },
+    xaxis: { title: { text: 'head' }, tickmode: 'array', tickvals: trace.x, ticktext: trace.x.map((h) => `H${h}`) },
+    yaxis: { title: { text: 'layer' }, autorange: 'reversed', tickmode: 'array', tickvals: trace.y, ticktext: trace.y.map((l) => `L${l}`) },
+    margin: { t: 40 },
+  };
+  await Plotly.react(div, [trace], layout, PLOT);
+}
+
+async function drawCurve(Plotly, result) {
+  const { removed, quality } = result.curve;
+  const m = result.measure;
+  const trace = {
+    type: 'scatter', mode: 'lines+markers', x: [...quality.keys()], y: quality,
+    text: ['nothing removed', ...removed.map((h) => `last removed: ${escapeLabel(h.kind)} ${h.name}`)],
+    hovertemplate: `%{x} heads removed (%{text}): ${escapeLabel(m.name)} %{y:.4g}<extra></extra>`,
+  };
+  const layout = {
+    title: { text: `Pruning curve: ${escapeLabel(m.name)} as heads are removed, least important first` },
+    xaxis: { title: { text: `heads removed (of ${removed.length})` } },
+    yaxis: { title: { text: `${escapeLabel(m.name)} (${escapeLabel(m.units)}, ${m.direction.replace(/_/g, ' ')})` } },
+    margin: { t: 40 },
+  };
+  await Plotly.react(el.impCurve, [trace], layout, PLOT);
+}
+
+// Draws the last answer for the model in the picker (nothing if it has none yet).
+export async function drawImportance() {
+  const result = results.get(el.model.value);
+  if (!result) {
+    el.impMeasure.textContent = 'Press Measure to knock out every head in turn (this takes 1 + 2 × heads evaluations).';
+    el.impMaps.replaceChildren();
+    el.impCurve.replaceChildren();
+    delete el.impMaps.dataset.model;
+    return;
+  }
+  el.impMeasure.textContent = describe(result);
+  const Plotly = await loadPlotly();
+  const kinds = Object.keys(result.importance);
+  const divs = kinds.map((kind) => make('div', { className: 'plot imp-map', attrs: { 'data-kind': kind } }));
+  el.impMaps.replaceChildren(...divs);
+  await Promise.all(kinds.map((kind, i) => drawMap(Plotly, divs[i], kind, result)));
+  el.impCurve.replaceChildren();
+  await drawCurve(Plotly, result);
+  el.impMaps.dataset.model = result.model;
+}
+
+async function run() {
+  const texts = el.impTexts.value.split(/\r?\n/).map((t) => t.trim()).filter(Boolean);
+  if (texts.length > maxTexts()) return showStatus(`${texts.length} texts: the limit is ${maxTexts()} per run.`, 'error');
+  const request = { model: el.model.value, ablation: el.impAblation.value, stream: true };
+  if (texts.length) request.texts = texts;
+  controller = new AbortController();
+  el.impRun.disabled = true;
+  el.impCancel.disabled = false;
+  el.impProgress.value = 0;
+  showStatus('Preparing the measure…', 'running');
+  try {
+    const result = await fetchStream('/api/importance', request, (done, total) => {
+      el.impProgress.max = total;
+      el.impProgress.value = done;
+      el.impStatus.textContent = `${done} / ${total} evaluations`;
+    }, controller.signal);
+    results.set(request.model, result);
+    el.impProgress.value = el.impProgress.max;
+    await drawImportance();
+    showStatus(`${result.evaluations} evaluations of ${result.measure.name} on ${result.measure.examples} examples.`, 'done');
+  } catch (e) {
+    if (e.name === 'AbortError') showStatus('Cancelled.', 'cancelled');
+    else showStatus(e.message, 'error');
+  } finally {
+    el.impRun.disabled = false;
+    el.impCancel.disabled = true;
+  }
+}
+
+export function setupImportance() {
+  el.impRun.addEventListener('click', run);
+  el.impCancel.addEventListener('click', () => controller?.abort());
+}
