@@ -78,10 +78,11 @@ def pieces() -> list[str]:
 
 
 def wordpiece() -> dict[str, int]:
-    """Every lowercased word whole, every character alone and as a continuation `##c`."""
+    """Lowercased words of up to 3 characters whole, every character alone and as a continuation `##c`: longer
+    words are split into pieces, as a real WordPiece vocabulary splits rare words."""
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    words = [w.lower() for w in pieces()]
-    chars = {c for w in words for c in w}
+    words = [w.lower() for w in pieces() if len(w) <= 3]
+    chars = {c.lower() for w in pieces() for c in w}
     return canonical_ids([*words, *chars, *(f"##{c}" for c in chars)], specials)
 
 
