@@ -7,14 +7,19 @@ in a loop; memory flat over 2,000 requests. Also the page data's size on the wir
 """
 
 import asyncio
+import os
 import statistics
 import time
 
-import httpx
-import torch
+# The reference forward runs as the server's does: `headscope serve` makes OpenMP threads sleep when idle
+# (app/cli.py); spinning ones slow the bare forward while the server process works (set before torch loads)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from bench.common import ServerProcess, report, text_of
-from model.minilm import MiniLM
+import httpx  # noqa: E402
+import torch  # noqa: E402
+
+from bench.common import ServerProcess, report, text_of  # noqa: E402
+from model.minilm import MiniLM  # noqa: E402
 
 
 def bare_forward(model: MiniLM, text: str):
