@@ -296,7 +296,7 @@ def main(argv: list[str] | None = None) -> None:
     # PyTorch's OpenMP threads spin for a while after each forward pass, taking the cores from the browser
     # and from the server's own event loop; passive threads sleep. Read when torch loads, which is below.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    from app.cli_probe import add_probe_parser
+    from app.probe_cli import add_probe_parser
     from app.settings import Settings
 
     parser = argparse.ArgumentParser(prog="headscope", description="See what every attention head looks at.")

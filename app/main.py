@@ -5,7 +5,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi_offline import FastAPIOffline
 from starlette_compress import CompressMiddleware
 
-from app import api, importance_api, pages, probes
+from app import api, importance_api, pages, probe_api
 from app.errors import install_error_handlers
 from app.limits import BodyLimits
 from app.recent_heads import RecentHeads
@@ -42,8 +42,8 @@ def create_app(settings: Settings | None = None, models: dict[str, AttentionMode
     app.add_middleware(SecurityHeaders)
 
     app.include_router(api.router)
-    app.include_router(probes.router)  # POST /api/probe, GET /api/probe/info
-    app.include_router(probes.docs_router)
+    app.include_router(probe_api.router)  # POST /api/probe, GET /api/probe/info
+    app.include_router(probe_api.docs_router)
     app.include_router(importance_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.ROOT / "static"), name="static")
