@@ -20,15 +20,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
+from app.cli_common import add_model_option, fail, read_corpus, unreadable
 
-def fail(error: Exception | str) -> NoReturn:
-    """What stops the command (a model that cannot be loaded, a busy port): one line on stderr, exit
-    status 2, no traceback."""
-    lines = str(error).strip().splitlines() or [type(error).__name__]
-    print(f"headscope: error: {lines[0]}", file=sys.stderr)
-    sys.exit(2)
 
 if TYPE_CHECKING:
     from model.heads import Sums
@@ -69,20 +64,6 @@ def positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
     return int(text)
-
-
-def unreadable(path: str, e: OSError | UnicodeDecodeError) -> NoReturn:
-    if isinstance(e, UnicodeDecodeError):
-        fail(f"cannot read {path}: not UTF-8 text ({e.reason} at byte {e.start})")
-    fail(f"cannot read {path}: {e.strerror or e}")
-
-
-def read_corpus(path: str) -> list[str]:
-    """The file's lines, split as `str.splitlines` does; an unreadable file ends the command."""
-    try:
-        return Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        unreadable(path, e)
 
 
 def local_engine(args: argparse.Namespace) -> tuple["Sums", list[dict]]:
@@ -285,11 +266,6 @@ def ablate(args: argparse.Namespace) -> None:
     heads = ", ".join(f"{kind} L{layer}H{head}" for kind, layer, head in ablation.heads)
     print(f"{model.info.name}: {heads} ablated ({ablation.mode}); effect against the same text un-ablated:")
     print("\n".join(effect_lines(analysis)))
-
-
-def add_model_option(parser: argparse.ArgumentParser, help: str) -> None:
-    parser.add_argument("--model", action="append", metavar="NAME[=PATH]",
-                        help=f"{help}. NAME is a built-in; NAME=PATH a local Hugging Face checkpoint directory")
 
 
 def main(argv: list[str] | None = None) -> None:

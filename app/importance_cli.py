@@ -12,6 +12,7 @@ import json
 import sys
 import time
 
+from app.cli_common import fail, read_corpus
 from app.settings import Settings
 
 
@@ -31,7 +32,6 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from app.cli import fail, read_corpus
     from model.importance import BadTexts, check_texts, head_importance
     from model.registry import load_model
 

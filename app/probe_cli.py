@@ -10,6 +10,8 @@ import argparse
 import json
 import sys
 
+from app.cli_common import fail, unreadable
+
 
 def add_probe_parser(sub, add_model_option) -> None:
     p = sub.add_parser("probe", help="how often each head's strongest weight from one word lands on another "
@@ -39,7 +41,6 @@ def table(result: dict, top: int) -> str:
 
 
 def probe_command(args: argparse.Namespace) -> None:
-    from app.cli import fail, unreadable
     from model.probes import NotProbeable, NoUsablePairs, PairsError, parse_pairs, probe
     from model.registry import load_model
 
