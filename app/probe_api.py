@@ -33,8 +33,8 @@ from model.probes import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES_DIR = ROOT / "probes"
-EXAMPLES = {  # file stem -> what its pairs are (the files: probes/*.jsonl, described in docs/probes.md)
+EXAMPLES_DIR = ROOT / "model" / "probe_sets"
+EXAMPLES = {  # file stem -> what its pairs are (the files: model/probe_sets/*.jsonl, described in docs/probes.md)
     "det_noun": "determiner → its noun (\"the\" → \"cat\"): 45 pairs in 20 sentences",
     "obj_verb": "direct object → its verb (\"mouse\" → \"chased\"): 45 pairs in 45 sentences",
 }
@@ -137,7 +137,7 @@ class ProbeResponse(BaseModel):
 
 
 def examples() -> list[dict]:
-    return [{"name": name, "description": description, "file": f"probes/{name}.jsonl",
+    return [{"name": name, "description": description, "file": f"model/probe_sets/{name}.jsonl",
              "pairs": (EXAMPLES_DIR / f"{name}.jsonl").read_text(encoding="utf-8")}
             for name, description in EXAMPLES.items()]
 

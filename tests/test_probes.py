@@ -32,8 +32,8 @@ from model.probes import (
 from tests.conftest import hf_attention
 
 ROOT = Path(__file__).resolve().parents[1]
-DET_NOUN = ROOT / "probes" / "det_noun.jsonl"
-OBJ_VERB = ROOT / "probes" / "obj_verb.jsonl"
+DET_NOUN = ROOT / "model" / "probe_sets" / "det_noun.jsonl"
+OBJ_VERB = ROOT / "model" / "probe_sets" / "obj_verb.jsonl"
 
 
 def jsonl(*records: dict) -> str:
@@ -386,7 +386,7 @@ def test_api_describes_the_format_limits_and_examples(client):
     body = client.get("/api/probe/info").json()
     assert body["limits"] == {"probe_max_chars": 1_000_000, "probe_max_pairs": 2000, "probe_max_tokens": 100_000}
     assert [e["name"] for e in body["examples"]] == ["det_noun", "obj_verb"]
-    assert body["examples"][0]["pairs"] == DET_NOUN.read_text() and body["examples"][0]["file"] == "probes/det_noun.jsonl"
+    assert body["examples"][0]["pairs"] == DET_NOUN.read_text() and body["examples"][0]["file"] == "model/probe_sets/det_noun.jsonl"
     assert "from_occurrence" in body["format"]
     assert client.get("/docs/probes.md").text.startswith("# Probes")
 
