@@ -2,6 +2,7 @@
 
 import threading
 import time
+from contextlib import contextmanager
 
 import pytest
 from fastapi.testclient import TestClient
@@ -9,7 +10,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.server import make_server
 from app.settings import Settings
-from model.registry import load_models
+from model.registry import ModelSpec, load_models
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -106,9 +107,9 @@ def browser():
         browser.close()
 
 
-@pytest.fixture
-def page(browser, live_server):
-    """A fresh page on the live server; the test fails if the page logs any console error.
+@contextmanager
+def watched_page(browser, server):
+    """A fresh page on a live server; the block fails if the page logs any console error.
 
     The page runs under its Content-Security-Policy, which forbids eval: give `wait_for_function` a
     function ("() => ..."), since Playwright evals a bare expression inside the page."""
@@ -117,8 +118,28 @@ def page(browser, live_server):
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.base_url = live_server.url
+    page.base_url = server.url
     page.console_errors = errors
     yield page
     context.close()
     assert errors == [], f"console errors: {errors}"
+
+
+@contextmanager
+def checkpoint_server(root, families):
+    """Tiny transformers checkpoints of `families` (tests/test_hf.py `build`), saved under `root` and served
+    live as tiny-<family>; `server.models` holds what the app serves."""
+    from tests.test_hf import build, save
+
+    specs = tuple(ModelSpec(f"tiny-{f}", str(save(root / f, *build(f)))) for f in families)
+    app = create_app(Settings(models=specs))
+    with LiveServer(app) as server:
+        server.models = app.state.models
+        yield server
+
+
+@pytest.fixture
+def page(browser, live_server):
+    """A fresh page on the live server (see watched_page)."""
+    with watched_page(browser, live_server) as page:
+        yield page

@@ -7,35 +7,22 @@ import numpy as np
 import pytest
 from playwright.sync_api import expect
 
-from app.main import create_app
-from app.settings import Settings
-from model.registry import ModelSpec
-from tests.conftest import LiveServer
-from tests.test_hf import TEXT, build, save
+from tests.conftest import checkpoint_server, watched_page
+from tests.test_hf import TEXT
 
 pytestmark = pytest.mark.browser
 
 
 @pytest.fixture(scope="module")
 def hf_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("page-checkpoints")
-    specs = tuple(ModelSpec(f"tiny-{f}", str(save(root / f, *build(f)))) for f in ("gpt2", "bart", "bert"))
-    app = create_app(Settings(models=specs))
-    with LiveServer(app) as server:
-        server.models = app.state.models
+    with checkpoint_server(tmp_path_factory.mktemp("page-checkpoints"), ("gpt2", "bart", "bert")) as server:
         yield server
 
 
 @pytest.fixture
 def hf_page(browser, hf_server):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    yield page
-    context.close()
-    assert errors == []
+    with watched_page(browser, hf_server) as page:
+        yield page
 
 
 def open_ready(page, server, **params):

@@ -7,11 +7,7 @@ from urllib.parse import urlencode
 import pytest
 from playwright.sync_api import expect
 
-from app.main import create_app
-from app.settings import Settings
-from model.registry import ModelSpec
-from tests.conftest import LiveServer
-from tests.test_hf import build, save
+from tests.conftest import checkpoint_server, watched_page
 from tests.test_page_mechanism import plot_z, shape_text, wait_drawn
 
 pytestmark = pytest.mark.browser
@@ -21,25 +17,14 @@ TEXT = "The cat sat on the mat."
 
 @pytest.fixture(scope="module")
 def hf_server(tmp_path_factory):
-    root = tmp_path_factory.mktemp("mechanism-checkpoints")
-    specs = tuple(ModelSpec(f"tiny-{f}", str(save(root / f, *build(f)))) for f in ("llama", "t5"))
-    app = create_app(Settings(models=specs))
-    with LiveServer(app) as server:
-        server.models = app.state.models
+    with checkpoint_server(tmp_path_factory.mktemp("mechanism-checkpoints"), ("llama", "t5")) as server:
         yield server
 
 
 @pytest.fixture
 def hf_page(browser, hf_server):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.base_url = hf_server.url
-    yield page
-    context.close()
-    assert errors == []
+    with watched_page(browser, hf_server) as page:
+        yield page
 
 
 def test_llama_steps_say_rotary_and_shared_key_value_heads(hf_page, hf_server):
