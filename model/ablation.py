@@ -69,7 +69,6 @@ def ablate_z(z: torch.Tensor, heads: Iterable[int], mode: Mode, head_axis: int, 
     z: per-head outputs, e.g. (B, H, Tq, D) for model/attention.py or (B, Tq, H, D) for transformers.
     query_valid: (B, Tq) bool, False at padded queries (None: every query counts).
     """
-    z = z.clone()
     index = torch.tensor(list(heads), device=z.device)
     picked = z.index_select(head_axis, index)
     if mode == "zero":

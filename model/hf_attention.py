@@ -64,18 +64,17 @@ def attention_modules(net, arch: str, run_probe, layers: dict[str, int]) -> dict
     import transformers
 
     calls: list[torch.nn.Module] = []
-    eager = transformers.AttentionInterface._global_mapping[NAME]
 
     def recording(module, *args, **kwargs):
         if all(m is not module for m in calls):
             calls.append(module)
-        return eager(module, *args, **kwargs)
+        return headscope_attention(module, *args, **kwargs)
 
     transformers.AttentionInterface.register(NAME, recording)
     try:
         run_probe()
     finally:
-        transformers.AttentionInterface.register(NAME, eager)
+        transformers.AttentionInterface.register(NAME, headscope_attention)
     if arch == "encoder":
         order = [("encoder", i) for i in range(layers["encoder"])]
     elif arch == "decoder":

@@ -44,6 +44,7 @@ import torch
 
 from model.ablation import MODES, Ablation, Mode, ablating
 from model.analysis import AttentionModel, TooManyCharacters, cut_to_chars
+from model.heads import head_name
 from model.varied_texts import VARIED_TEXTS
 
 DATES_HELDOUT = 500  # held-out dates the dates model's exact match is measured on
@@ -322,10 +323,6 @@ def check_texts(model: AttentionModel, texts: list[str], max_texts: int, max_tok
 
 
 # --- the measurement --------------------------------------------------------------------------------------
-
-def head_name(layer: int, head: int) -> str:
-    return f"L{layer}H{head}"
-
 
 def all_heads(model: AttentionModel) -> tuple[dict, list[tuple[str, int, int]]]:
     """The model's attention modules and every (kind, layer, head), in module order."""

@@ -60,8 +60,8 @@ export function markGrid(container) {
     canvas.classList.toggle('ablated', off);
     if (off) canvas.dataset.ablated = '1'; else delete canvas.dataset.ablated;
     const name = canvas.dataset.name;
-    canvas.title = off ? `${name}: ablated (${ablate.ablation}); click in ablate mode to restore`
-      : canvas.title.replace(/: ablated .*$/, '');
+    const base = canvas.title.replace(/; ablated .*$/, '') || name; // the head's name and roles (grid.js)
+    canvas.title = off ? `${base}; ablated (${ablate.ablation}); click in ablate mode to restore` : base;
     canvas.setAttribute('aria-label', off ? `${name} (ablated)` : name);
     if (off) hatch(canvas);
   }

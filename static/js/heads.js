@@ -216,9 +216,10 @@ export function averageLinkageOrder(D, N) {
 }
 
 // The similarity the tab draws for one kind: the server's (raw attention, every token) when the view has no
-// transform or is a pooled thumbnail grid, else computed here from the view's own matrices.
+// transform, is a pooled thumbnail grid or holds no probabilities (value norms), else computed here from the
+// view's own matrices (Hellinger distance needs rows that are distributions).
 function similarityOf(result, view, kind, transformed) {
-  if (!view || !transformed || view.pool[0] > 1 || view.pool[1] > 1) {
+  if (!view || !transformed || view.pool[0] > 1 || view.pool[1] > 1 || !result.weights.rows_sum_to_one) {
     const sim = result.similarity[kind];
     return { heads: sim.heads, order: sim.order, at: (a, b) => sim.distance[a][b], follows: false };
   }
@@ -228,7 +229,7 @@ function similarityOf(result, view, kind, transformed) {
   return { heads, order: averageLinkageOrder(D, N), at: (a, b) => D[a * N + b], follows: true };
 }
 
-export async function drawSimilarity({ result, views, state, setStatus }) {
+export async function drawSimilarity({ result, views, state, request, setStatus }) {
   fillSources(result);
   if (!el.similarityKind.options.length) fillKindSelects(Object.keys(currentCorpus().heads));
   const kind = el.similarityKind.value || el.similarityKind.options[0]?.value;
@@ -236,7 +237,7 @@ export async function drawSimilarity({ result, views, state, setStatus }) {
   if (!corpus && !result.similarity) {
     setStatus('Computing head similarity…');
     try {
-      const withSimilarity = await fetchAttention({ ...state, similarity: true });
+      const withSimilarity = await fetchAttention({ ...request, similarity: true }); // the same text, ablation, generation
       result.similarity = withSimilarity.similarity;
     } catch (e) {
       setStatus(e.message, 'error');
@@ -316,7 +317,7 @@ export async function drawCompareHeads({ result, views, state, setStatus }) {
   setStatus(`Comparing ${na} and ${nb}${view.note ? ` (${view.note})` : ''}.`);
 }
 
-export async function drawCompareTexts({ result, views, state, setStatus }) {
+export async function drawCompareTexts({ result, views, state, request, setStatus }) {
   if (!result) return setStatus('Analyze a text first.', 'error');
   const kind = el.compareKind.value || Object.keys(views)[0];
   const view = views[kind];
@@ -326,7 +327,7 @@ export async function drawCompareTexts({ result, views, state, setStatus }) {
   if (!text.trim()) return setStatus('Type a second sentence.', 'error');
   let other;
   try {
-    other = await fetchAttention({ text, model: result.model, truncate: state.truncate, weights: result.weights.name });
+    other = await fetchAttention({ ...request, text }); // as the first text was asked: weights, ablation, generation
   } catch (e) {
     return setStatus(e.message, 'error');
   }

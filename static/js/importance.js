@@ -68,7 +68,7 @@ export async function drawImportance() {
   if (!result) {
     el.impMeasure.textContent = 'Press Measure to knock out every head in turn (this takes 1 + 2 × heads evaluations).';
     el.impMaps.replaceChildren();
-    el.impCurve.replaceChildren();
+    window.Plotly?.purge(el.impCurve); // Plotly's own state goes with its elements
     delete el.impMaps.dataset.model;
     return;
   }
@@ -78,8 +78,7 @@ export async function drawImportance() {
   const divs = kinds.map((kind) => make('div', { className: 'plot imp-map', attrs: { 'data-kind': kind } }));
   el.impMaps.replaceChildren(...divs);
   await Promise.all(kinds.map((kind, i) => drawMap(Plotly, divs[i], kind, result)));
-  el.impCurve.replaceChildren();
-  await drawCurve(Plotly, result);
+  await drawCurve(Plotly, result); // Plotly.react updates the curve in place
   el.impMaps.dataset.model = result.model;
 }
 

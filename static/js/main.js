@@ -208,6 +208,7 @@ async function fetchMetrics(signal) {
   if (shown !== result) return; // another analysis has started
   result.heads = answer.heads;
   labelRoles(el.grids, roles);
+  markGrid(el.grids); // the ablated heads' titles say so again
   showDetailRoles();
   drawTab();
   document.body.dataset.state = 'ready';
@@ -248,7 +249,8 @@ function drawWeightsLabel() {
   const w = result.weights;
   el.weightsLabel.dataset.weights = w.name;
   el.weightsLabel.textContent = w.rows_sum_to_one ? '' : `Showing ${w.label}: ${w.units}; not probabilities, rows do not `
-    + 'sum to 1; each head shaded to its own maximum. Metrics, roles and the other tabs use the attention weights.';
+    + 'sum to 1; each head shaded to its own maximum. Metrics, roles, Similarity and Mechanism use the attention weights; '
+    + 'Compare shows what the grid shows.';
 }
 
 // A click on a grid head: in ablate mode it knocks the head out (or back in) and runs the text again.
@@ -458,7 +460,8 @@ const TABS = {
 function drawTab() {
   const tab = TABS[state.tab];
   if (!tab || !tab.ready()) return;
-  tab.draw({ result, views, state, openDetail, setStatus, writeState, generation: result && modelGeneration(result.model),
+  tab.draw({ result, views, state, request: result && resultRequest(), openDetail, setStatus, writeState,
+    generation: result && modelGeneration(result.model),
     options: { words: state.words, nospecial: state.nospecial } });
 }
 
@@ -511,7 +514,7 @@ function wire() {
   setupMechanism(() => { writeState(); drawTab(); });
   setupPlayground(writeState);
   el.compareHeads.addEventListener('click', () => drawCompareHeads({ result, views, state, setStatus }));
-  el.compareTexts.addEventListener('click', () => drawCompareTexts({ result, views, state, setStatus }));
+  el.compareTexts.addEventListener('click', () => drawCompareTexts({ result, views, state, request: resultRequest(), setStatus }));
   for (const select of [el.mapMetric, el.mapKind, el.mapSource, el.tableKind, el.tableSource, el.similarityKind, el.similaritySource]) {
     select.addEventListener('change', drawTab);
   }
