@@ -225,7 +225,8 @@ def requested_ablation(model: AttentionModel, req: AblationRequest) -> Ablation 
         raise ApiError(422, "too_many_heads", f"ablate lists {len(req.ablate)} heads but {model.info.name} has "
                        f"{limit} (every kind's layers x {model.info.heads} heads)", count=len(req.ablate), limit=limit)
     heads = [(h.kind, h.layer, h.head) for h in req.ablate]
-    twice = next((h for i, h in enumerate(heads) if h in heads[:i]), None)
+    seen: set = set()
+    twice = next((h for h in heads if h in seen or seen.add(h)), None)  # one pass: the list may be long
     if twice is not None:
         raise ApiError(422, "bad_ablation", f"ablate names {twice[0]} layer {twice[1]} head {twice[2]} twice")
     ablation = Ablation(tuple(heads), req.ablation)

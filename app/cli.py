@@ -162,6 +162,7 @@ def attention(args: argparse.Namespace) -> None:
     from app.errors import ApiError
     from app.schemas import AttentionRequest
     from app.settings import Settings
+    from app.weights import check_weights_request
     from model.analysis import TooManyCharacters, TooManyTokens, cut_to_chars
     from model.registry import load_model
 
@@ -179,6 +180,7 @@ def attention(args: argparse.Namespace) -> None:
     except ValidationError as e:
         fail(f"text: {e.errors()[0]['msg']}")
     try:
+        check_weights_request(model, req.weights)  # value norms need every W_O: a 422's words, one line
         text, cut = cut_to_chars(model.info, req.text, req.truncate)
         analysis = model.analyze(text, req.truncate)
         body = attention_body(analysis, req, cut, None, Settings().max_json_floats, model=model, text=text)

@@ -46,3 +46,24 @@ def test_what_it_cannot_do_is_one_line(tmp_path):
     assert r.returncode == 2 and "text is empty" in r.stderr
     r = run(TEXT, "--out", str(tmp_path / "a.csv"))
     assert r.returncode == 2 and "must end in .json or .safetensors" in r.stderr
+
+
+def test_value_norms_of_a_model_without_reachable_projections_is_one_line(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    import app.weights
+    from app.cli import main
+    from model.value_norm import NoValueNorms
+
+    def unreachable(model):
+        raise NoValueNorms(f"{model.info.name}: its output projections cannot be found")
+
+    monkeypatch.setattr(app.weights, "check_value_norms", unreachable)
+    with pytest.raises(SystemExit) as stop:
+        main(["attention", TEXT, "--model", "induction", "--weights", "value_norm", "--out", str(tmp_path / "a.json")])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and "Traceback" not in err
+    assert err.strip().splitlines() == [
+        "headscope: error: weights: value_norm is not available for induction: induction: its output projections "
+        "cannot be found"]
+    assert not (tmp_path / "a.json").exists()
