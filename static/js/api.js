@@ -183,3 +183,14 @@ export async function fetchMhaPresets() {
 export async function runMha(config, signal) {
   return (await post('/api/mha', config, signal)).json();
 }
+
+// The probes: their format, limits and example sets, and one run over a JSONL text of pairs.
+export async function fetchProbeInfo() {
+  const response = await fetch('/api/probe/info');
+  if (!response.ok) throw new ApiError(`${response.status}: cannot load the probe's description`);
+  return response.json();
+}
+
+export async function runProbe(body, signal) {
+  return (await post('/api/probe', body, signal)).json();
+}

@@ -36,6 +36,8 @@ const ids = [
   'opt-ablate', 'ablation-mode', 'effect', 'effect-heads', 'effect-measures', 'ablate-clear',
   'tab-importance', 'imp-ablation', 'imp-texts', 'imp-run', 'imp-cancel', 'imp-progress', 'imp-status', 'imp-measure',
   'imp-maps', 'imp-curve',
+  'probe-example', 'probe-use-example', 'probe-file', 'probe-pairs', 'probe-run', 'probe-status',
+  'probe-baseline', 'probe-plots', 'probe-table', 'probe-skipped',
 ];
 
 const camel = (id) => id.replace(/-(\w)/g, (_, c) => c.toUpperCase());

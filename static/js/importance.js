@@ -15,6 +15,7 @@ const fmt = (v) => (Math.abs(v) >= 0.01 || v === 0 ? v.toFixed(4) : v.toExponent
 
 function showStatus(text, state) {
   el.impStatus.textContent = text;
+  el.impStatus.dataset.kind = state === 'error' ? 'error' : 'info'; // errors in red, as every status line
   document.body.dataset.importance = state;
 }
 

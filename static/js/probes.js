@@ -2,14 +2,9 @@
 // JSONL pasted, uploaded or taken from an example set (GET /api/probe/info); POST /api/probe answers each
 // head's accuracy [layer][head] per kind, the best fixed-offset baseline and the best heads, drawn
 // here as a heatmap per kind and a table. The model is the one in the page's picker.
-import { make } from './dom.js';
-import { ApiError } from './api.js';
+import { el, make } from './dom.js';
+import { fetchProbeInfo, runProbe } from './api.js';
 import { drawHeatmap } from './heatmap.js';
-
-// This tab's DOM hooks, in one place.
-const ids = ['probe-example', 'probe-use-example', 'probe-file', 'probe-pairs', 'probe-run', 'probe-status',
-  'probe-baseline', 'probe-plots', 'probe-table', 'probe-skipped', 'model'];
-const el = Object.fromEntries(ids.map((id) => [id.replace(/-(\w)/g, (_, c) => c.toUpperCase()), document.getElementById(id)]));
 
 let info = null; // GET /api/probe/info: format, limits, example sets
 let setup = null; // the promise of loading them and wiring the controls, made once
@@ -24,9 +19,7 @@ function setStatus(text, kind = 'info') {
 }
 
 async function loadInfo() {
-  const response = await fetch('/api/probe/info');
-  if (!response.ok) throw new ApiError(`cannot load the probe's description (${response.status})`);
-  info = await response.json();
+  info = await fetchProbeInfo();
   el.probeExample.replaceChildren(...info.examples.map((e) =>
     make('option', { text: `${e.name}: ${e.description}`, attrs: { value: e.name } })));
 }
@@ -34,15 +27,6 @@ async function loadInfo() {
 function useExample() {
   const example = info.examples.find((e) => e.name === el.probeExample.value);
   if (example) el.probePairs.value = example.pairs;
-}
-
-async function postProbe(body, signal) {
-  const response = await fetch('/api/probe', {
-    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body), signal,
-  });
-  const answer = await response.json().catch(() => null);
-  if (!response.ok) throw new ApiError(`${response.status}: ${answer?.detail || response.statusText}`, answer);
-  return answer;
 }
 
 // One kind's accuracy as a layers x heads heatmap.
@@ -104,7 +88,7 @@ async function run() {
   setStatus(`Probing ${model}…`);
   let result;
   try {
-    result = await postProbe({ pairs, model }, running.signal);
+    result = await runProbe({ pairs, model }, running.signal);
   } catch (e) {
     if (e.name === 'AbortError') return;
     clear();
