@@ -18,7 +18,7 @@ from app.schemas import Request as StrictRequest
 from app.schemas import Text
 from model.ablation import Mode
 from model.analysis import AttentionModel
-from model.importance import BadTexts, check_texts, importance_steps
+from model.importance import CannotMeasure, check_texts, importance_steps
 
 router = APIRouter(prefix="/api", responses=ERRORS)
 
@@ -102,15 +102,13 @@ async def importance(req: ImportanceRequest, request: Request, models: ModelsDep
         try:
             texts = await runner.run(check_texts, model, req.texts, settings.importance_max_texts,
                                      settings.importance_max_tokens)
-        except BadTexts as e:
+        except CannotMeasure as e:
             raise ApiError(422, e.code, str(e), **e.extra) from None
     events = importance_events(runner, model, req.ablation, texts)
     try:  # the first step prepares the measure: what it refuses is a 422, not a line in a stream
         first = await anext(events)
-    except BadTexts as e:
+    except CannotMeasure as e:  # texts, or a model whose heads cannot be reached one by one
         raise ApiError(422, e.code, str(e), **e.extra) from None
-    except ValueError as e:  # a model whose heads cannot be reached one by one
-        raise ApiError(422, "not_ablatable", str(e)) from None
     if req.stream:
         return StreamingResponse(stream_lines(prepend(first, events)), media_type="application/x-ndjson")
     async for event in prepend(first, events):
@@ -137,9 +135,9 @@ async def stream_lines(events):
     try:
         async for line in ndjson(events):
             yield line
-    except BadTexts as e:
+    except CannotMeasure as e:
         yield dumps({"error": e.code, "detail": str(e)}) + b"\n"
-    except ValueError as e:
+    except ValueError as e:  # anything else the model refuses once the answer has started: said, not a cut stream
         yield dumps({"error": "importance_failed", "detail": str(e)}) + b"\n"
 
 

@@ -57,12 +57,16 @@ BATCH_SIZE = 64  # texts per padded batch for our own models (the dates set: one
 Direction = Literal["higher_is_better", "lower_is_better"]
 
 
-class BadTexts(ValueError):
-    """Texts importance cannot run on: `code` says which limit or problem, for a 4xx answer."""
+class CannotMeasure(ValueError):
+    """What importance cannot be measured on: `code` says which limit or problem, for a 4xx answer."""
 
     def __init__(self, code: str, message: str, **extra):
         self.code, self.extra = code, extra
         super().__init__(message)
+
+
+class BadTexts(CannotMeasure):
+    """Texts importance cannot run on."""
 
 
 @dataclass
@@ -173,8 +177,9 @@ def choose_measure(model: AttentionModel, texts: list[str] | None) -> Measure:
 
 # --- what each kind of model computes for a measure, without ablation or inside an ablating block ---------
 
-def unsupported(model) -> ValueError:
-    return ValueError(f"head importance has no way to run {model.info.name} ({type(model).__name__})")
+def unsupported(model) -> CannotMeasure:
+    return CannotMeasure("not_measurable", f"head importance has no way to run {model.info.name} "
+                         f"({type(model).__name__})")
 
 
 def sentence_embeddings(model, texts: list[str]) -> Callable[[], torch.Tensor]:
@@ -329,7 +334,7 @@ def all_heads(model: AttentionModel) -> tuple[dict, list[tuple[str, int, int]]]:
     try:
         modules = model.attention_modules()
     except (NotImplementedError, AttributeError) as e:
-        raise ValueError(f"head importance needs {model.info.name}'s heads one by one: {e}") from None
+        raise CannotMeasure("not_ablatable", f"head importance needs {model.info.name}'s heads one by one: {e}") from None
     return modules, [(kind, layer, h) for kind, layer in modules for h in range(model.info.heads)]
 
 

@@ -108,3 +108,19 @@ def test_random_requests_never_get_a_5xx(small_client, body):
         body["model"] = "induction"
     r = small_client.post("/api/importance", content=json.dumps(body), headers={"Content-Type": "application/json"})
     assert_clean(r)
+
+
+def test_a_model_whose_heads_cannot_be_reached_is_a_422_that_says_so(models):
+    import copy
+
+    unreachable = copy.copy(models["induction"])
+
+    def attention_modules():
+        raise NotImplementedError("its attention modules do not run through an interface Headscope can reach")
+
+    unreachable.attention_modules = attention_modules
+    app = create_app(Settings(), models={"induction": unreachable})
+    with TestClient(app) as c:
+        r = c.post("/api/importance", json={"model": "induction"})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"] == "not_ablatable" and "heads one by one" in r.json()["detail"]
