@@ -43,7 +43,6 @@ def create_app(settings: Settings | None = None, models: dict[str, AttentionMode
 
     app.include_router(api.router)
     app.include_router(probe_api.router)  # POST /api/probe, GET /api/probe/info
-    app.include_router(probe_api.docs_router)
     app.include_router(importance_api.router)
     app.include_router(pages.router)
     app.mount("/static", StaticFiles(directory=pages.ROOT / "static"), name="static")

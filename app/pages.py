@@ -4,7 +4,7 @@ the page fetches its numbers from the JSON API, so every view has a JSON twin.""
 from dataclasses import asdict
 from pathlib import Path
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
@@ -37,24 +37,25 @@ def index(request: Request, models: ModelsDep, settings: SettingsDep):
     })
 
 
-@router.get("/docs/metrics.md")
-def metrics_doc():
-    """docs/metrics.md, the formulas of every metric, linked from the page."""
-    return FileResponse(ROOT / "docs" / "metrics.md", media_type="text/markdown; charset=utf-8")
+# The documents the page links to, served as Markdown from docs/: NAME -> what it holds.
+LINKED_DOCS = {
+    "metrics": "the formulas of every metric and role",
+    "ablation": "what zero and mean ablation do, and each effect measure",
+    "importance": "the measures and formulas of head importance",
+    "probes": "the probes' file format and formulas",
+}
 
 
-@router.get("/docs/importance.md")
-def importance_doc():
-    """docs/importance.md, the measures and formulas of head importance, linked from the Importance tab."""
-    return FileResponse(ROOT / "docs" / "importance.md", media_type="text/markdown; charset=utf-8")
+@router.get("/docs/{name}.md")
+def linked_doc(name: str):
+    """docs/NAME.md, one of the documents the page links to (LINKED_DOCS); any other name is a 404."""
+    if name not in LINKED_DOCS:
+        raise HTTPException(404, f"no document /docs/{name}.md; the page links to "
+                            f"{', '.join(f'/docs/{n}.md' for n in LINKED_DOCS)}")
+    return FileResponse(ROOT / "docs" / f"{name}.md", media_type="text/markdown; charset=utf-8")
 
 
 @router.get("/vendor/plotly.min.js")
 def plotly_js():
     return FileResponse(plotly_path(), media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
 
-
-@router.get("/docs/ablation.md")
-def ablation_doc():
-    """docs/ablation.md, what zero and mean ablation do and what each effect measure is, linked from the page."""
-    return FileResponse(ROOT / "docs" / "ablation.md", media_type="text/markdown; charset=utf-8")

@@ -8,7 +8,6 @@ then one job per batch, so other requests get their turn in between.
 from pathlib import Path
 import anyio
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from app.api import ERRORS, ModelsDep, RunnerDep, SettingsDep, pick_model
@@ -45,15 +44,6 @@ FORMAT = (
 )
 
 router = APIRouter(prefix="/api", responses=ERRORS)
-docs_router = APIRouter(include_in_schema=False)
-
-
-@docs_router.get("/docs/probes.md")
-def probes_doc():
-    """docs/probes.md, the format and formulas, linked from the page."""
-    return FileResponse(ROOT / "docs" / "probes.md", media_type="text/markdown; charset=utf-8")
-
-
 class ProbeRequest(StrictRequest):
     pairs: str = Field(
         description=f"The pairs, as the text of a JSONL file. {FORMAT} At most `probe_max_chars` characters and "

@@ -317,3 +317,16 @@ def test_one_head_or_many_shows_the_measures_and_two_models_side_by_side(page):
         grid = page.locator(f'.ohm-grid[data-heads="{heads}"]')
         for kind, pattern in example["patterns"].items():
             expect(grid.locator(f'canvas.head[data-kind="{kind}"]')).to_have_count(len(pattern) * int(heads))
+
+
+@pytest.mark.parametrize("name", ["metrics", "ablation", "importance", "probes"])
+def test_the_documents_the_page_links_to_are_served_as_markdown(client, name):
+    r = client.get(f"/docs/{name}.md")
+    assert r.status_code == 200 and r.headers["content-type"] == "text/markdown; charset=utf-8"
+    assert r.text == (Path(__file__).parents[1] / "docs" / f"{name}.md").read_text()
+
+
+@pytest.mark.parametrize("path", ["/docs/README.md", "/docs/dates.png.md", "/docs/%2E%2E%2Fpyproject.md"])
+def test_no_other_file_is_served_from_docs(client, path):
+    r = client.get(path)
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
