@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> None:
     p.set_defaults(func=heads)
     add_attention_parser(sub)
 
-    add_probe_parser(sub, add_model_option)
+    add_probe_parser(sub)
 
     p = sub.add_parser("ablate", help="knock heads out of one text's run and print the effect on the output")
     p.add_argument("text", help="the text to run")

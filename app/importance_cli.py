@@ -12,15 +12,14 @@ import json
 import sys
 import time
 
-from app.cli_common import fail, read_corpus
+from app.cli_common import add_model_option, fail, read_corpus
 from app.settings import Settings
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("importance", help="each head's importance (quality drop when it alone is ablated) and the "
                        "pruning curve")
-    p.add_argument("--model", action="append", metavar="NAME[=PATH]", required=True,
-                   help="the model: a built-in NAME, or NAME=PATH for a local Hugging Face checkpoint directory")
+    add_model_option(p, "the model to measure (default: the first built-in)")
     p.add_argument("--texts", metavar="FILE", help="texts to measure on, one per line (default: the model's own "
                    "set: dates and induction their generated data, any other 48 varied sentences)")
     p.add_argument("--ablation", choices=("zero", "mean"), default="zero",

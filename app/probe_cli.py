@@ -10,10 +10,10 @@ import argparse
 import json
 import sys
 
-from app.cli_common import fail, unreadable
+from app.cli_common import add_model_option, fail, unreadable
 
 
-def add_probe_parser(sub, add_model_option) -> None:
+def add_probe_parser(sub) -> None:
     p = sub.add_parser("probe", help="how often each head's strongest weight from one word lands on another "
                        "(Clark et al. 2019), beside the best fixed-offset baseline")
     p.add_argument("pairs", help='JSONL file, one {"sentence", "from", "to"} object per line (docs/probes.md)')
