@@ -8,6 +8,8 @@
   headscope attention "TEXT" --out a.json [--weights value_norm] [--rollout]  one text's answer, as the API's
   headscope ablate "TEXT" --head KIND:LAYER:HEAD... [--ablation zero|mean]   the effect of knocking heads
             [--model NAME[=PATH]] [--new-tokens N] [--truncate] [--json]       out (docs/ablation.md)
+  headscope importance [--model NAME[=PATH]] [--texts FILE] [--ablation zero|mean] [--json]
+                                                                              each head's importance, the pruning curve
 
 `--model` names a built-in (minilm, dates, ...) or serves a local Hugging Face checkpoint
 directory as NAME=PATH; repeat it for several. Without it: every built-in. The first is the default.

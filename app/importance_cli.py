@@ -1,6 +1,6 @@
 """`headscope importance`: each head's importance and the pruning curve (model/importance.py), as a table.
 
-  headscope importance --model NAME[=PATH] [--texts FILE] [--ablation zero|mean] [--json]
+  headscope importance [--model NAME[=PATH]] [--texts FILE] [--ablation zero|mean] [--json]
 
 Progress on stderr (tqdm), the answer on stdout: tables, or with --json the same object as
 POST /api/importance. Texts (one per line, blank lines skipped) are held to the server's limits
