@@ -285,7 +285,7 @@ def test_hostile_tokens_show_literally_in_a_saved_page(browser, tmp_path):
             assert tip.startswith(f"{HOSTILE[i]} → {HOSTILE[j]}: "), tip
             value = float(tip.rsplit(": ", 1)[1])
             head = view.result.attention["self"][0, 1]
-            assert value == pytest.approx(head[i, j], abs=head.max() / 510 + 5e-4)  # 8 bits, then 3 decimals
+            assert value == pytest.approx(head[i, j], abs=float(head.max()) / 510 + 5e-4)  # 8 bits, then 3 decimals
         assert page.outside == [] and page.errors == []
     finally:
         page.context.close()
