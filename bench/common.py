@@ -52,7 +52,7 @@ class ServerProcess:
         import httpx
 
         # --port 0: the server binds a free port and prints it (no race for a port chosen beforehand)
-        self.proc = subprocess.Popen([sys.executable, "-m", "app", "serve", "--port", "0",
+        self.proc = subprocess.Popen([sys.executable, "-m", "headscope", "serve", "--port", "0",
                                       *(a for m in self.models for a in ("--model", m)), "--log-level", "warning"],
                                      env={**os.environ, **(self.env or {})}, stdout=subprocess.PIPE, text=True)
         first = self.proc.stdout.readline()

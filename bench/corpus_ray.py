@@ -56,9 +56,9 @@ def main() -> None:
     import ray
     import torch
 
-    from model.corpus_ray import init_ray, ray_lines_sums
-    from model.heads import lines_sums
-    from model.registry import ModelSpec, load_model
+    from headscope.analyses.heads import lines_sums
+    from headscope.corpus.ray import init_ray, ray_lines_sums
+    from headscope.models.registry import ModelSpec, load_model
 
     lines = varied_sentences(args.sentences)
     folder = Path(tempfile.mkdtemp())

@@ -13,8 +13,8 @@ from pathlib import Path
 import torch
 
 from bench.common import interleaved, report, text_of
-from model.heads import analysis_sums, kind_metrics
-from model.minilm import MiniLM
+from headscope.analyses.heads import analysis_sums, kind_metrics
+from headscope.models.minilm import MiniLM
 
 VARIED = Path(__file__).parents[1] / "tests" / "data" / "varied.txt"
 

@@ -7,7 +7,7 @@ Target: ours <= 1.0x transformers at 16, 64, 128, 256 and 512 tokens.
 import torch
 
 from bench.common import interleaved, report, text_of
-from model.minilm import MiniLM, default_path
+from headscope.models.minilm import MiniLM, default_path
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ def transformers_forward():
     import torch
     from transformers import BertModel
 
-    from model.minilm import default_path
+    from headscope.models.minilm import default_path
 
     model = BertModel.from_pretrained(str(default_path()), attn_implementation="eager").eval()
 

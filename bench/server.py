@@ -12,14 +12,14 @@ import statistics
 import time
 
 # The reference forward runs as the server's does: `headscope serve` makes OpenMP threads sleep when idle
-# (app/cli.py); spinning ones slow the bare forward while the server process works (set before torch loads)
+# (headscope/cli/main.py); spinning ones slow the bare forward while the server process works (set before torch loads)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import httpx  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import ServerProcess, report, text_of  # noqa: E402
-from model.minilm import MiniLM  # noqa: E402
+from headscope.models.minilm import MiniLM  # noqa: E402
 
 
 def bare_forward(model: MiniLM, text: str):

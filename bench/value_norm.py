@@ -8,10 +8,10 @@ Expected: value_norm about 2x the plain answer (a second forward pass); rollout 
 
 import torch
 
-from app.api import attention_body
-from app.schemas import AttentionRequest
 from bench.common import interleaved, report, text_of
-from model.minilm import MiniLM
+from headscope.models.minilm import MiniLM
+from headscope.server.routes.api import attention_body
+from headscope.server.schemas import AttentionRequest
 
 
 def main() -> None:

@@ -7,10 +7,10 @@ from contextlib import contextmanager
 import pytest
 from fastapi.testclient import TestClient
 
-from app.main import create_app
-from app.server import make_server
-from app.settings import Settings
-from model.registry import ModelSpec, load_models
+from headscope.models.registry import ModelSpec, load_models
+from headscope.server.app import create_app
+from headscope.server.http.connections import make_server
+from headscope.server.settings import Settings
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
@@ -37,7 +37,7 @@ def hf_bert():
     from transformers import BertModel
     from transformers.models.bert.tokenization_bert_legacy import BertTokenizerLegacy
 
-    from model.minilm import default_path
+    from headscope.models.minilm import default_path
 
     path = str(default_path())
     model = BertModel.from_pretrained(path, attn_implementation="eager").eval()
@@ -68,7 +68,7 @@ def client(app):
 
 
 class LiveServer:
-    """The app served as `headscope serve` serves it (app/server.py), on a free port, in a background thread."""
+    """The app served as `headscope serve` serves it (headscope/server/http/connections.py), on a free port, in a background thread."""
 
     def __init__(self, app):
         self.app = app
@@ -127,9 +127,9 @@ def watched_page(browser, server):
 
 @contextmanager
 def checkpoint_server(root, families):
-    """Tiny transformers checkpoints of `families` (tests/test_hf.py `build`), saved under `root` and served
+    """Tiny transformers checkpoints of `families` (tests/models/test_hf.py `build`), saved under `root` and served
     live as tiny-<family>; `server.models` holds what the app serves."""
-    from tests.test_hf import build, save
+    from tests.models.test_hf import build, save
 
     specs = tuple(ModelSpec(f"tiny-{f}", str(save(root / f, *build(f)))) for f in families)
     app = create_app(Settings(models=specs))

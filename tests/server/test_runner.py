@@ -1,0 +1,162 @@
+"""The model runner: batching, sharing identical requests, and leaving the line cleanly."""
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from headscope.server.runner import Busy, ModelRunner, Pending
+
+
+def run(main):
+    """asyncio.run in a thread of its own: Playwright's sync API may hold this thread's loop."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, main()).result()
+
+
+def pending(model, text, truncate=False):
+    return Pending(model, text, truncate, None, build=lambda a: a.tokens)
+
+
+def test_waiting_requests_run_as_one_batch_and_identical_ones_share(minilm):
+    runner = ModelRunner(max_waiting=16, max_batch_tokens=1024)
+    calls = []
+    original = minilm.analyze_batch
+
+    def counting(texts, truncate=False, new_tokens=None):
+        calls.append(list(texts))
+        return original(texts, truncate, new_tokens)
+
+    async def main():
+        async with runner.lock:  # the model is busy: everything below waits together
+            tasks = [asyncio.create_task(runner.analyze(("k", t), pending(minilm, t)))
+                     for t in ["one text", "another text here", "one text"]]
+            await asyncio.sleep(0.05)
+        return await asyncio.gather(*tasks)
+
+    minilm.analyze_batch = counting
+    try:
+        results = run(main)
+    finally:
+        del minilm.analyze_batch
+    assert calls == [["one text", "another text here"]]  # one forward pass; the repeat shared it
+    assert results[0] == results[2] == ["[CLS]", "one", "text", "[SEP]"]
+    assert results[1][1] == "another"
+
+
+def test_a_request_cancelled_while_waiting_releases_those_sharing_it(minilm):
+    runner = ModelRunner(max_waiting=16, max_batch_tokens=1024)
+
+    async def main():
+        async with runner.lock:
+            owner = asyncio.create_task(runner.analyze("same", pending(minilm, "shared text")))
+            await asyncio.sleep(0.02)
+            sharer = asyncio.create_task(runner.analyze("same", pending(minilm, "shared text")))
+            await asyncio.sleep(0.02)
+            owner.cancel()
+            with pytest.raises(RuntimeError, match="cancelled"):
+                await asyncio.wait_for(sharer, 5)
+        assert runner.pending == [] and runner.shared == {} and runner.admitted_count == 0
+
+    run(main)
+
+
+def test_the_line_is_bounded(minilm):
+    runner = ModelRunner(max_waiting=1, max_batch_tokens=1024)
+
+    async def main():
+        async with runner.lock:
+            first = asyncio.create_task(runner.analyze(1, pending(minilm, "a")))
+            second = asyncio.create_task(runner.analyze(2, pending(minilm, "b")))
+            await asyncio.sleep(0.02)
+            with pytest.raises(Busy):
+                await runner.analyze(3, pending(minilm, "c"))
+        assert await first == ["[CLS]", "a", "[SEP]"] and await second == ["[CLS]", "b", "[SEP]"]
+
+    run(main)
+
+
+def test_a_text_is_counted_in_line_and_one_too_long_leaves_it_cleanly(minilm):
+    from headscope.models.analysis import TooManyTokens
+
+    runner = ModelRunner(max_waiting=16, max_batch_tokens=1024)
+    long = "word " * 600  # 602 tokens
+
+    async def main():
+        with pytest.raises(TooManyTokens, match="602 tokens"):
+            await runner.analyze("long", pending(minilm, long))
+        assert runner.pending == [] and runner.shared == {} and runner.admitted_count == 0
+        return await runner.analyze("cut", pending(minilm, long, truncate=True))
+
+    tokens = run(main)
+    assert len(tokens) == 512 and tokens[-1] == "[SEP]"
+
+
+def test_a_newcomer_goes_ahead_of_clients_just_served_and_batches_are_capped(minilm):
+    """Eight clients answered a moment ago wait in line; a client never answered joins after them and
+    runs first (headscope/server/runner.py: the newcomer's lead); no batch takes more than max_batch_size."""
+    runner = ModelRunner(max_waiting=64, max_batch_tokens=1024, max_batch_size=4, newcomer_lead_s=10.0)
+    calls = []
+    original = minilm.analyze_batch
+
+    def counting(texts, truncate=False, new_tokens=None):
+        calls.append(list(texts))
+        return original(texts, truncate, new_tokens)
+
+    regulars = [("127.0.0.1", 40000 + k) for k in range(8)]
+
+    async def main():
+        runner.answered_at.update(dict.fromkeys(regulars, time.monotonic()))
+        async with runner.lock:  # the model is busy: everyone below waits
+            tasks = [asyncio.create_task(runner.analyze(k, Pending(minilm, f"regular {k}", False, None,
+                                                                   lambda a: a.tokens, client)))
+                     for k, client in enumerate(regulars)]
+            await asyncio.sleep(0)  # each task takes its place in line
+            tasks.append(asyncio.create_task(runner.analyze("new", Pending(minilm, "newcomer", False, None,
+                                                                           lambda a: a.tokens, ("127.0.0.1", 50000)))))
+            await asyncio.sleep(0)
+        return await asyncio.gather(*tasks)
+
+    minilm.analyze_batch = counting
+    try:
+        results = run(main)
+    finally:
+        del minilm.analyze_batch
+    assert calls == [["newcomer", "regular 0", "regular 1", "regular 2"],
+                     ["regular 3", "regular 4", "regular 5", "regular 6"], ["regular 7"]]
+    assert results[-1] == ["[CLS]", "newcomer", "[SEP]"] and results[0][1] == "regular"
+    assert set(runner.answered_at) == {*regulars, ("127.0.0.1", 50000)}
+
+
+def test_the_lead_is_bounded_so_nobody_starves(monkeypatch):
+    """A place in line is the arrival time, less the lead for a client not answered within the lead: so a
+    request is never passed by one that arrived more than newcomer_lead_s after it."""
+    runner = ModelRunner(max_waiting=8, max_batch_tokens=1024, newcomer_lead_s=10.0)
+    now = 1000.0
+    monkeypatch.setattr(time, "monotonic", lambda: now)
+    runner.answered_at.update({"just served": now - 1, "served long ago": now - 11})
+    assert runner.rank("never served") == runner.rank("served long ago") == now - 10
+    assert runner.rank("just served") == now
+    assert runner.rank(None) == now  # an unknown client gets no lead
+
+
+def test_each_answer_is_released_once_built_not_after_the_whole_batch(minilm):
+    runner = ModelRunner(max_waiting=8, max_batch_tokens=1024)
+    first_released = threading.Event()
+
+    def build_second(analysis):
+        assert first_released.wait(60), "the first answer was held until the whole batch was built"
+        return analysis.tokens
+
+    async def main():
+        async with runner.lock:
+            first = asyncio.create_task(runner.analyze(1, pending(minilm, "first")))
+            second = asyncio.create_task(runner.analyze(2, Pending(minilm, "second", False, None, build_second)))
+            await asyncio.sleep(0)
+        assert await first == ["[CLS]", "first", "[SEP]"]  # while the second answer is still being built
+        first_released.set()
+        return await second
+
+    assert run(main) == ["[CLS]", "second", "[SEP]"]
