@@ -126,7 +126,9 @@ class Analysis:
     # output_probs[i]: the probability the model gave the token that decoder row i produced
     # (output_tokens[i + 1], and for the last row the end token or the last character)
     output_probs: list[float] | None = None
-    output_valid: bool | None = None  # models whose output has a checkable form (dates: a real date in range)
+    # Models whose output has a checkable form say what was checked, as data the page shows as it is:
+    # {"name": "valid date", "ok": bool, "label": what to show, "description": what was checked}; None otherwise.
+    output_check: dict | None = None
     # With an ablation (headscope/models/interventions.py): patterns are the ablated run's on the same tokens (and the same,
     # un-ablated output); effect says what the ablation changed (headscope/models/effect.py). None without one.
     effect: dict | None = None

@@ -72,6 +72,13 @@ def is_valid_date(text: str) -> bool:
     return FIRST <= date <= LAST
 
 
+def date_check(text: str) -> dict:
+    """The Analysis's output_check: whether the output is a real date in the trained range."""
+    ok = is_valid_date(text)
+    return {"name": "valid date", "ok": ok, "label": "valid date" if ok else "not a valid date",
+            "description": f"the output is YYYY-MM-DD, a real calendar date from {FIRST} to {LAST}"}
+
+
 def pad_batch(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor]:
     """Right-pad id lists: ids (B, T) long and pad mask (B, T) bool, True at padding."""
     width = max(len(r) for r in rows)
@@ -193,7 +200,7 @@ class DatesModel:
             output_special=[t in SPECIALS for t in output_tokens],
             output_words=char_words(output_tokens),
             output_probs=output_probs,
-            output_valid=is_valid_date(output_text),
+            output_check=date_check(output_text),
             stopped=stopped,  # "end": the last row produced </s>; "length": ran out of positions
             effect=effect,
         )

@@ -343,6 +343,13 @@ class AblationAnswer(BaseModel):
     )
 
 
+class OutputCheck(BaseModel):
+    name: str = Field(description="What is checked, e.g. `valid date`.")
+    ok: bool = Field(description="Whether the output passed the check.")
+    label: str = Field(description="What a page shows for this result, e.g. `not a valid date`.")
+    description: str = Field(description="The check in words.")
+
+
 class AttentionResponse(AblationAnswer):
     model: str
     tokens: list[str] = Field(description="Input tokens exactly as the model sees them, special tokens included.")
@@ -399,10 +406,9 @@ class AttentionResponse(AblationAnswer):
         None, description="Per decoder row i, the probability the model gave the token that row produced "
         "(output token i+1; for the last row, the end token or the last token). High is confidence, not correctness.",
     )
-    output_valid: bool | None = Field(
-        None, description="For models whose output has a checkable form: dates — true when the output is a real "
-        "calendar date from 1900-01-01 to 2099-12-31. Null for other models.",
-    )
+    output_check: OutputCheck | None = Field(
+        None, description="For models whose output has a checkable form (dates: a real calendar date in range), "
+        "what was checked and whether the output passed; null for other models.")
     weights: WeightsAbout = Field(description="What `attention` holds: attention weights or value norms, with units.")
     rollout: dict[str, list[list[float]] | BinaryRollout] | None = Field(
         None, description="With `rollout: true`: per kind in `rollout_about.kinds`, [query_pos][key_pos].")

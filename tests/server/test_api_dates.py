@@ -101,7 +101,9 @@ def test_output_probabilities_and_validity(client, text, output, valid):
     body = client.post("/api/attention", json={"text": text, "model": "dates"}).json()
     if output is not None:
         assert body["output_text"] == output
-    assert body["output_valid"] is valid
+    check = body["output_check"]
+    assert check["name"] == "valid date" and check["ok"] is valid
+    assert check["label"] == ("valid date" if valid else "not a valid date")
     probs = body["output_probs"]
     assert len(probs) == len(body["output_tokens"]) and all(0 < p <= 1 for p in probs)
 

@@ -181,7 +181,7 @@ def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict |
         "output_words": analysis.output_words,
         "stopped": analysis.stopped,
         "output_probs": analysis.output_probs,
-        "output_valid": analysis.output_valid,
+        "output_check": analysis.output_check,
     }
 
 

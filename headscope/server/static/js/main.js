@@ -304,9 +304,11 @@ function showStep() {
     }
     return span;
   }));
-  el.outputValid.hidden = result.output_valid === null || result.output_valid === undefined;
-  el.outputValid.textContent = result.output_valid ? 'valid date' : 'not a valid date';
-  el.outputValid.dataset.valid = String(result.output_valid);
+  const check = result.output_check; // a model-specific check, as data: {name, ok, label, description}
+  el.outputValid.hidden = !check;
+  el.outputValid.textContent = check ? check.label : '';
+  el.outputValid.title = check ? check.description : '';
+  el.outputValid.dataset.valid = String(check ? check.ok : null);
   for (const view of outputRowViews()) highlightRow(el.grids, view, Math.floor(row / view.pool[0]));
   markGrid(el.grids); // repainting cleared the hatching of ablated heads
   if (el.detail.open && views[state.kind]?.layout.rows === 'output_tokens') drawDetail();
