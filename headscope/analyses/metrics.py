@@ -64,6 +64,10 @@ METRIC_DEFINITIONS = {
 
 # Metrics measured on the rows with special keys removed and renormalised (all but the raw three and sink).
 RENORMALISED = tuple(name for name in METRICS if name not in ("sink", "first_token", "last_token", "confidence"))
+# What each metric is computed on, as data: "raw" (the pattern as the model made it) or "renormalised" (special
+# keys removed, each row rescaled to sum to 1); published with the definitions in GET /api/models.
+METRICS_ABOUT = {name: {"basis": "renormalised" if name in RENORMALISED else "raw", "description": METRIC_DEFINITIONS[name]}
+                 for name in METRICS}
 MIN_KEPT = 0.01  # a row keeping less than this weight once special keys are removed is left out (as views.js)
 
 PUNCTUATION = frozenset(".,;:!?")

@@ -18,6 +18,7 @@ from headscope.models.analysis import (
     Layout,
     ModelInfo,
 )
+from headscope.server.settings import LIMITS
 
 
 def _check_text(text: str) -> str:
@@ -160,28 +161,18 @@ class CorpusRequest(Request):
     )
 
 
-class Limits(BaseModel):
-    """Every limit of a request, from the server's Settings. A text's limits are per model: `max_tokens` and
-    `max_chars` in `models`."""
+Limits = create_model(
+    "Limits",
+    __doc__="Every limit the server enforces on clients, from its Settings (headscope/server/settings.py), each "
+    "with its value. A text's limits are per model: `max_tokens` and `max_chars` in `models`.",
+    **{name: (kind, Field(description=about)) for name, (kind, about) in LIMITS.items()},
+)
 
-    max_body_bytes: int = Field(description="Largest request body, in bytes; larger gets 413.")
-    max_json_floats: int = Field(
-        description="Most attention weights (layers x heads x query x key, all kinds) in a `format: json` answer; "
-        "larger gets 422: ask for `format: compact`."
-    )
-    max_waiting: int = Field(description="Requests that may wait for the model at once; more get 503 and Retry-After.")
-    corpus_max_texts: int = Field(description="Most sentences in one /api/corpus request.")
-    corpus_max_tokens: int = Field(description="Most tokens in one /api/corpus request, all sentences together.")
-    importance_max_texts: int = Field(description="Most texts in one /api/importance request.")
-    importance_max_tokens: int = Field(description="Most tokens in one /api/importance request, all texts together.")
-    max_new_tokens: int = Field(description="Most tokens one request may ask any model to generate.")
-    max_connections: int = Field(
-        description="Open connections; beyond it a new one closes the longest-idle one, or gets 503 if none is idle."
-    )
-    max_header_bytes: int = Field(description="Largest request line and headers, in bytes; larger gets 431.")
-    header_timeout_s: float = Field(description="Seconds a connection has to send its request line and headers.")
-    body_timeout_s: float = Field(description="Seconds a request body has to arrive; slower gets 408.")
-    send_timeout_s: float = Field(description="Seconds a client may leave its answer unread before it is dropped.")
+
+class MetricAbout(BaseModel):
+    basis: Literal["raw", "renormalised"] = Field(description="`raw`: on the pattern as the model made it; "
+                                                  "`renormalised`: special keys removed, each row rescaled to sum to 1.")
+    description: str
 
 
 class ModelsResponse(BaseModel):
@@ -197,6 +188,8 @@ class ModelsResponse(BaseModel):
         "of `max_tokens` tokens needs."
     )
     limits: Limits
+    metrics: dict[str, MetricAbout] = Field(description="Every per-head metric of `heads` in an answer: what it is "
+                                            "computed on and its formula in words.")
 
 
 class BinaryAttention(BaseModel):

@@ -1,25 +1,33 @@
 """Everything the server can be tuned with, in one frozen dataclass passed to `create_app`.
 
-These are the only place each limit is written; GET /api/models publishes them under `limits`.
-A text's character limit is per model: `max_chars` in each model's info (headscope/models/analysis.py).
+This is the only place each limit is written. A field made with `limit(default, about)` is a limit the server
+enforces on clients: GET /api/models publishes every one of them under `limits` with its value, and its words
+become its description in /openapi.json (headscope/server/schemas.py `Limits`). Error messages name the limit
+by its field name. A text's character and token limits are per model: `max_chars` and `max_tokens` in each
+model's info (headscope/models/analysis.py).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
+from headscope.models.analysis import MAX_NEW_TOKENS
 from headscope.models.registry import DEFAULT_SPECS, ModelSpec
 
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "[::1]")  # Host header names always served
 
 
+def limit(default, about: str):
+    """A Settings field that is a limit clients meet: published in GET /api/models with `about` as its words."""
+    return field(default=default, metadata={"about": about})
+
+
 @dataclass(frozen=True)
 class Settings:
     models: tuple[ModelSpec, ...] = DEFAULT_SPECS  # loaded once, at start; the first is the default
-    max_body_bytes: int = 2_000_000  # larger request bodies get 413 before they are read
-    body_timeout_s: float = 30.0  # a request body that takes longer to arrive gets 408
-    # Requests allowed to wait for the model; beyond that, 503 at once. A waiting request holds only its
-    # text (at most a model's max_chars), so the line is long enough that a burst of clients queues
-    # rather than being refused and retrying.
-    max_waiting: int = 256
+    max_body_bytes: int = limit(2_000_000, "Largest request body, in bytes; larger gets 413 before it is read.")
+    body_timeout_s: float = limit(30.0, "Seconds a request body has to arrive; slower gets 408.")
+    # A waiting request holds only its text (at most a model's max_chars), so the line is long enough that a
+    # burst of clients queues rather than being refused and retrying.
+    max_waiting: int = limit(256, "Requests that may wait for the model at once; more get 503 and Retry-After.")
     max_batch_tokens: int = 1024  # waiting requests run together up to this many padded tokens
     # ...and at most this many: answers are built one after another, so a batch of 8 short texts keeps the
     # wait of whoever is next in line short, while batching still pays (headscope/server/runner.py, bench/storm.py)
@@ -27,28 +35,46 @@ class Settings:
     # A client (connection) not answered within this many seconds is placed this much earlier in the line,
     # ahead of clients served just now: a newcomer is not stuck behind a retry storm (headscope/server/runner.py)
     newcomer_lead_s: float = 10.0
-    # An answer in format json holds at most this many attention weights (layers x heads x query x key,
-    # all kinds): 2M floats are ~26 MB of JSON, about the size of the largest compact answer (MiniLM at
-    # 512 tokens: 19 MB). Larger ones get 422 asking for format: compact.
-    max_json_floats: int = 2_000_000
-    corpus_max_texts: int = 2000  # sentences per /api/corpus request
-    corpus_max_tokens: int = 100_000  # tokens per /api/corpus request, all sentences together
+    # 2M floats are ~26 MB of JSON, about the size of the largest compact answer (MiniLM at 512 tokens: 19 MB).
+    max_json_floats: int = limit(2_000_000, "Most attention weights (layers x heads x query x key, all kinds) in a "
+                                 "`format: json` answer; larger gets 422: ask for `format: compact`.")
+    corpus_max_texts: int = limit(2000, "Most sentences in one /api/corpus request.")
+    corpus_max_tokens: int = limit(100_000, "Most tokens in one /api/corpus request, all sentences together.")
     corpus_batch_size: int = 32  # sentences run through the model together (corpus and probe)
-    # POST /api/probe: the JSONL text of pairs, at most this many characters and pairs, and at most this
-    # many tokens in its distinct sentences together (what bounds the model's work, as corpus_max_tokens)
-    probe_max_chars: int = 1_000_000
-    probe_max_pairs: int = 2000
-    probe_max_tokens: int = 100_000
+    # POST /api/probe: the model's work is bounded by the tokens of the distinct sentences, as corpus_max_tokens
+    probe_max_chars: int = limit(1_000_000, "Most characters in the `pairs` text of one /api/probe request.")
+    probe_max_pairs: int = limit(2000, "Most pairs in one /api/probe request.")
+    probe_max_tokens: int = limit(100_000, "Most tokens in the distinct sentences of one /api/probe request, "
+                                  "together.")
     # POST /api/importance and `headscope importance --texts`: every text runs 1 + 2 x heads times (MiniLM: 145)
-    importance_max_texts: int = 64  # texts per request
-    importance_max_tokens: int = 4096  # tokens per request, all texts together
-    # Connections (headscope/server/http/connections.py). Beyond max_connections, a new connection closes the longest-idle
-    # one (no request in progress, nothing left to send); if none is idle it gets 503.
-    max_connections: int = 256
-    max_header_bytes: int = 65_536  # request line and headers; larger get 431
-    header_timeout_s: float = 10.0  # a request line and headers must arrive within this, else closed
-    keep_alive_s: float = 5.0  # an idle keep-alive connection is closed after this
-    send_timeout_s: float = 30.0  # a client that stops reading its answer for this long is dropped
+    importance_max_texts: int = limit(64, "Most texts in one /api/importance request.")
+    importance_max_tokens: int = limit(4096, "Most tokens in one /api/importance request, all texts together.")
+    # Connections (headscope/server/http/connections.py)
+    max_connections: int = limit(256, "Open connections; beyond it a new one closes the longest-idle one, or "
+                                 "gets 503 if none is idle.")
+    max_header_bytes: int = limit(65_536, "Largest request line and headers, in bytes; larger gets 431.")
+    header_timeout_s: float = limit(10.0, "Seconds a connection has to send its request line and headers; "
+                                    "slower is closed (408 if part of a request came).")
+    keep_alive_s: float = limit(5.0, "Seconds an idle keep-alive connection stays open.")
+    send_timeout_s: float = limit(30.0, "Seconds a client may leave its answer unread before it is dropped.")
     # Host header names served besides LOCAL_HOSTS and the address the request came to (DNS rebinding
     # defence); "*" serves any.
     allowed_hosts: tuple[str, ...] = ()
+
+
+# Limits that are not settings: fixed by the models' code.
+FIXED_LIMITS = {
+    "max_new_tokens": (MAX_NEW_TOKENS, "Most tokens one request may ask any model to generate (each model's own "
+                       "`max_new_tokens` may be lower)."),
+}
+
+# name -> (type, words) of every limit clients meet: the settings made with `limit`, then the fixed ones
+LIMITS: dict[str, tuple[type, str]] = {
+    **{f.name: (f.type, f.metadata["about"]) for f in fields(Settings) if "about" in f.metadata},
+    **{name: (type(value), about) for name, (value, about) in FIXED_LIMITS.items()},
+}
+
+
+def public_limits(settings: Settings) -> dict[str, int | float]:
+    """Every limit the server enforces on clients, by name: what GET /api/models publishes under `limits`."""
+    return {name: getattr(settings, name) if name not in FIXED_LIMITS else FIXED_LIMITS[name][0] for name in LIMITS}

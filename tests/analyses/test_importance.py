@@ -24,8 +24,8 @@ from headscope.analyses.importance import (
 )
 from headscope.models.induction import induction_scores, repeated_random
 from headscope.models.interventions import Ablation, ablating
-from tests.models.test_interventions import output_projection
 from tests.models.test_hf import build
+from tests.models.test_interventions import output_projection
 
 TOL = 1e-5
 

@@ -20,8 +20,8 @@ from headscope.analyses.mechanism import explain
 from headscope.models.hf.model import HFModel
 from headscope.server.app import create_app
 from headscope.server.settings import Settings
-from tests.models.test_interventions import output_projection
 from tests.models.test_hf import build
+from tests.models.test_interventions import output_projection
 
 TEXT = "The cat sat on the mat."
 FAMILIES = ("bert", "gpt2", "llama", "t5", "bart")

@@ -18,8 +18,8 @@ from headscope.analyses.value_norm import NoValueNorms, value_norms
 from headscope.models.analysis import CAUSAL_SELF, CROSS, DECODER_SELF, SELF
 from headscope.models.hf.model import HFModel
 from tests.conftest import hf_attention
-from tests.models.test_interventions import output_projection
 from tests.models.test_hf import build
+from tests.models.test_interventions import output_projection
 
 TEXT = "The keys to the cabinet are on the table."
 RTOL, ATOL = 1e-5, 1e-6

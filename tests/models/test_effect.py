@@ -16,8 +16,8 @@ from headscope.models.effect import effect_type
 from headscope.models.hf.model import HFModel
 from headscope.models.interventions import Ablation, BadAblation, capturing
 from headscope.models.registry import load_model
-from tests.models.test_interventions import output_projection
 from tests.models.test_hf import build
+from tests.models.test_interventions import output_projection
 
 TOL = dict(atol=1e-5, rtol=0)
 TEXT = "The keys to the cabinet are on the table."

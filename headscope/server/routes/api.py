@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from headscope.analyses.heads import Sums, corpus_sums, head_similarity, plan_corpus, summarize_heads
 from headscope.analyses.mechanism import explain as explain_head
+from headscope.analyses.metrics import METRICS_ABOUT
 from headscope.analyses.playground import LIMITS as MHA_LIMITS
 from headscope.analyses.playground import PRESETS as MHA_PRESETS
 from headscope.analyses.playground import MHAConfig
@@ -49,7 +50,7 @@ from headscope.server.schemas import (
     ModelsResponse,
     TextRequest,
 )
-from headscope.server.settings import Settings
+from headscope.server.settings import Settings, public_limits
 from headscope.server.weights import check_weights_request, chosen_weights, rollout_fields, weights_about
 
 
@@ -103,21 +104,8 @@ def list_models(models: ModelsDep, settings: SettingsDep):
     return json_response({
         "default": next(iter(models)),
         "models": [asdict(m.info) for m in models.values()],
-        "limits": {
-            "max_body_bytes": settings.max_body_bytes,
-            "max_json_floats": settings.max_json_floats,
-            "max_waiting": settings.max_waiting,
-            "corpus_max_texts": settings.corpus_max_texts,
-            "corpus_max_tokens": settings.corpus_max_tokens,
-            "importance_max_texts": settings.importance_max_texts,
-            "importance_max_tokens": settings.importance_max_tokens,
-            "max_new_tokens": MAX_NEW_TOKENS,
-            "max_connections": settings.max_connections,
-            "max_header_bytes": settings.max_header_bytes,
-            "header_timeout_s": settings.header_timeout_s,
-            "body_timeout_s": settings.body_timeout_s,
-            "send_timeout_s": settings.send_timeout_s,
-        },
+        "limits": public_limits(settings),
+        "metrics": METRICS_ABOUT,
     })
 
 

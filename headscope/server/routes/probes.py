@@ -9,7 +9,7 @@ from pathlib import Path
 
 import anyio
 from fastapi import APIRouter, Request
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from headscope.analyses.probes import (
     DEFINITIONS,
@@ -31,7 +31,7 @@ from headscope.server.encoding import json_response
 from headscope.server.errors import ApiError
 from headscope.server.routes.api import ERRORS, ModelsDep, RunnerDep, SettingsDep, pick_model
 from headscope.server.schemas import Request as StrictRequest
-from headscope.server.settings import Settings
+from headscope.server.settings import LIMITS, Settings, public_limits
 
 EXAMPLES_DIR = PROBE_SETS
 EXAMPLES = {  # file stem -> what its pairs are (the files: headscope/data/probe_sets/*.jsonl, described in docs/probes.md)
@@ -54,10 +54,9 @@ class ProbeRequest(StrictRequest):
     model: str | None = Field(None, description="A model name from GET /api/models; omitted: the server's default.")
 
 
-class ProbeLimits(BaseModel):
-    probe_max_chars: int = Field(description="Most characters in `pairs`.")
-    probe_max_pairs: int = Field(description="Most pairs in one request.")
-    probe_max_tokens: int = Field(description="Most tokens in the distinct sentences of one request, together.")
+PROBE_LIMITS = tuple(name for name in LIMITS if name.startswith("probe_"))  # the limits of POST /api/probe
+ProbeLimits = create_model("ProbeLimits", **{name: (LIMITS[name][0], Field(description=LIMITS[name][1]))
+                                             for name in PROBE_LIMITS})
 
 
 class ProbeExample(BaseModel):
@@ -134,8 +133,9 @@ def examples() -> list[dict]:
 
 
 def limits(settings: Settings) -> dict:
-    return {"probe_max_chars": settings.probe_max_chars, "probe_max_pairs": settings.probe_max_pairs,
-            "probe_max_tokens": settings.probe_max_tokens}
+    """The probe limits of GET /api/models `limits`, again."""
+    published = public_limits(settings)
+    return {name: published[name] for name in PROBE_LIMITS}
 
 
 @router.get("/probe/info", response_model=ProbeInfo)
