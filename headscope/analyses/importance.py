@@ -12,13 +12,11 @@ gradient proxy; here every head is really knocked out, one at a time (exact, 1 +
 for N heads). Formulas and measured curves: docs/importance.md.
 
 The measure Q, chosen by `choose_measure`:
-  built-ins with their own data (no texts given)
-    dates      exact_match: share of DATES_HELDOUT held-out generated dates whose greedy output, up
-               to </s>, is exactly the ISO date (headscope/data/calendar.py's held-out split, seed as
-               headscope/training/dates.py's; decoded in batches)
-    induction  repeated_half_loss: mean cross-entropy of predicting the second half of
-               INDUCTION_STRINGS random strings written twice (headscope/models/induction.py's
-               `repeated_random`; the `loss_second_half` of `induction_scores`), nats per token
+  a model's own task (`own_task()`, headscope/models/analysis.py `Task`), when no texts are given
+    exact_match  share of the task's texts whose greedy output, written again under the ablation, is exactly
+                 the expected one (dates: 500 held-out written dates and their ISO form; regenerated in batches)
+    span_loss    mean cross-entropy of the targets on a span of rows (induction, as `repeated_half_loss`: the
+                 second half of 100 random strings written twice, the `loss_second_half` of `induction_scores`)
   by architecture (ModelInfo.generation), for given texts and for every other model (whose
   default texts are headscope/data/varied_texts.py's)
     None (an encoder)        embedding_cosine: mean over texts of cos(e, e0), e the sentence
@@ -31,9 +29,10 @@ The measure Q, chosen by `choose_measure`:
                              greedy output the un-ablated model writes for each text, token-weighted
                              (the end token included), nats per token
 
-Our own models run texts in padded batches (mean ablation excludes padding in self-attention);
-transformers checkpoints and the dates model's teacher-forced passes run one text at a time, so
-that padding never enters a head's mean over queries.
+Every measure runs the model through its interface (headscope/models/adapter.py: prepare, forward, regenerate),
+never by its class: how a model batches is its own business (ours pad, and mean ablation excludes padding
+in self-attention; transformers checkpoints and the dates model's teacher-forced passes run one text at a time,
+so that padding never enters a head's mean over queries).
 """
 
 from collections.abc import Callable, Iterator
@@ -44,15 +43,11 @@ import torch
 
 from headscope.analyses.heads import head_name
 from headscope.data.varied_texts import VARIED_TEXTS
-from headscope.models.analysis import AttentionModel, TooManyCharacters, cut_to_chars
-from headscope.models.interventions import MODES, Ablation, Mode, ablating
+from headscope.models.analysis import AttentionModel, Task, TooManyCharacters, cut_to_chars
+from headscope.models.interventions import MODES, Ablation, AblationMode, ablating
 
-DATES_HELDOUT = 500  # held-out dates the dates model's exact match is measured on
-DATES_HELDOUT_SEED = 1234  # headscope/training/dates.py's HELDOUT_SEED: its held-out set starts with these 500
-INDUCTION_STRINGS = 100  # random strings written twice, as induction_scores
-INDUCTION_LENGTH = 20  # symbols per string
-INDUCTION_SEED = 0
-BATCH_SIZE = 64  # texts per padded batch for our own models (the dates set: one batch of 500)
+BATCH_SIZE = 64  # texts per forward call (models that batch pad them; the others run them one by one)
+EXACT_MATCH_BATCH = 500  # texts regenerated together (the dates model's own 500: one padded batch)
 
 Direction = Literal["higher_is_better", "lower_is_better"]
 
@@ -84,44 +79,35 @@ class Measure:
 
 # --- the measures ---------------------------------------------------------------------------------------
 
-def dates_exact_match(model, n: int = DATES_HELDOUT, seed: int = DATES_HELDOUT_SEED) -> Measure:
-    from headscope.data.calendar import heldout_examples
-    from headscope.models.dates import BOS_ID, EOS_ID, encode_chars, encode_source, pad_batch
-
-    pairs = heldout_examples(n, seed)
-    source, source_pad_mask = pad_batch([encode_source(text) for text, _ in pairs])  # (n, S), (n, S)
-    expected = [[*encode_chars(iso), EOS_ID] for _, iso in pairs]
+def exact_match(model: AttentionModel, task: Task) -> Measure:
+    """Share of the task's texts whose output, written again under the current edits, is exactly the expected."""
+    with torch.no_grad():
+        batch = [model.prepare(text) for text in task.texts]
 
     @torch.no_grad()
     def evaluate() -> float:
-        generated = model.net.generate(source, BOS_ID, EOS_ID, source_pad_mask)  # (n, 1 + steps)
-        return sum(row[1: len(e) + 1] == e for row, e in zip(generated.tolist(), expected, strict=True)) / n
+        written = [out for i in range(0, len(batch), EXACT_MATCH_BATCH) for out in model.regenerate(batch[i: i + EXACT_MATCH_BATCH])]
+        return sum(w == e for w, e in zip(written, task.expected, strict=True)) / len(batch)
 
-    return Measure("exact_match", f"share of {n} held-out generated dates (never seen in training, every written "
-                   "form) whose greedy output, up to </s>, is exactly the ISO date", "higher_is_better",
-                   "fraction", n, evaluate)
+    return Measure(task.measure, f"share of {task.description}",
+                   "higher_is_better", "fraction", len(batch), evaluate)
 
 
-def repeated_half_loss(model, n: int = INDUCTION_STRINGS, length: int = INDUCTION_LENGTH,
-                       seed: int = INDUCTION_SEED) -> Measure:
-    from headscope.models.induction import repeated_random
+def span_loss(model: AttentionModel, task: Task) -> Measure:
+    start, end = task.span
+    logprob = target_logprobs(model, list(task.texts), lambda p: range(start, min(end, len(p.targets))))
 
-    ids = repeated_random(n, length, seed)  # (n, 1 + 2 * length)
-
-    @torch.no_grad()
     def evaluate() -> float:
-        logits, _ = model.net(ids)  # (n, T, V)
-        loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")  # (n, T-1)
-        return loss[:, length:].mean().item()  # predicting the second half's tokens
+        total, count = logprob()
+        return -total / count
 
-    return Measure("repeated_half_loss", f"mean cross-entropy of predicting the second half of {n} random strings of "
-                   f"{length} distinct symbols, each written twice (an induction head copies them)",
-                   "lower_is_better", "nats per token", n, evaluate)
+    return Measure(task.measure, task.description, "lower_is_better",
+                   "nats per token", len(task.texts), evaluate)
 
 
-def embedding_cosine(model, texts: list[str]) -> Measure:
+def embedding_cosine(model: AttentionModel, texts: list[str]) -> Measure:
     embed = sentence_embeddings(model, texts)
-    reference = embed()  # (N, C), without ablation
+    reference = embed()  # (N, C), without edits
 
     def evaluate() -> float:
         return torch.nn.functional.cosine_similarity(embed(), reference, dim=-1).mean().item()
@@ -131,20 +117,21 @@ def embedding_cosine(model, texts: list[str]) -> Measure:
                    "higher_is_better", "cosine", len(texts), evaluate)
 
 
-def next_token_loss(model, texts: list[str]) -> Measure:
-    losses, count = token_losses(model, texts)
-    if not count:
+def next_token_loss(model: AttentionModel, texts: list[str]) -> Measure:
+    logprob = target_logprobs(model, texts)
+    if not logprob.count:
         raise BadTexts("nothing_to_predict", "every text is a single token: a causal LM has no next token to predict")
 
     def evaluate() -> float:
-        return losses() / count
+        total, count = logprob()
+        return -total / count
 
     return Measure("next_token_loss", f"mean cross-entropy of every next token of {len(texts)} texts, "
                    "token-weighted", "lower_is_better", "nats per token", len(texts), evaluate)
 
 
-def output_logprob(model, texts: list[str]) -> Measure:
-    logprob = output_logprobs(model, texts)  # writes the un-ablated greedy outputs first
+def output_logprob(model: AttentionModel, texts: list[str]) -> Measure:
+    logprob = target_logprobs(model, texts)  # prepares the texts: writes the un-ablated greedy outputs first
 
     def evaluate() -> float:
         total, count = logprob()
@@ -156,16 +143,12 @@ def output_logprob(model, texts: list[str]) -> Measure:
 
 
 def choose_measure(model: AttentionModel, texts: list[str] | None) -> Measure:
-    """The built-in's own measure on its own data when no texts are given; else the architecture's measure
-    (from ModelInfo.generation) on the texts (headscope/data/varied_texts.py's when none are given)."""
-    from headscope.models.dates import DatesModel
-    from headscope.models.induction import InductionModel
-
+    """The model's own task (`own_task()`) when no texts are given; else the architecture's measure (from
+    ModelInfo.generation) on the texts (headscope/data/varied_texts.py's when none are given)."""
     if texts is None:
-        if isinstance(model, DatesModel):
-            return dates_exact_match(model)
-        if isinstance(model, InductionModel):
-            return repeated_half_loss(model)
+        task = model.own_task()
+        if task is not None:
+            return exact_match(model, task) if task.metric == "exact_match" else span_loss(model, task)
         texts = list(VARIED_TEXTS)
     generation = model.info.generation
     if generation is None:
@@ -175,123 +158,48 @@ def choose_measure(model: AttentionModel, texts: list[str] | None) -> Measure:
     return output_logprob(model, texts)
 
 
-# --- what each kind of model computes for a measure, without ablation or inside an ablating block ---------
+# --- what a measure computes, through the model's interface (headscope/models/adapter.py) -------------------
 
-def unsupported(model) -> CannotMeasure:
-    return CannotMeasure("not_measurable", f"head importance has no way to run {model.info.name} "
-                         f"({type(model).__name__})")
-
-
-def sentence_embeddings(model, texts: list[str]) -> Callable[[], torch.Tensor]:
-    """A function returning (N, C) mean-pooled last hidden states of the texts, as the model runs then."""
-    from headscope.models.hf.model import HFModel
-    from headscope.models.minilm import MiniLM
-
-    if isinstance(model, MiniLM):
-        batches = [padded([model.tokenize(t)["ids"] for t in texts[i: i + BATCH_SIZE]], model.pad_id)
-                   for i in range(0, len(texts), BATCH_SIZE)]
-
-        @torch.no_grad()
-        def embed() -> torch.Tensor:
-            out = []
-            for ids, padding in batches:
-                hidden, _ = model.encoder(ids, key_padding_mask=padding)  # (B, T, C)
-                keep = (~padding).unsqueeze(-1).float()  # (B, T, 1)
-                out.append((hidden * keep).sum(1) / keep.sum(1))  # (B, C)
-            return torch.cat(out)  # (N, C)
-
-        return embed
-    if isinstance(model, HFModel):
-        inputs = [model.inputs(model.encode(t, model.info.max_tokens, False)[0]) for t in texts]
-
-        @torch.no_grad()
-        def embed() -> torch.Tensor:
-            return torch.stack([model.net(**x).last_hidden_state[0].mean(0) for x in inputs])  # (N, C)
-
-        return embed
-    raise unsupported(model)
-
-
-def token_losses(model, texts: list[str]) -> tuple[Callable[[], float], int]:
-    """A function returning the sum of the texts' next-token cross-entropies as the model runs then, and how many
-    tokens it predicts (every token but each text's first)."""
-    from headscope.models.hf.model import HFModel
-    from headscope.models.induction import InductionModel, encode
-
-    if isinstance(model, InductionModel):
-        batches = [padded([encode(t) for t in texts[i: i + BATCH_SIZE]], 0) for i in range(0, len(texts), BATCH_SIZE)]
-
-        @torch.no_grad()
-        def losses() -> float:
-            total = 0.0
-            for ids, padding in batches:
-                logits, _ = model.net(ids, key_padding_mask=padding)  # (B, T, V)
-                loss = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
-                total += loss[~padding[:, 1:]].sum().item()  # (B, T-1): only where the predicted token is real
-            return total
-
-        return losses, sum(int((~padding[:, 1:]).sum()) for _, padding in batches)
-    if isinstance(model, HFModel):
-        ids = [torch.tensor([model.encode(t, model.info.max_tokens, False)[0]["input_ids"]]) for t in texts]
-        ids = [x for x in ids if x.shape[1] >= 2]  # (1, T): a single token predicts nothing
-
-        @torch.no_grad()
-        def losses() -> float:
-            total = 0.0
-            for x in ids:
-                logits = model.net(input_ids=x, attention_mask=torch.ones_like(x)).logits  # (1, T, V)
-                total += torch.nn.functional.cross_entropy(logits[0, :-1].float(), x[0, 1:], reduction="sum").item()
-            return total
-
-        return losses, sum(x.shape[1] - 1 for x in ids)
-    raise unsupported(model)
-
-
-def output_logprobs(model, texts: list[str]) -> Callable[[], tuple[float, int]]:
-    """Writes every text's greedy output now (un-ablated); returns a function giving (sum of the log-probabilities
-    of those outputs' tokens, teacher-forced, as the model runs then; how many tokens)."""
-    from headscope.models.dates import BOS_ID, EOS_ID, DatesModel, encode_source, pad_batch
-    from headscope.models.hf.model import HFModel
-
-    runs: list[tuple[Callable[[torch.Tensor], torch.Tensor], torch.Tensor]] = []  # (logits of decoder input, sequence)
+def batches(model: AttentionModel, texts: list[str]) -> list[list]:
+    """The texts prepared (tokenized; outputs generated, un-ablated), in batches of BATCH_SIZE."""
     with torch.no_grad():
-        if isinstance(model, DatesModel):
-            for i in range(0, len(texts), BATCH_SIZE):
-                rows = [encode_source(t.strip()) for t in texts[i: i + BATCH_SIZE]]
-                source, mask = pad_batch(rows)  # (B, S), (B, S)
-                for row, made in zip(rows, model.net.generate(source, BOS_ID, EOS_ID, mask).tolist(), strict=True):
-                    end = made.index(EOS_ID, 1) + 1 if EOS_ID in made[1:] else len(made)
-                    x = torch.tensor([row])  # (1, S): alone, no padding
-                    runs.append((lambda target, x=x: model.net(x, target)[0], torch.tensor([made[:end]])))
-        elif isinstance(model, HFModel):
-            for t in texts:
-                x = model.inputs(model.encode(t, model.info.max_tokens, False)[0])
-                made = model.net.generate(**x, generation_config=model.greedy(model.info.default_new_tokens))  # (1, 1+n)
-                runs.append((lambda target, x=x: model.net(**x, decoder_input_ids=target).logits, made))
-        else:
-            raise unsupported(model)
+        prepared = [model.prepare(text) for text in texts]
+    return [prepared[i: i + BATCH_SIZE] for i in range(0, len(prepared), BATCH_SIZE)]
+
+
+def sentence_embeddings(model: AttentionModel, texts: list[str]) -> Callable[[], torch.Tensor]:
+    """A function returning (N, C) mean-pooled last hidden states of the texts, as the model runs then."""
+    prepared = batches(model, texts)
 
     @torch.no_grad()
-    def logprob() -> tuple[float, int]:
-        total, count = 0.0, 0
-        for logits_of, sequence in runs:  # sequence (1, 1 + n): the start token, then the output
-            logits = logits_of(sequence[:, :-1])  # (1, n, V)
-            picked = logits[0].float().log_softmax(-1).gather(1, sequence[0, 1:, None])  # (n, 1)
-            total += picked.sum().item()
-            count += sequence.shape[1] - 1
-        return total, count
+    def embed() -> torch.Tensor:
+        return torch.stack([out.hidden.mean(0) for batch in prepared for out in model.forward(batch)])  # (N, C)
 
-    return logprob
+    return embed
 
 
-def padded(rows: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids (B, T) and the padding mask (B, T), True at padding."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (B, T)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-    lengths = torch.tensor([len(r) for r in rows])  # (B,)
-    return ids, torch.arange(width)[None, :] >= lengths[:, None]  # (B, T), (B, T)
+class TargetLogprobs:
+    """Called: (sum of the log-probabilities the model gives the texts' targets on the chosen rows, as it runs then;
+    how many rows). `count` is known before any call."""
+
+    def __init__(self, model: AttentionModel, texts: list[str], rows: Callable | None = None):
+        self.model, self.batches = model, batches(model, texts)
+        choose = rows or (lambda p: range(len(p.targets)))
+        self.rows = [[torch.tensor(list(choose(p)), dtype=torch.long) for p in batch] for batch in self.batches]
+        self.count = sum(len(r) for batch in self.rows for r in batch)
+
+    @torch.no_grad()
+    def __call__(self) -> tuple[float, int]:
+        total = 0.0
+        for batch, rows in zip(self.batches, self.rows, strict=True):
+            for p, out, r in zip(batch, self.model.forward(batch), rows, strict=True):
+                targets = torch.tensor(p.targets, dtype=torch.long)[r]  # (n,)
+                total += out.logits[r].float().log_softmax(-1).gather(1, targets[:, None]).sum().item()
+        return total, self.count
+
+
+def target_logprobs(model: AttentionModel, texts: list[str], rows: Callable | None = None) -> TargetLogprobs:
+    return TargetLogprobs(model, texts, rows)
 
 
 # --- texts, checked against the limits ------------------------------------------------------------------
@@ -338,7 +246,7 @@ def all_heads(model: AttentionModel) -> tuple[dict, list[tuple[str, int, int]]]:
     return modules, [(kind, layer, h) for kind, layer in modules for h in range(model.info.heads)]
 
 
-def importance_steps(model: AttentionModel, mode: Mode = "zero", texts: list[str] | None = None,
+def importance_steps(model: AttentionModel, mode: AblationMode = "zero", texts: list[str] | None = None,
                      measure: Callable[[], Measure] | None = None) -> Iterator[dict]:
     """The whole measurement, one evaluation of the measure per step: yields {"done", "total"} after each
     (1 baseline + N heads alone + N points of the curve), then {"result": ...}. The first step also prepares
@@ -401,7 +309,7 @@ def result_dict(model, mode, measure, heads, baseline, alone, importance, order,
     }
 
 
-def head_importance(model: AttentionModel, mode: Mode = "zero", texts: list[str] | None = None,
+def head_importance(model: AttentionModel, mode: AblationMode = "zero", texts: list[str] | None = None,
                     progress: Callable[[int, int], None] | None = None,
                     measure: Callable[[], Measure] | None = None) -> dict:
     """Run `importance_steps` to the end; progress(done, total) after every step."""

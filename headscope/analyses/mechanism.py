@@ -10,39 +10,28 @@
     heads_z        z_i of all H heads concatenated, C numbers
     output         heads_z @ W_Oᵀ + b_O: the attention's output for token i, what joins the residual
 
-Nothing is hooked. `attention_input` replays the model's blocks up to the chosen layer with the
-model's own modules (so x is exactly what that layer's attention was given), then
-`explain_query` recomputes the steps explicitly from that x with the module's own projections.
-tests/analyses/test_mechanism.py checks the result against the model: the pattern row against `analyze`,
-the output against the module's own forward on the same x, x against transformers' hidden states.
+One way for every model, asked through its interface (headscope/models/adapter.py), never by its class: a model
+is explainable when its attention modules and their output projections can be reached (`attention_modules()`
+and `output_projections()`). The text runs once with the chosen module captured
+(headscope/models/interventions.py `capturing`: the q, k, v, scale, mask and any position bias the module
+computed), a hook on the module records its input x (and, in cross-attention, the states it reads keys and
+values from), and a hook on W_O records the output; `explain_captured` recomputes the steps from those tensors.
+What differs by family is said in the answer's `notes`: q and k after rotary position embeddings (Llama), T5's
+relative position bias added to the scores and its scale of 1, grouped-query heads sharing keys and values
+(query head h reads group h // (H / H_kv)). tests/analyses/test_mechanism.py and test_mechanism_hf.py check the
+steps against the model: the pattern row against `analyze`, the output against the module's own forward on the
+same x and against W_O's output, x and q against transformers' hidden states and projections.
 
-A model is explainable when its attention is headscope/models/attention.py's MultiHeadAttention and a
-replay function for its network is listed in REPLAYS (one small function per network), or when its
-attention modules and their output projections can be reached (`attention_modules()` and
-`output_projections()`: transformers checkpoints, headscope/models/hf/model.py). For the latter nothing is replayed:
-the text runs once with the chosen module captured (headscope/models/interventions.py `capturing`: the q, k, v, scale,
-position bias and mask its family's attention function received), a hook on the module records its
-input x (and, in cross-attention, the encoder states it reads keys and values from), and a hook on
-W_O records the output; `explain_captured` recomputes the steps from those tensors. What differs by
-family is said in the answer's `notes`: q and k after rotary position embeddings (Llama), T5's
-relative position bias added to the scores and its scale of 1, grouped-query heads sharing keys and
-values (query head h reads group h // (H / H_kv)). tests/analyses/test_mechanism_hf.py checks the steps against
-the model's own pattern and W_O output for BERT, GPT-2, Llama, T5 and BART.
-
-Legend: Tq query tokens, Tk key tokens, C model width, H heads, D = C // H, L layers.
+Legend: Tq query tokens, Tk key tokens, C model width, H heads, H_kv key/value heads, D head width, L layers.
 """
 
+
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 from headscope.models.analysis import Analysis, AttentionModel
-from headscope.models.attention import MultiHeadAttention
-from headscope.models.dates import VOCAB, DatesModel
-from headscope.models.induction import BOS, BOS_ID, InductionModel
-from headscope.models.minilm import MiniLM
 
 
 class NotExplainable(ValueError):
@@ -57,91 +46,6 @@ class OutOfRange(ValueError):
         super().__init__(detail)
 
 
-@dataclass(frozen=True)
-class AttentionInput:
-    """What one attention layer was given in the model's forward pass (batch of one, B dropped)."""
-
-    attn: MultiHeadAttention
-    x: torch.Tensor  # (Tq, C): the input of the Q projection (and of K, V in self-attention)
-    context: torch.Tensor | None  # (Tk, C): the input of the K, V projections in cross-attention; None: x
-    causal: bool  # query i sees only keys j <= i
-    key_padding_mask: torch.Tensor | None = None  # (Tk,) bool, True at padding; a single text has none
-
-
-# ---- replaying a network up to one layer ---------------------------------------------------------
-
-
-def bert_input(model: MiniLM, analysis: Analysis, kind: str, layer: int) -> AttentionInput:
-    """headscope/models/nets/bert.py is post-LN: a block's attention reads the residual stream itself."""
-    encoder = model.encoder
-    ids = torch.tensor([token_ids(model, analysis)])  # (1, T)
-    x = encoder.embeddings(ids)  # (1, T, C)
-    for block in encoder.blocks[:layer]:
-        x = block(x, None, pattern_out=None)  # (1, T, C)
-    return AttentionInput(encoder.blocks[layer].attn, x[0], None, analysis.layout[kind].causal)
-
-
-def token_ids(model: MiniLM, analysis: Analysis) -> list[int]:
-    """The ids of the analysed tokens (WordPiece tokens are vocabulary entries, truncation included)."""
-    return [model.tokenizer.token_to_id(t) for t in analysis.tokens]
-
-
-DATES_ID = {token: i for i, token in enumerate(VOCAB)}
-
-
-def seq2seq_input(model: DatesModel, analysis: Analysis, kind: str, layer: int) -> AttentionInput:
-    """headscope/models/nets/seq2seq.py is pre-LN: a block's attention reads LayerNorm of the residual stream.
-
-    The decoder's positions are those of the analysis: `analyze` generated them first, then ran
-    the teacher-forced pass over them, as replayed here.
-    """
-    net = model.net
-    source = torch.tensor([[DATES_ID[t] for t in analysis.tokens]])  # (1, S)
-    if kind == "encoder":
-        x = net.embed(source, net.source_pos)  # (1, S, C)
-        for block in net.encoder[:layer]:
-            x, _ = block(x)  # (1, S, C)
-        block = net.encoder[layer]
-        return AttentionInput(block.self_attn, block.ln_1(x)[0], None, analysis.layout[kind].causal)
-    memory, _ = net.encode(source)  # (1, S, C)
-    target = torch.tensor([[DATES_ID[t] for t in analysis.output_tokens]])  # (1, T)
-    x = net.embed(target, net.target_pos)  # (1, T, C)
-    for block in net.decoder[:layer]:
-        x, _, _ = block(x, memory)  # (1, T, C)
-    block = net.decoder[layer]
-    if kind == "decoder":
-        return AttentionInput(block.self_attn, block.ln_1(x)[0], None, analysis.layout[kind].causal)
-    x = x + block.self_attn(block.ln_1(x), causal=analysis.layout["decoder"].causal)[0]  # (1, T, C)
-    return AttentionInput(block.cross_attn, block.ln_2(x)[0], memory[0], analysis.layout[kind].causal)
-
-
-def induction_id(token: str) -> int:
-    """The byte id of an induction token: `<s>`, an ASCII character, or `<0xNN>` (headscope/models/induction.py byte_token)."""
-    if token == BOS:
-        return BOS_ID
-    return ord(token) if len(token) == 1 else int(token[3:5], 16)
-
-
-def causal_input(model: InductionModel, analysis: Analysis, kind: str, layer: int) -> AttentionInput:
-    """headscope/models/nets/causal.py is pre-LN: a block's attention reads LayerNorm of the residual stream. The
-    tokens are those of the analysis, a continuation included."""
-    net = model.net
-    ids = torch.tensor([[induction_id(t) for t in analysis.tokens]])  # (1, T)
-    x = net.token_emb(ids) + net.pos_emb(torch.arange(ids.shape[1]))  # (1, T, C)
-    for block in net.blocks[:layer]:
-        x, _ = block(x)  # (1, T, C)
-    block = net.blocks[layer]
-    return AttentionInput(block.attn, block.ln_1(x)[0], None, analysis.layout[kind].causal)
-
-
-# adapter class -> replay(model, analysis, kind, layer); a new model with our attention adds one line
-REPLAYS: dict[type, Callable[[AttentionModel, Analysis, str, int], AttentionInput]] = {
-    MiniLM: bert_input,
-    DatesModel: seq2seq_input,
-    InductionModel: causal_input,
-}
-
-
 def capturable(model: AttentionModel) -> bool:
     """Whether the model's attention modules and their output projections can be reached (headscope/models/hf/model.py)."""
     try:
@@ -151,66 +55,10 @@ def capturable(model: AttentionModel) -> bool:
     return set(modules) == set(projections)
 
 
-def explainable(model: AttentionModel) -> bool:
-    return type(model) in REPLAYS or capturable(model)
-
-
 def require_explainable(model: AttentionModel) -> None:
-    if not explainable(model):
-        names = ", ".join(sorted(cls.__name__ for cls in REPLAYS))
-        raise NotExplainable(f"explain is available for models whose attention is Headscope's own code "
-                             f"({names}) and for transformers checkpoints whose attention modules and output "
-                             f"projections can be reached; {model.info.name} is neither")
-
-
-@torch.no_grad()
-def attention_input(model: AttentionModel, analysis: Analysis, kind: str, layer: int) -> AttentionInput:
-    """The module, input and masks of `kind`'s attention in `layer`, as the model's forward pass had them."""
-    require_explainable(model)
-    return REPLAYS[type(model)](model, analysis, kind, layer)
-
-
-# ---- the steps, recomputed ------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def explain_query(inp: AttentionInput, head: int, query: int) -> dict[str, torch.Tensor]:
-    """Every step of `head` for query token `query`, recomputed from the layer's input.
-
-    Returns tensors named as in the module docstring: q (D,), k (Tk, D), v (Tk, D), attn_scores
-    (Tk,) with -inf where masked, pattern (Tk,), z (D,), heads_z (C,), output (C,), qk (Tk, D),
-    masked (Tk,) bool; and all_q (H, Tq, D), all_k, all_v (H, Tk, D) as the module made them.
-    """
-    attn = inp.attn
-    D = attn.head_width
-    context = None if inp.context is None else inp.context[None]
-    q, k, v = attn.project(inp.x[None], context)  # (1, H, Tq, D), (1, H, Tk, D), (1, H, Tk, D)
-    q, k, v = q[0], k[0], v[0]  # (H, Tq, D), (H, Tk, D), (H, Tk, D)
-    Tk = k.shape[1]
-
-    masked = torch.zeros(Tk, dtype=torch.bool)  # (Tk,)
-    if inp.causal:
-        masked |= torch.arange(Tk) > query
-    if inp.key_padding_mask is not None:
-        masked |= inp.key_padding_mask
-
-    q_i = q[:, query]  # (H, D), query token i in every head
-    scores = (q_i[:, None, :] @ k.transpose(-2, -1))[:, 0] / math.sqrt(D)  # (H, Tk)
-    scores = scores.masked_fill(masked, float("-inf"))  # (H, Tk)
-    pattern = torch.softmax(scores, dim=-1)  # (H, Tk), sums to 1
-    z = (pattern[:, None, :] @ v)[:, 0]  # (H, D): Σ_j pattern_j v_j in every head
-    heads_z = z.reshape(-1)  # (C,), head h at [h*D, (h+1)*D)
-    output = attn.out_proj(heads_z)  # (C,)
-    return {
-        "q": q_i[head], "k": k[head], "v": v[head],
-        "attn_scores": scores[head], "pattern": pattern[head], "masked": masked,
-        "z": z[head], "heads_z": heads_z, "output": output,
-        "qk": q_i[head][None, :] * k[head],  # (Tk, D): row j sums to q_i · k_j
-        "all_q": q, "all_k": k, "all_v": v,
-    }
-
-
-# ---- one request ------------------------------------------------------------------------------------
+    if not capturable(model):
+        raise NotExplainable(f"explain needs a model whose attention modules and their output projections can be "
+                             f"reached (attention_modules() and output_projections()); {model.info.name}'s cannot")
 
 
 def check_range(field: str, value: int, count: int, what: str) -> None:
@@ -228,75 +76,25 @@ def explain(model: AttentionModel, text: str, kind: str, layer: int, head: int, 
             truncate: bool = False, new_tokens: int | None = None) -> dict:
     """Analyse `text` as /api/attention does, then every step of one head for one query token.
 
-    Returns tensors, tokens and `shapes` (per array: its shape and axes, and which tensor of the
-    module it is cut from, with that tensor's shape and the index taken).
+    Returns tensors, tokens, `shapes` (per array: its shape and axes, and which tensor of the module it is cut
+    from, with that tensor's shape and the index taken) and `notes` (what the family adds to the textbook).
     Raises NotExplainable, OutOfRange, or TooManyTokens (from the model).
     """
     require_explainable(model)
     kinds = list(model.info.kinds)
     if kind not in kinds:
         raise OutOfRange("kind", kind, kinds, f"kind {kind!r} is not one of {model.info.name}'s: {', '.join(kinds)}")
-    if type(model) in REPLAYS:
-        return explain_analysis(model, model.analyze(text, truncate, new_tokens), kind, layer, head, query)
     check_range("layer", layer, sum(1 for k, _ in model.attention_modules() if k == kind), f"{kind} has layers")
     check_range("head", head, model.info.heads, "the model has heads")
     analysis, captured = capture_layer(model, text, truncate, new_tokens, kind, layer)
     return explain_captured_analysis(analysis, captured, kind, layer, head, query)
 
 
-def explain_analysis(model: AttentionModel, analysis: Analysis, kind: str, layer: int, head: int, query: int) -> dict:
-    """`explain` for a text the model has analysed already."""
-    L, H, Tq, Tk = analysis.patterns[kind].shape
-    layout = analysis.layout[kind]
-    rows, columns = analysis.axis(layout.rows), analysis.axis(layout.columns)
-    check_range("layer", layer, L, f"{kind} has layers")
-    check_range("head", head, H, "the model has heads")
-    check_range("query", query, Tq, f"{kind}'s queries ({layout.rows}) are")
-    inp = attention_input(model, analysis, kind, layer)
-    steps = explain_query(inp, head, query)
-    C, D = inp.attn.width, inp.attn.head_width
-    qkv = ("batch", "head", "query_pos", "d_head")
-    kv = ("batch", "head", "key_pos", "d_head")
-    sc = ("batch", "head", "query_pos", "key_pos")
-    at = f"[0, {head}, {query}]"
-    shapes = {
-        "x": shape_note((Tq, C), ("query_pos", "d_model"), "x", (1, Tq, C), ("batch", "query_pos", "d_model"), "[0]"),
-        "q": shape_note((D,), ("d_head",), "q", (1, H, Tq, D), qkv, at),
-        "k": shape_note((Tk, D), ("key_pos", "d_head"), "k", (1, H, Tk, D), kv, f"[0, {head}]"),
-        "v": shape_note((Tk, D), ("key_pos", "d_head"), "v", (1, H, Tk, D), kv, f"[0, {head}]"),
-        "qk": shape_note((Tk, D), ("key_pos", "d_head"), "k", (1, H, Tk, D), kv, f"[0, {head}]",
-                         "each row times q elementwise: q_i ⊙ k_j"),
-        "scores": shape_note((Tk,), ("key_pos",), "attn_scores", (1, H, Tq, Tk), sc, at, "masked: -inf (null in JSON)"),
-        "weights": shape_note((Tk,), ("key_pos",), "pattern", (1, H, Tq, Tk), sc, at),
-        "z": shape_note((D,), ("d_head",), "z", (1, H, Tq, D), qkv, at),
-        "heads_z": shape_note((C,), ("d_model",), "z", (1, Tq, C), ("batch", "query_pos", "d_model"), f"[0, {query}]",
-                              "z after transpose(1, 2).reshape(B, Tq, C): the heads concatenated"),
-        "output": shape_note((C,), ("d_model",), "output", (1, Tq, C), ("batch", "query_pos", "d_model"),
-                             f"[0, {query}]"),
-    }
-    if inp.context is not None:
-        shapes["context"] = shape_note((Tk, C), ("key_pos", "d_model"), "context", (1, Tk, C),
-                                       ("batch", "key_pos", "d_model"), "[0]")
-    return {
-        "model": model.info.name, "kind": kind, "layer": layer, "head": head, "query": query,
-        "name": f"L{layer}H{head}", "layout": layout,
-        "query_tokens": rows, "key_tokens": columns,
-        "heads": H, "d_model": C, "d_head": D, "scale": 1 / math.sqrt(D),
-        "kv_heads": H, "kv_group": head, "rotary": False, "notes": [],
-        "x": inp.x, "context": inp.context,
-        "q": steps["q"], "k": steps["k"], "v": steps["v"], "qk": steps["qk"],
-        "scores": steps["attn_scores"], "masked": steps["masked"], "weights": steps["pattern"],
-        "position_bias": None,
-        "z": steps["z"], "heads_z": steps["heads_z"], "output": steps["output"],
-        "shapes": shapes,
-    }
+# ---- the run, captured ------------------------------------------------------------------------------------
 
-
-# ---- models whose attention is reached by capture (transformers checkpoints) ---------------------------------
-
-# Keyword arguments under which transformers' attention modules receive the states that cross-attention
-# reads its keys and values from (BART and T5: key_value_states; BERT-like and GPT-2: encoder_hidden_states).
-CONTEXT_ARGUMENTS = ("key_value_states", "encoder_hidden_states")
+# Keyword arguments under which attention modules receive the states that cross-attention reads its keys and
+# values from (ours: context; BART and T5: key_value_states; BERT-like and GPT-2: encoder_hidden_states).
+CONTEXT_ARGUMENTS = ("context", "key_value_states", "encoder_hidden_states")
 
 
 @dataclass(frozen=True)
@@ -418,7 +216,7 @@ def captured_notes(captured: CapturedLayer, scale: float, D: int, H: int, H_kv: 
 
 def explain_captured_analysis(analysis: Analysis, captured: CapturedLayer, kind: str, layer: int, head: int,
                               query: int) -> dict:
-    """`explain_analysis` for a captured module: the same fields, plus position_bias, kv_heads, kv_group, notes."""
+    """The answer of `explain`, from the captured module."""
     L, H, Tq, Tk = analysis.patterns[kind].shape
     layout = analysis.layout[kind]
     check_range("query", query, Tq, f"{kind}'s queries ({layout.rows}) are")
@@ -434,7 +232,7 @@ def explain_captured_analysis(analysis: Analysis, captured: CapturedLayer, kind:
     at = f"[0, {head}, {query}]"
     rotated = "after the rotary position embedding" if captured.rotary else None
     shapes = {
-        "x": shape_note((Tq, C), ("query_pos", "d_model"), "hidden_states", (1, Tq, C),
+        "x": shape_note((Tq, C), ("query_pos", "d_model"), "x", (1, Tq, C),
                         ("batch", "query_pos", "d_model"), "[0]", "the attention module's input"),
         "q": shape_note((D,), ("d_head",), "query", (1, H, Tq, D), qkv, at, rotated),
         "k": shape_note((Tk, D), ("key_pos", "d_head"), "key", (1, H_kv, Tk, D), kv, f"[0, {g}]", rotated),
@@ -454,7 +252,7 @@ def explain_captured_analysis(analysis: Analysis, captured: CapturedLayer, kind:
     if steps["position_bias"] is not None:
         shapes["position_bias"] = shape_note((Tk,), ("key_pos",), "position_bias", tuple(r["bias"].shape), sc, at)
     if captured.context is not None:
-        shapes["context"] = shape_note((Tk, C), ("key_pos", "d_model"), "key_value_states", (1, Tk, C),
+        shapes["context"] = shape_note((Tk, C), ("key_pos", "d_model"), "context", (1, Tk, C),
                                        ("batch", "key_pos", "d_model"), "[0]")
     return {
         "model": analysis.model, "kind": kind, "layer": layer, "head": head, "query": query,

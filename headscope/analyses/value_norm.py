@@ -12,8 +12,8 @@ bias is left out: it is added once, not per key. Norms are not probabilities: a 
 to 1, and the numbers are in the units of the model's hidden states.
 
 The values and patterns come from the model's own forward pass (headscope/models/interventions.py `capturing`), and
-W_O from the attention module: `out_proj` for headscope/models/attention.py's MultiHeadAttention, and for a
-transformers checkpoint the linear layer headscope/models/hf/attention.py found reading the heads' output.
+W_O from the model's `output_projections()`: `out_proj` for headscope/models/attention.py's MultiHeadAttention, and
+for a transformers checkpoint the linear layer headscope/models/hf/attention.py found reading the heads' output.
 
 Legend: L layers, H query heads, H_kv key/value heads, Tq query tokens, Tk key tokens, D head width,
 C output width.
@@ -22,7 +22,6 @@ C output width.
 import torch
 
 from headscope.models.analysis import Analysis, AttentionModel
-from headscope.models.attention import MultiHeadAttention
 from headscope.models.hf.attention import linear_weight
 from headscope.models.interventions import Ablation, capturing
 
@@ -35,17 +34,12 @@ class NoValueNorms(ValueError):
     """The model's attention modules or output projections cannot be reached."""
 
 
-def output_projection(model: AttentionModel, key: tuple[str, int], module) -> tuple[torch.Tensor, torch.Tensor | None]:
+def output_projection(model: AttentionModel, key: tuple[str, int]) -> tuple[torch.Tensor, torch.Tensor | None]:
     """W_O of the attention module computing (kind, layer): (weight (C, H·D) as nn.Linear holds it, bias)."""
-    if isinstance(module, MultiHeadAttention):
-        return module.out_proj.weight, module.out_proj.bias
-    projections = getattr(model, "output_projections", None)
-    if projections is None:
-        raise NoValueNorms(f"{model.info.name}: the output projections of its attention are not known")
     try:
-        return linear_weight(projections()[key])
-    except NotImplementedError as e:
-        raise NoValueNorms(str(e)) from None
+        return linear_weight(model.output_projections()[key])
+    except (AttributeError, NotImplementedError) as e:
+        raise NoValueNorms(f"{model.info.name}: the output projections of its attention are not known ({e})") from None
 
 
 def value_sizes(value: torch.Tensor, weight: torch.Tensor, heads: int) -> torch.Tensor:
@@ -83,7 +77,7 @@ def value_norms(model: AttentionModel, text: str, truncate: bool = False, new_to
         if record is None:
             raise RuntimeError(f"{model.info.name} {kind} layer {layer}: no captured pattern is the analysis's")
         pattern = record["pattern"][0].float()  # (H, Tq, Tk)
-        weight, _ = output_projection(model, (kind, layer), module)
+        weight, _ = output_projection(model, (kind, layer))
         sizes = value_sizes(record["value"][0], weight, pattern.shape[0])  # (H, Tk)
         norms[kind].append((pattern.double() * sizes[:, None, :]).float())  # (H, Tq, Tk)
     return analysis, {kind: torch.stack(layers) for kind, layers in norms.items()}  # kind -> (L, H, Tq, Tk)
@@ -95,5 +89,5 @@ def check_value_norms(model: AttentionModel) -> None:
         modules = model.attention_modules()
     except (AttributeError, NotImplementedError) as e:
         raise NoValueNorms(f"{model.info.name}: its attention modules cannot be reached ({e})") from None
-    for key, module in modules.items():
-        output_projection(model, key, module)
+    for key in modules:
+        output_projection(model, key)

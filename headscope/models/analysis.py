@@ -138,6 +138,21 @@ class Analysis:
         return self.tokens if name == "tokens" else self.output_tokens
 
 
+@dataclass(frozen=True)
+class Task:
+    """A model's own evaluation data, for measures that need more than free text (head importance's default):
+      "exact_match"  texts and the output each should produce (an encoder–decoder): share written exactly
+      "span_loss"    texts whose next tokens are scored only on rows [span[0], span[1]) (a causal LM)
+    """
+
+    metric: Literal["exact_match", "span_loss"]
+    measure: str  # the name the measure is reported under
+    description: str  # what is measured on which data, in words
+    texts: tuple[str, ...]
+    expected: tuple[str, ...] | None = None  # exact_match: the output of each text
+    span: tuple[int, int] | None = None  # span_loss: the scored rows, the same for every text
+
+
 class AttentionModel(Protocol):
     info: ModelInfo
 

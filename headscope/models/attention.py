@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from headscope.models.interventions import ablate_z
+from headscope.models.interventions import edit_z
 
 
 class MultiHeadAttention(nn.Module):
@@ -33,9 +33,9 @@ class MultiHeadAttention(nn.Module):
         self.head_width = width // heads
         self.qkv = nn.Linear(width, 3 * width, bias=bias)  # projection into per-head Q, K, V
         self.out_proj = nn.Linear(width, width, bias=bias)  # final linear layer after concatenation
-        # Set only inside headscope/models/interventions.py's `ablating` and `capturing` blocks:
-        self.ablation: tuple[tuple[int, ...], str] | None = None  # (heads, "zero" | "mean") to knock out
-        self.capture: list[dict] | None = None  # each call appends its query, key, value, pattern and z
+        # Set only inside headscope/models/interventions.py's `editing` and `capturing` blocks:
+        self.edits: tuple = ()  # HeadEdits made to z before the output projection
+        self.capture: list[dict] | None = None  # each call appends its query, key, value, pattern, z, scale and mask
 
     def project(self, x: torch.Tensor, context: torch.Tensor | None):
         """Project into Q, K, V, each (B, H, T, D); keys and values come from `context` if given."""
@@ -76,19 +76,23 @@ class MultiHeadAttention(nn.Module):
         # scores after it, and touches D numbers per token instead of Tk.
         scale = 1.0 / math.sqrt(self.head_width)
         attn_scores = (q * scale) @ k.transpose(-2, -1)  # (B, H, Tq, Tk)
+        mask = None  # (B or 1, 1, Tq or 1, Tk) additive: 0 where a key may be read, -inf where it is masked
         if key_padding_mask is not None:
-            attn_scores = attn_scores.masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
+            mask = torch.zeros(B, 1, 1, Tk, device=x.device).masked_fill(key_padding_mask[:, None, None, :], float("-inf"))
         if causal:
             future = torch.ones(Tq, Tk, dtype=torch.bool, device=x.device).triu(1)  # (Tq, Tk)
-            attn_scores = attn_scores.masked_fill(future, float("-inf"))
+            mask = torch.zeros(1, 1, Tq, Tk, device=x.device).masked_fill(future, float("-inf")) + (0 if mask is None else mask)
+        if mask is not None:
+            attn_scores = attn_scores + mask  # (B, H, Tq, Tk)
         pattern = torch.softmax(attn_scores, dim=-1, out=pattern_out)  # (B, H, Tq, Tk), every row sums to 1
         z = pattern @ v  # (B, H, Tq, D), one result per head
         if self.capture is not None:
-            self.capture.append({"query": q, "key": k, "value": v, "pattern": pattern, "z": z, "scale": scale})
-        if self.ablation is not None:
+            self.capture.append({"query": q, "key": k, "value": v, "pattern": pattern, "z": z, "scale": scale,
+                                 "mask": mask})
+        if self.edits:
             # In self-attention the queries are the keys, so padded keys are padded queries too.
             valid = None if key_padding_mask is None or context is not None else ~key_padding_mask  # (B, Tq)
-            z = ablate_z(z, *self.ablation, head_axis=1, query_axis=2, query_valid=valid)  # (B, H, Tq, D)
+            z = edit_z(self, z, valid)  # (B, H, Tq, D)
 
         z = z.transpose(1, 2).reshape(B, Tq, C)  # (B, Tq, C), the heads concatenated
         return self.out_proj(z), pattern  # (B, Tq, C), (B, H, Tq, Tk)

@@ -15,10 +15,9 @@ from pathlib import Path
 import torch
 
 from headscope.data import WEIGHTS
-from headscope.data.calendar import FIRST, LAST
-from headscope.models.analysis import CROSS, DECODER_SELF, SELF, Analysis, ModelInfo, TooManyTokens
-from headscope.models.effect import active_ablation, output_effect
-from headscope.models.interventions import Ablation, ablating
+from headscope.data.calendar import FIRST, LAST, heldout_examples
+from headscope.models.adapter import Adapter, Outputs, Prepared
+from headscope.models.analysis import CROSS, DECODER_SELF, SELF, ModelInfo, Task, TooManyTokens
 from headscope.models.nets.seq2seq import Seq2Seq, Seq2SeqConfig
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
@@ -28,6 +27,8 @@ CHARS = tuple(chr(i) for i in range(32, 127))
 VOCAB = SPECIALS + CHARS  # id -> token
 CHAR_ID = {c: i + len(SPECIALS) for i, c in enumerate(CHARS)}
 DEFAULT_WEIGHTS = WEIGHTS / "dates.safetensors"
+DATES_HELDOUT = 500  # held-out dates of the model's own task (`own_task`, head importance's default)
+DATES_HELDOUT_SEED = 1234  # headscope/training/dates.py's HELDOUT_SEED: its held-out set starts with these
 
 
 def encode_chars(text: str) -> list[int]:
@@ -97,7 +98,7 @@ def config_from_metadata(metadata: dict[str, str]) -> Seq2SeqConfig:
     return Seq2SeqConfig(**json.loads(metadata["config"]))
 
 
-class DatesModel:
+class DatesModel(Adapter):
     """Adapter: text -> Analysis with encoder, decoder and cross patterns for one text."""
 
     def __init__(self, net: Seq2Seq):
@@ -143,11 +144,8 @@ class DatesModel:
             **{("cross", i): block.cross_attn for i, block in enumerate(self.net.decoder)},
         }
 
-    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None,
-                ablation: Ablation | None = None) -> Analysis:
-        """With an ablation: the output is generated un-ablated; the patterns are those of the ablated
-        model reading that same output (teacher-forced), and `effect` compares (headscope/models/effect.py)."""
-        ablation = active_ablation(self, ablation)
+    def prepare(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Prepared:
+        """The characters between `<s>` and `</s>`, and the greedy output (up to new_tokens; None: all positions)."""
         limit = self.info.max_tokens
         count = self.count_tokens(text)
         start = len(text) - len(text.lstrip())  # surrounding whitespace is not part of a date
@@ -157,54 +155,54 @@ class DatesModel:
             if not truncate:
                 raise TooManyTokens(count, limit, self.info.name)
             text, truncated = text[: limit - 2], True
-
-        ids = encode_source(text)
+        source = encode_source(text)
         tokens = [BOS, *(c if c in CHAR_ID else UNK for c in text), EOS]
-        offsets = [None, *((start + i, start + i + 1) for i in range(len(text))), None]  # into the text as sent
-        special = [True, *(False for _ in text), True]
-
-        source = torch.tensor([ids], dtype=torch.long)  # (1, S)
-        with torch.no_grad():  # plain tensors out (inference-mode tensors refuse later in-place use)
-            generated = self.net.generate(source, BOS_ID, EOS_ID, steps=new_tokens)[0].tolist()  # [<s>, predictions...]
-            predictions = generated[1:]
-            stopped = "end" if EOS_ID in predictions else "length"
-            if stopped == "end":
-                predictions = predictions[: predictions.index(EOS_ID) + 1]
-            # Decoder positions: <s> and every prediction but the last (the last one, </s> or the
-            # character made at the final position, is produced by the last row).
-            target = torch.tensor([[BOS_ID, *predictions[:-1]]], dtype=torch.long)  # (1, T)
-            logits, patterns = self.net(source, target)  # (1, T, V), kind -> (L, 1, H, Tq, Tk)
-            probs = logits[0].softmax(-1)  # (T, V)
-            output_probs = probs[torch.arange(len(predictions)), torch.tensor(predictions)].tolist()  # (T,)
-            effect = None
-            if ablation is not None:
-                with ablating(self.attention_modules(), ablation):
-                    ablated_logits, patterns = self.net(source, target)  # (1, T, V), kind -> (L, 1, H, Tq, Tk)
-                    again = self.net.generate(source, BOS_ID, EOS_ID, steps=new_tokens)[0, 1:].tolist()
-                again = again[: again.index(EOS_ID)] if EOS_ID in again else again
-                effect = output_effect(predictions, [VOCAB[i] for i in predictions], logits[0], ablated_logits[0],
-                                       decode_ids(again))
+        predictions = self.net.generate(torch.tensor([source]), BOS_ID, EOS_ID, steps=new_tokens)[0, 1:].tolist()
+        stopped = "end" if EOS_ID in predictions else "length"
+        if stopped == "end":
+            predictions = predictions[: predictions.index(EOS_ID) + 1]
+        # Decoder positions: <s> and every prediction but the last (the last one, </s> or the character made at
+        # the final position, is produced by the last row).
+        target = [BOS_ID, *predictions[:-1]]
         output_text = decode_ids(p for p in predictions if p != EOS_ID)
-        output_tokens = [VOCAB[i] for i in target[0].tolist()]
-        return Analysis(
-            model=self.info.name,
-            tokens=tokens,
-            offsets=offsets,
-            special=special,
-            words=char_words(tokens),
-            patterns={kind: p[:, 0].float().contiguous() for kind, p in patterns.items()},  # (L, H, Tq, Tk)
-            layout=self.info.kinds,
-            truncated=truncated,
-            output_text=output_text,
-            output_tokens=output_tokens,
-            output_special=[t in SPECIALS for t in output_tokens],
-            output_words=char_words(output_tokens),
-            output_probs=output_probs,
-            output_check=date_check(output_text),
-            stopped=stopped,  # "end": the last row produced </s>; "length": ran out of positions
-            effect=effect,
-        )
+        output_tokens = [VOCAB[i] for i in target]
+        fields = {
+            "tokens": tokens,
+            "offsets": [None, *((start + i, start + i + 1) for i in range(len(text))), None],  # into the text as sent
+            "special": [True, *(False for _ in text), True],
+            "words": char_words(tokens),
+            "truncated": truncated,
+            "output_text": output_text,
+            "output_tokens": output_tokens,
+            "output_special": [t in SPECIALS for t in output_tokens],
+            "output_words": char_words(output_tokens),
+            "stopped": stopped,  # "end": the last row produced </s>; "length": ran out of positions
+            "output_check": date_check(output_text),
+        }
+        return Prepared(text, fields, {"source": source, "target": target, "steps": new_tokens}, targets=predictions,
+                        target_tokens=[VOCAB[i] for i in predictions], targets_axis="output_tokens")
 
-    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None,
-                      ablation: Ablation | None = None) -> list[Analysis]:
-        return [self.analyze(text, truncate, new_tokens, ablation) for text in texts]
+    def forward(self, batch: list[Prepared]) -> list[Outputs]:
+        """One teacher-forced pass per text: alone, so that padding never enters a head's mean over queries."""
+        out = []
+        for p in batch:
+            logits, patterns = self.net(torch.tensor([p.inputs["source"]]), torch.tensor([p.inputs["target"]]))
+            out.append(Outputs({kind: pattern[:, 0].float().contiguous() for kind, pattern in patterns.items()},
+                               logits=logits[0]))  # kind -> (L, H, Tq, Tk); (T, V)
+        return out
+
+    def regenerate(self, batch: list[Prepared]) -> list[str]:
+        """The outputs written again as the model runs now, greedily, in one padded batch, with the step limit
+        the batch was prepared with. Padding only pads the encoder's keys, which are masked exactly; every decoder
+        position is real, so a mean over queries never sees padding."""
+        source, mask = pad_batch([p.inputs["source"] for p in batch])  # (B, S), (B, S)
+        made = self.net.generate(source, BOS_ID, EOS_ID, mask, steps=batch[0].inputs["steps"])[:, 1:].tolist()
+        return [decode_ids(row[: row.index(EOS_ID)] if EOS_ID in row else row) for row in made]
+
+    def own_task(self, n: int | None = None) -> Task:
+        """Held-out written dates (never seen in training) and the ISO date each should become."""
+        n = n or DATES_HELDOUT
+        pairs = heldout_examples(n, DATES_HELDOUT_SEED)
+        return Task("exact_match", "exact_match", f"{n} held-out generated dates (never seen in training, "
+                    "every written form) whose greedy output, up to </s>, is exactly the ISO date",
+                    tuple(text for text, _ in pairs), expected=tuple(iso for _, iso in pairs))

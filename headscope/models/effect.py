@@ -112,11 +112,6 @@ def logprob_effect(logits_before: torch.Tensor, logits_after: torch.Tensor, targ
     }
 
 
-def causal_effect(ids: list[int], tokens: list[str], logits_before: torch.Tensor, logits_after: torch.Tensor) -> dict:
-    """A decoder-only model's effect: ids, tokens (T,); logits (T, V), position i predicting ids[i + 1]."""
-    return logprob_effect(logits_before[:-1], logits_after[:-1], ids[1:], tokens[1:], "tokens")
-
-
 def output_effect(made: list[int], made_tokens: list[str], logits_before: torch.Tensor, logits_after: torch.Tensor,
                   output_text: str) -> dict:
     """An encoder–decoder's effect: made (N,) the ids decoder rows 0..N-1 produced; logits (N, V) teacher-forced;
@@ -125,3 +120,14 @@ def output_effect(made: list[int], made_tokens: list[str], logits_before: torch.
     effect["output_text"] = output_text
     effect["measures"] = {"output_text": {"axis": None, "meaning": MEANINGS["output_text"]}, **effect["measures"]}
     return effect
+
+
+def effect_of(info: ModelInfo, prepared, before, after, regenerated: str | None) -> dict:
+    """What an ablation changed in one text's run: `before` and `after` are the Outputs of the same prepared text
+    (headscope/models/adapter.py) without and with it; `regenerated`, an encoder–decoder's output written again."""
+    kind = effect_type(info)
+    if kind == "encoder":
+        return encoder_effect(before.hidden, after.hidden)
+    if kind == "decoder":
+        return logprob_effect(before.logits, after.logits, prepared.targets, prepared.target_tokens, "tokens")
+    return output_effect(prepared.targets, prepared.target_tokens, before.logits, after.logits, regenerated)

@@ -19,10 +19,9 @@ from pathlib import Path
 import torch
 
 from headscope.data import WEIGHTS
-from headscope.models.analysis import CAUSAL_SELF, MAX_NEW_TOKENS, Analysis, ModelInfo, TooManyTokens
+from headscope.models.adapter import Adapter, Outputs, Prepared, padded
+from headscope.models.analysis import CAUSAL_SELF, MAX_NEW_TOKENS, ModelInfo, Task, TooManyTokens
 from headscope.models.dates import char_words
-from headscope.models.effect import active_ablation, causal_effect
-from headscope.models.interventions import Ablation, ablating
 from headscope.models.nets.causal import CausalLM, CausalLMConfig
 
 BOS = "<s>"
@@ -30,6 +29,10 @@ BOS_ID = 256
 # The symbols of the random strings in training and in `induction_scores`: printable ASCII but space.
 RANDOM_SYMBOLS = tuple(chr(i) for i in range(33, 127))
 DEFAULT_WEIGHTS = WEIGHTS / "induction.safetensors"
+# The model's own task (`own_task`, head importance's default measure): as `induction_scores` measures the circuit
+INDUCTION_STRINGS = 100  # random strings written twice
+INDUCTION_LENGTH = 20  # symbols per string
+INDUCTION_SEED = 0
 
 
 def byte_token(b: int) -> str:
@@ -86,7 +89,7 @@ def token_fields(text: str, continuation: list[int]):
     return tokens, offsets, words
 
 
-class InductionModel:
+class InductionModel(Adapter):
     """Adapter: text -> Analysis with the causal self-attention of every layer and head."""
 
     def __init__(self, net: CausalLM):
@@ -128,11 +131,8 @@ class InductionModel:
         """(kind, layer) -> the attention module that computes it (see headscope/models/interventions.py)."""
         return {("decoder", i): block.attn for i, block in enumerate(self.net.blocks)}
 
-    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None,
-                ablation: Ablation | None = None) -> Analysis:
-        """With an ablation: the continuation is generated un-ablated; the patterns are those of the
-        ablated model reading the same tokens, and `effect` compares (headscope/models/effect.py)."""
-        ablation = active_ablation(self, ablation)
+    def prepare(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Prepared:
+        """`<s>`, the text's bytes and, with new_tokens n > 0, its greedy continuation of n bytes."""
         n = self.info.default_new_tokens if new_tokens is None else new_tokens
         limit = self.info.max_tokens
         count = self.count_tokens(text) + n
@@ -141,44 +141,43 @@ class InductionModel:
             if not truncate or n > self.info.max_new_tokens:
                 raise TooManyTokens(count, limit, self.info.name)
             text, truncated = fit_prefix(text, limit - 1 - n), True
-
         prompt = torch.tensor([encode(text)], dtype=torch.long)  # (1, P)
-        with torch.no_grad():  # plain tensors out (inference-mode tensors refuse later in-place use)
-            ids = self.net.generate(prompt, n)  # (1, P + n)
-            logits, patterns = self.net(ids)  # (1, T, V), (L, 1, H, T, T)
-            if ablation is not None:
-                with ablating(self.attention_modules(), ablation):
-                    ablated_logits, patterns = self.net(ids)  # (1, T, V), (L, 1, H, T, T)
-        continuation = ids[0, prompt.shape[1]:].tolist()
-        tokens, offsets, words = token_fields(text, continuation)
-        effect = None if ablation is None else causal_effect(ids[0].tolist(), tokens, logits[0], ablated_logits[0])
-        return Analysis(
-            model=self.info.name,
-            tokens=tokens,
-            offsets=offsets,
-            special=[True] + [False] * (len(tokens) - 1),
-            words=words,
-            patterns={"decoder": patterns[:, 0].contiguous()},  # (L, H, T, T)
-            layout=self.info.kinds,
-            truncated=truncated,
-            generated=[False] * prompt.shape[1] + [True] * n if n else None,
-            stopped="length" if n else None,
-            effect=effect,
-        )
+        ids = self.net.generate(prompt, n)[0].tolist()  # P + n
+        tokens, offsets, words = token_fields(text, ids[prompt.shape[1]:])
+        fields = {"tokens": tokens, "offsets": offsets, "special": [True] + [False] * (len(tokens) - 1),
+                  "words": words, "truncated": truncated,
+                  "generated": [False] * prompt.shape[1] + [True] * n if n else None, "stopped": "length" if n else None}
+        return Prepared(text, fields, {"ids": ids}, targets=ids[1:], target_tokens=tokens[1:], targets_axis="tokens")
 
-    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None,
-                      ablation: Ablation | None = None) -> list[Analysis]:
-        return [self.analyze(text, truncate, new_tokens, ablation) for text in texts]
+    def forward(self, batch: list[Prepared]) -> list[Outputs]:
+        """One pass over the texts together, right-padded: a real query never sees a padded key (they come after
+        it), and position i's logits predict token i + 1."""
+        ids, padding = padded([p.inputs["ids"] for p in batch], 0)  # (B, T), (B, T)
+        logits, patterns = self.net(ids, key_padding_mask=padding if len(batch) > 1 else None)  # (B, T, V), (L, B, H, T, T)
+        out = []
+        for b, p in enumerate(batch):
+            n = len(p.inputs["ids"])
+            out.append(Outputs({"decoder": patterns[:, b, :, :n, :n].contiguous()}, logits=logits[b, : n - 1]))  # (L, H, n, n), (n-1, V)
+        return out
+
+    def own_task(self, n: int | None = None) -> Task:
+        """Random strings of distinct symbols, each written twice: the loss of predicting the second half."""
+        n, length = n or INDUCTION_STRINGS, INDUCTION_LENGTH
+        texts = tuple(s + s for s in random_strings(n, length, INDUCTION_SEED))
+        return Task("span_loss", "repeated_half_loss", f"mean cross-entropy of predicting the second half of {n} random strings of "
+                    f"{length} distinct symbols, each written twice (an induction head copies them)", texts,
+                    span=(length, 2 * length))
+
+
+def random_strings(n: int, length: int, seed: int) -> list[str]:
+    """`n` strings of `length` distinct random symbols (RANDOM_SYMBOLS), seeded."""
+    rng = random.Random(seed)
+    return ["".join(rng.sample(RANDOM_SYMBOLS, length)) for _ in range(n)]
 
 
 def repeated_random(n: int, length: int, seed: int) -> torch.Tensor:
     """`n` sequences `<s> s1 .. s_length s1 .. s_length` of distinct random symbols: (n, 1 + 2 * length) ids."""
-    rng = random.Random(seed)
-    rows = []
-    for _ in range(n):
-        symbols = [ord(c) for c in rng.sample(RANDOM_SYMBOLS, length)]
-        rows.append([BOS_ID, *symbols, *symbols])
-    return torch.tensor(rows, dtype=torch.long)  # (n, 1 + 2 * length)
+    return torch.tensor([encode(s + s) for s in random_strings(n, length, seed)], dtype=torch.long)  # (n, 1 + 2 * length)
 
 
 @torch.no_grad()

@@ -1,33 +1,41 @@
-"""Knocking attention heads out, and watching what a head hands on.
+"""One way to run a model with per-head edits, and to capture what a run produced.
 
-Ablating head h of one attention module replaces that head's output z_h = pattern_h @ V_h (B, Tq, D),
-the piece the heads are concatenated from before the output projection, with
-  "zero"  0, as if the head were not there (Michel et al. 2019 mask heads this way), or
-  "mean"  its mean over the query positions of this text (padding excluded), so the layers after
-          it still get the head's typical output, but nothing that depends on where it looked.
-Patterns themselves are untouched: an ablated head's own weights stay as they were; the layers
-after it see a different input, so their patterns change.
+Like TransformerLens' hook points, every model exposes the same named places of its forward pass, so that
+ablation, patching and capture are uses of one mechanism, written once, not once per model:
 
-Every attention module a model runs, ours (headscope/models/attention.py) or a transformers one (through
-headscope/models/hf/attention.py), reads two attributes that are None unless someone sets them:
-  ablation  (heads, mode): which of its heads to knock out, and how
-  capture   a list: each call appends {"query", "key", "value", "pattern", "z"} of this module
-`ablating` and `capturing` set them for the length of a `with` block. Models run on one thread at
-a time (headscope/server/runner.py), so a block covers exactly the forward passes made inside it.
+  z   each head's output z_h = pattern_h @ V_h before the output projection: (B, H, Tq, D), one place per
+      attention module, named by the (kind, layer) it computes (`attention_modules()` of every adapter)
 
-A model adapter lists its modules with `attention_modules()`: (kind, layer) -> module.
+An edit changes the tensor at one place for the length of an `editing` block; a capture records it. Every
+attention module a model runs, ours (headscope/models/attention.py) or a transformers one (through
+headscope/models/hf/attention.py), reads two attributes that are empty unless a block sets them:
+  edits    a tuple of HeadEdit: applied in order to the module's z, before the output projection
+  capture  a list: each call appends {"query", "key", "value", "pattern", "z", "scale", "mask", ...}
+`editing` and `capturing` set them for the length of a `with` block. Models run on one thread at a time
+(headscope/server/runner.py), so a block covers exactly the forward passes made inside it.
+
+A HeadEdit replaces heads' z, at all query positions or some, in all batch rows or some, with
+  "zero"     0, as if the head were not there (Michel et al. 2019 mask heads this way)
+  "mean"     its mean over the real (unpadded) query positions of the same row and pass, so the layers after it
+             still get the head's typical output, but nothing that depends on where it looked
+  "replace"  the z of the same head in another run (`value`, captured there): activation patching
+Patterns themselves are untouched: an edited head's own weights stay as they were; the layers after it see a
+different input, so their patterns change.
+
+An `Ablation` (heads + zero|mean) is what a request asks for; `ablation.edits()` are its HeadEdits.
 """
 
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 
-Mode = Literal["zero", "mean"]
-MODES: tuple[Mode, ...] = ("zero", "mean")
+AblationMode = Literal["zero", "mean"]
+MODES: tuple[AblationMode, ...] = ("zero", "mean")  # the ablation modes a request may ask for
+EditMode = Literal["zero", "mean", "replace"]
 
 
 class BadAblation(ValueError):
@@ -35,9 +43,63 @@ class BadAblation(ValueError):
 
 
 @dataclass(frozen=True)
+class HeadEdit:
+    """Replace the z of some heads of the attention module computing (kind, layer).
+
+    heads: which heads; positions: which query positions (None: all); rows: which batch rows (None: all);
+    value: for "replace", the z to put in, (1 or B, H, Tq, D) like the module's own, from another run.
+    """
+
+    kind: str
+    layer: int
+    heads: tuple[int, ...]
+    mode: EditMode = "zero"
+    positions: tuple[int, ...] | None = None
+    rows: tuple[int, ...] | None = None
+    value: torch.Tensor | None = field(default=None, compare=False, repr=False)
+
+    def apply(self, z: torch.Tensor, query_valid: torch.Tensor | None = None) -> torch.Tensor:
+        """z (B, H, Tq, D) with this edit made; a new tensor. query_valid: (B, Tq) bool, False at padded queries
+        (None: every query is real)."""
+        B, H, Tq, D = z.shape
+        rows, heads, positions = indices(B, self.rows), torch.tensor(self.heads), indices(Tq, self.positions)
+        where = torch.zeros(B, H, Tq, 1, dtype=torch.bool, device=z.device)  # (B, H, Tq, 1): the cells replaced
+        where[rows[:, None, None], heads[None, :, None], positions[None, None, :]] = True
+        if self.mode == "zero":
+            replacement = torch.zeros_like(z)
+        elif self.mode == "mean":
+            if query_valid is None:
+                replacement = z.mean(dim=2, keepdim=True)  # (B, H, 1, D)
+            else:
+                weight = query_valid[:, None, :, None].to(z.dtype)  # (B, 1, Tq, 1): 1 at real queries
+                replacement = (z * weight).sum(dim=2, keepdim=True) / weight.sum(dim=2, keepdim=True)  # (B, H, 1, D)
+        elif self.value is None or self.value.shape[1:] != z.shape[1:] or self.value.shape[0] not in (1, B):
+            raise BadAblation(f"{self.kind} layer {self.layer}: a replace edit needs a value shaped (1 or {B}, "
+                              f"{H}, {Tq}, {D}) like the module's z, not "
+                              f"{None if self.value is None else tuple(self.value.shape)}")
+        else:
+            replacement = self.value.to(z.dtype)  # (1 or B, H, Tq, D)
+        return torch.where(where, replacement.expand_as(z), z)  # (B, H, Tq, D)
+
+
+def indices(n: int, chosen: tuple[int, ...] | None) -> torch.Tensor:
+    """The chosen indices of an axis of n, or all of them (None)."""
+    return torch.arange(n) if chosen is None else torch.tensor(chosen, dtype=torch.long)
+
+
+def edit_z(module, z: torch.Tensor, query_valid: torch.Tensor | None = None) -> torch.Tensor:
+    """z (B, H, Tq, D) after the edits the module holds (none: z itself)."""
+    for edit in getattr(module, "edits", ()):
+        z = edit.apply(z, query_valid)
+    return z
+
+
+@dataclass(frozen=True)
 class Ablation:
+    """Heads to knock out, and how: what a request's `ablate` and `ablation` ask for."""
+
     heads: tuple[tuple[str, int, int], ...]  # (kind, layer, head) of every head knocked out
-    mode: Mode = "zero"
+    mode: AblationMode = "zero"
 
     def by_module(self) -> dict[tuple[str, int], tuple[int, ...]]:
         """(kind, layer) -> the heads of that module to knock out, sorted."""
@@ -46,13 +108,21 @@ class Ablation:
             out.setdefault((kind, layer), set()).add(head)
         return {key: tuple(sorted(heads)) for key, heads in out.items()}
 
+    def edits(self) -> tuple[HeadEdit, ...]:
+        return tuple(HeadEdit(kind, layer, heads, self.mode) for (kind, layer), heads in self.by_module().items())
+
 
 def check_ablation(ablation: Ablation, modules: dict[tuple[str, int], nn.Module], heads: int) -> None:
     """BadAblation naming the first (kind, layer, head) the model does not have."""
     if ablation.mode not in MODES:
         raise BadAblation(f"ablation must be one of {', '.join(MODES)}, not {ablation.mode!r}")
-    kinds = sorted({kind for kind, _ in modules})
-    for kind, layer, head in ablation.heads:
+    check_heads(ablation.heads, modules, heads)
+
+
+def check_heads(named: Iterable[tuple[str, int, int]], modules: dict[tuple[str, int], nn.Module], heads: int) -> None:
+    """BadAblation naming the first (kind, layer, head) that is not among the modules' heads."""
+    kinds = list(dict.fromkeys(kind for kind, _ in modules))
+    for kind, layer, head in named:
         if kind not in kinds:
             raise BadAblation(f"ablate: kind {kind!r} is not one of this model's kinds ({', '.join(kinds)})")
         layers = sum(1 for k, _ in modules if k == kind)
@@ -62,43 +132,24 @@ def check_ablation(ablation: Ablation, modules: dict[tuple[str, int], nn.Module]
             raise BadAblation(f"ablate: head {head} is out of range 0..{heads - 1}")
 
 
-def ablate_z(z: torch.Tensor, heads: Iterable[int], mode: Mode, head_axis: int, query_axis: int,
-             query_valid: torch.Tensor | None = None) -> torch.Tensor:
-    """z with the given heads replaced by 0 or by their mean over valid query positions; a new tensor.
-
-    z: per-head outputs, e.g. (B, H, Tq, D) for headscope/models/attention.py or (B, Tq, H, D) for transformers.
-    query_valid: (B, Tq) bool, False at padded queries (None: every query counts).
-    """
-    index = torch.tensor(list(heads), device=z.device)
-    picked = z.index_select(head_axis, index)
-    if mode == "zero":
-        replaced = torch.zeros_like(picked)
-    else:
-        if query_valid is None:
-            mean = picked.mean(dim=query_axis, keepdim=True)
-        else:
-            shape = [1] * z.dim()
-            shape[0], shape[query_axis] = query_valid.shape
-            weight = query_valid.reshape(shape).to(z.dtype)  # 1 at real queries, broadcast over heads and D
-            mean = (picked * weight).sum(dim=query_axis, keepdim=True) / weight.sum(dim=query_axis, keepdim=True)
-        replaced = mean.expand_as(picked)
-    return z.index_copy(head_axis, index, replaced)
-
-
 @contextmanager
-def ablating(modules: dict[tuple[str, int], nn.Module], ablation: Ablation | None) -> Iterator[None]:
-    """Within the block, the model's forward passes run with the ablation's heads knocked out."""
-    if ablation is None or not ablation.heads:
-        yield
-        return
-    chosen = ablation.by_module()
+def editing(modules: dict[tuple[str, int], nn.Module], edits: Iterable[HeadEdit]) -> Iterator[None]:
+    """Within the block, the model's forward passes run with the edits made (in the order given)."""
+    chosen: dict[tuple[str, int], list[HeadEdit]] = {}
+    for edit in edits:
+        chosen.setdefault((edit.kind, edit.layer), []).append(edit)
     try:
-        for key, heads in chosen.items():
-            modules[key].ablation = (heads, ablation.mode)
+        for key, module_edits in chosen.items():
+            modules[key].edits = tuple(module_edits)
         yield
     finally:
         for key in chosen:
-            modules[key].ablation = None
+            modules[key].edits = ()
+
+
+def ablating(modules: dict[tuple[str, int], nn.Module], ablation: Ablation | None):
+    """Within the block, the ablation's heads are knocked out: `editing` with its edits."""
+    return editing(modules, () if ablation is None else ablation.edits())
 
 
 @contextmanager
@@ -107,7 +158,8 @@ def capturing(modules: dict[tuple[str, int], nn.Module]) -> Iterator[dict[tuple[
 
     Yields (kind, layer) -> list of records, one per call (generation calls a module once per step).
     Shapes: query (B, H, Tq, D), key and value (B, H_kv, Tk, D) (H_kv < H with grouped-query
-    attention), pattern (B, H, Tq, Tk), z (B, H, Tq, D) before any ablation.
+    attention), pattern (B, H, Tq, Tk), z (B, H, Tq, D) before any edit; scale (a number); mask, the additive
+    mask the scores were given ((B or 1, 1 or H, Tq, Tk), 0 or -inf / the dtype's lowest) or None.
     """
     records: dict[tuple[str, int], list[dict]] = {key: [] for key in modules}
     try:

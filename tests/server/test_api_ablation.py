@@ -206,5 +206,5 @@ def test_cli_errors_are_one_line_and_exit_2(args, message):
 
 def test_copy_of_a_model_is_not_ablated_after_a_request(client, minilm):
     post(client, text=TEXT, model="minilm", ablate=HEADS["minilm"], ablation="mean")
-    assert all(m.ablation is None for m in minilm.attention_modules().values())
+    assert all(m.edits == () for m in minilm.attention_modules().values())
     assert copy.copy(minilm).analyze(TEXT).effect is None

@@ -6,8 +6,8 @@ transformers (5.x) runs every attention module's core through a function it look
 position bias and grouped key/value heads included) and hands them to it, then applies the output
 projection to what it returns: the heads' outputs z, (B, Tq, H, D), not yet concatenated. We
 register "headscope": it calls the family's own `eager_attention_forward` (the code `eager` would
-run, so the weights are the same to the bit), then applies the module's `ablation` and fills its
-`capture` (headscope/models/interventions.py). Masks are built as for eager attention.
+run, so the weights are the same to the bit), then fills the module's `capture` and makes its `edits`
+(headscope/models/interventions.py). Masks are built as for eager attention.
 
 `attention_modules(net, arch)` finds which module computes which (kind, layer): it runs one short
 probe and records the order modules are called in: an encoder's layers first, then, per decoder
@@ -23,13 +23,13 @@ import sys
 
 import torch
 
-from headscope.models.interventions import ablate_z, capturing
+from headscope.models.interventions import capturing, edit_z
 
 NAME = "headscope"
 
 
 def headscope_attention(module, query, key, value, attention_mask, **kwargs):
-    """The family's eager attention, then the module's ablation and capture (headscope/models/interventions.py).
+    """The family's eager attention, then the module's capture and edits (headscope/models/interventions.py).
 
     query (B, H, Tq, D); key, value (B, H_kv, Tk, D); returns z (B, Tq, H, D) and the pattern (B, H, Tq, Tk).
     """
@@ -41,9 +41,8 @@ def headscope_attention(module, query, key, value, attention_mask, **kwargs):
         capture.append({"query": query, "key": key, "value": value, "pattern": pattern, "z": z.transpose(1, 2),
                         "scale": query.shape[-1] ** -0.5 if scaling is None else scaling,
                         "bias": kwargs.get("position_bias"), "mask": attention_mask})
-    ablation = getattr(module, "ablation", None)
-    if ablation is not None:
-        z = ablate_z(z, *ablation, head_axis=2, query_axis=1)  # batch of one: every query is real
+    if getattr(module, "edits", ()):
+        z = edit_z(module, z.transpose(1, 2)).transpose(1, 2)  # edited as (B, H, Tq, D); a batch of one: every query is real
     return z, pattern
 
 

@@ -56,6 +56,7 @@ from pathlib import Path
 
 import torch
 
+from headscope.models.adapter import Adapter, Outputs, Prepared
 from headscope.models.analysis import (
     CAUSAL_SELF,
     CROSS,
@@ -63,13 +64,10 @@ from headscope.models.analysis import (
     DEFAULT_MAX_NEW_TOKENS,
     MAX_NEW_TOKENS,
     SELF,
-    Analysis,
     ModelInfo,
     TooManyTokens,
 )
-from headscope.models.effect import active_ablation, causal_effect, encoder_effect, output_effect
 from headscope.models.hf import attention as hf_attention
-from headscope.models.interventions import Ablation, ablating
 
 MAX_POSITIONS = 1024  # the most input positions we run, whatever the config allows
 NO_POSITIONS_LIMIT = 512  # for configs with no absolute positions (T5)
@@ -273,7 +271,7 @@ def find_output_projections(net, tokenizer, arch: str, modules: dict | None) -> 
         return None
 
 
-class HFModel:
+class HFModel(Adapter):
     """A transformers model and its fast tokenizer; `analyze` returns every head's pattern per kind."""
 
     def __init__(self, name: str, net, tokenizer, arch: str, description: str, layers: int, heads: int):
@@ -392,32 +390,40 @@ class HFModel:
             raise TooManyTokens(count, limit, self.info.name)
         return self.tokenizer(text, truncation=True, max_length=limit, **options), True
 
-    def analyze(self, text: str, truncate: bool = False, new_tokens: int | None = None,
-                ablation: Ablation | None = None) -> Analysis:
-        """With an ablation (headscope/models/interventions.py): tokens and any generation come from the un-ablated model;
-        the patterns are the ablated model's on those same ids, and `effect` compares (headscope/models/effect.py)."""
+    def prepare(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Prepared:
         n = self.info.default_new_tokens if new_tokens is None else new_tokens
-        ablation = active_ablation(self, ablation)
-        with torch.no_grad():  # plain tensors out (inference-mode tensors refuse later in-place use)
-            if self.arch == "encoder":
-                return self.analyze_encoder(text, truncate, ablation)
-            if self.arch == "decoder":
-                return self.analyze_decoder(text, truncate, n, ablation)
-            return self.analyze_encoder_decoder(text, truncate, n, ablation)
+        if self.arch == "encoder":
+            return self.prepare_encoder(text, truncate)
+        if self.arch == "decoder":
+            return self.prepare_decoder(text, truncate, n)
+        return self.prepare_encoder_decoder(text, truncate, n)
 
-    def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None,
-                      ablation: Ablation | None = None) -> list[Analysis]:
-        """One text at a time: generation lengths differ, and a checkpoint's padding side and position
-        handling for padded batches vary by family, so padding could change what a head sees."""
-        return [self.analyze(text, truncate, new_tokens, ablation) for text in texts]
+    def forward(self, batch: list[Prepared]) -> list[Outputs]:
+        """One text at a time: a checkpoint's padding side and position handling for padded batches vary by
+        family, so padding could change what a head sees."""
+        return [self.forward_one(p) for p in batch]
 
-    def ablated(self, ablation: Ablation | None, run):
-        """run() as it is, and run() again with the ablation's heads knocked out (None without one)."""
-        out = run()
-        if ablation is None:
-            return out, None
-        with ablating(self.attention_modules(), ablation):
-            return out, run()
+    def forward_one(self, p: Prepared) -> Outputs:
+        if self.arch == "encoder":
+            out = self.net(**p.inputs["model"], output_attentions=True)
+            return Outputs({"encoder": stack(out.attentions)}, hidden=out.last_hidden_state[0])  # (L, H, T, T), (T, C)
+        if self.arch == "decoder":
+            ids = p.inputs["ids"]  # (1, T)
+            out = self.net(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=True)
+            return Outputs({"decoder": stack(out.attentions)}, logits=out.logits[0, :-1])  # (L, H, T, T), (T-1, V)
+        out = self.net(**p.inputs["model"], decoder_input_ids=p.inputs["decoder_ids"], output_attentions=True)
+        return Outputs({"encoder": stack(out.encoder_attentions), "decoder": stack(out.decoder_attentions),
+                        "cross": stack(out.cross_attentions)}, logits=out.logits[0])  # kind -> (L, H, Tq, Tk); (T, V)
+
+    def regenerate(self, batch: list[Prepared]) -> list[str]:
+        """Each output written again as the model runs now, greedily, without a cache: every step re-runs the whole
+        prefix (with a cache, a step's queries are one token, and a mean over them would change nothing)."""
+        out = []
+        for p in batch:
+            config = self.greedy(p.inputs["steps"], use_cache=False)
+            again = self.net.generate(**p.inputs["model"], generation_config=config)[0, 1:].tolist()
+            out.append(self.tokenizer.decode(again, skip_special_tokens=True))
+        return out
 
     def id_tokens(self, ids: list[int]) -> list[str]:
         """Token strings of generated ids. A model's vocabulary may be larger than its tokenizer's (rows
@@ -437,15 +443,9 @@ class HFModel:
             "words": [None if s else w for w, s in zip(enc.word_ids(), special)],
         }
 
-    def analyze_encoder(self, text: str, truncate: bool, ablation: Ablation | None = None) -> Analysis:
+    def prepare_encoder(self, text: str, truncate: bool) -> Prepared:
         enc, truncated = self.encode(text, self.info.max_tokens, truncate)
-        out, ablated = self.ablated(ablation, lambda: self.net(**self.inputs(enc), output_attentions=True))
-        effect = None
-        if ablated is not None:
-            effect = encoder_effect(out.last_hidden_state[0], ablated.last_hidden_state[0])  # (T, C) each
-            out = ablated
-        return Analysis(model=self.info.name, **self.token_fields(enc), patterns={"encoder": stack(out.attentions)},
-                        layout=self.info.kinds, truncated=truncated, effect=effect)
+        return Prepared(text, {**self.token_fields(enc), "truncated": truncated}, {"model": self.inputs(enc)})
 
     def greedy(self, n: int, use_cache: bool = True):
         """Plain greedy decoding of at most n tokens, stopping at the end token. use_cache=False re-runs the
@@ -457,8 +457,8 @@ class HFModel:
                                 bos_token_id=g.bos_token_id, decoder_start_token_id=g.decoder_start_token_id,
                                 pad_token_id=pad if pad is not None else (eos[0] if isinstance(eos, list) else eos))
 
-    def analyze_decoder(self, text: str, truncate: bool, n: int, ablation: Ablation | None = None) -> Analysis:
-        """Attention over the text, or, with n > 0, over the text and its greedy continuation of up to n tokens."""
+    def prepare_decoder(self, text: str, truncate: bool, n: int) -> Prepared:
+        """The text, or, with n > 0, the text and its greedy continuation of up to n tokens."""
         limit = self.info.max_tokens
         room = limit - n  # positions left for the prompt
         if n < 0 or room < 1 + self.tokenizer.num_special_tokens_to_add():
@@ -467,68 +467,46 @@ class HFModel:
             enc, truncated = self.encode(text, room, truncate)
         except TooManyTokens as e:
             raise (ContinuationTooLong(e.count, n, limit, self.info.name) if n else e) from None
-        fields = self.token_fields(enc)
+        fields = {**self.token_fields(enc), "truncated": truncated, "generated": None, "stopped": None}
         ids = torch.tensor([enc["input_ids"]])  # (1, T)
-        generated, stopped = None, None
         if n > 0:
             sequence = self.net.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
                                          generation_config=self.greedy(n))  # (1, T + new)
             new = sequence[0, ids.shape[1]:].tolist()
-            stopped = "end" if new and new[-1] in self.eos_ids else "length"
+            fields["stopped"] = "end" if new and new[-1] in self.eos_ids else "length"
             ids = sequence[:, : ids.shape[1] + len(new)]  # (1, T + new)
             fields["tokens"] += self.id_tokens(new)
             fields["offsets"] += [None] * len(new)  # not in the text
             fields["special"] += [i in self.special_ids for i in new]
             fields["words"] += [None] * len(new)
-            generated = [False] * len(enc["input_ids"]) + [True] * len(new)
-        out, ablated = self.ablated(ablation, lambda: self.net(input_ids=ids, attention_mask=torch.ones_like(ids),
-                                                               output_attentions=True))
-        effect = None
-        if ablated is not None:
-            effect = causal_effect(ids[0].tolist(), fields["tokens"], out.logits[0], ablated.logits[0])
-            out = ablated
-        return Analysis(model=self.info.name, **fields, patterns={"decoder": stack(out.attentions)},
-                        layout=self.info.kinds, truncated=truncated, generated=generated, stopped=stopped,
-                        effect=effect)
+            fields["generated"] = [False] * len(enc["input_ids"]) + [True] * len(new)
+        row = ids[0].tolist()
+        return Prepared(text, fields, {"ids": ids}, targets=row[1:], target_tokens=fields["tokens"][1:],
+                        targets_axis="tokens")
 
-    def analyze_encoder_decoder(self, text: str, truncate: bool, n: int, ablation: Ablation | None = None) -> Analysis:
-        """Greedy output of up to n tokens, then one teacher-forced pass over the decoder's positions:
-        the start token and every generated token but the last (row i produced output token i+1,
-        the last row the last token), as headscope/models/dates.py."""
+    def prepare_encoder_decoder(self, text: str, truncate: bool, n: int) -> Prepared:
+        """Greedy output of up to n tokens; the teacher-forced passes then run over the decoder's positions: the
+        start token and every generated token but the last (row i produced output token i+1, the last row the last
+        token), as headscope/models/dates.py."""
         if not 1 <= n <= self.info.max_new_tokens:
             raise ValueError(f"new_tokens must be 1..{self.info.max_new_tokens}, not {n}")
         enc, truncated = self.encode(text, self.info.max_tokens, truncate)
         inputs = self.inputs(enc)
         sequence = self.net.generate(**inputs, generation_config=self.greedy(n))[0].tolist()  # [start, g1 .. gk]
         made = sequence[1:]
-        stopped = "end" if made and made[-1] in self.eos_ids else "length"
         positions = sequence[:-1]  # the decoder's positions: start, g1 .. g(k-1)
-        out, ablated = self.ablated(ablation, lambda: self.net(**inputs, decoder_input_ids=torch.tensor([positions]),
-                                                               output_attentions=True))
         output_text = self.tokenizer.decode(made, skip_special_tokens=True)
-        output_tokens = self.id_tokens(positions)
-        effect = None
-        if ablated is not None:
-            with ablating(self.attention_modules(), ablation):  # no cache: see greedy
-                again = self.net.generate(**inputs, generation_config=self.greedy(n, use_cache=False))[0, 1:].tolist()
-            effect = output_effect(made, self.id_tokens(made), out.logits[0], ablated.logits[0],
-                                   self.tokenizer.decode(again, skip_special_tokens=True))
-            out = ablated
-        return Analysis(
-            model=self.info.name,
+        fields = {
             **self.token_fields(enc),
-            patterns={"encoder": stack(out.encoder_attentions),
-                      "decoder": stack(out.decoder_attentions),
-                      "cross": stack(out.cross_attentions)},
-            layout=self.info.kinds,
-            truncated=truncated,
-            output_text=output_text,
-            output_tokens=output_tokens,
-            output_special=[i in self.special_ids for i in positions],
-            output_words=self.output_words(positions, made, output_text),
-            stopped=stopped,
-            effect=effect,
-        )
+            "truncated": truncated,
+            "output_text": output_text,
+            "output_tokens": self.id_tokens(positions),
+            "output_special": [i in self.special_ids for i in positions],
+            "output_words": self.output_words(positions, made, output_text),
+            "stopped": "end" if made and made[-1] in self.eos_ids else "length",
+        }
+        return Prepared(text, fields, {"model": inputs, "decoder_ids": torch.tensor([positions]), "steps": n},
+                        targets=made, target_tokens=self.id_tokens(made), targets_axis="output_tokens")
 
     def output_words(self, positions: list[int], made: list[int], output_text: str) -> list[int | None] | None:
         """Word index of each decoder position, from tokenizing output_text again: only when that gives

@@ -18,7 +18,7 @@ from headscope.analyses.playground import LIMITS as MHA_LIMITS
 from headscope.analyses.playground import PRESETS as MHA_PRESETS
 from headscope.analyses.playground import MHAConfig
 from headscope.analyses.playground import run as run_mha
-from headscope.models.analysis import DIMS, MAX_NEW_TOKENS, Analysis, AttentionModel, cut_to_chars
+from headscope.models.analysis import DIMS, Analysis, AttentionModel, cut_to_chars
 from headscope.models.interventions import Ablation, BadAblation, check_ablation
 from headscope.server.encoding import (
     BINARY_MEDIA_TYPE,

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from headscope.analyses.importance import CannotMeasure, check_texts, importance_steps
 from headscope.models.analysis import AttentionModel
-from headscope.models.interventions import Mode
+from headscope.models.interventions import AblationMode
 from headscope.server.encoding import dumps, json_response
 from headscope.server.errors import ApiError
 from headscope.server.routes.api import ERRORS, ModelsDep, RunnerDep, SettingsDep, ndjson, pick_model
@@ -119,7 +119,7 @@ async def importance(req: ImportanceRequest, request: Request, models: ModelsDep
             raise ApiError(400, "client_disconnected", "the client went away before importance finished")
 
 
-async def importance_events(runner: ModelRunner, model: AttentionModel, mode: Mode, texts: list[str] | None):
+async def importance_events(runner: ModelRunner, model: AttentionModel, mode: AblationMode, texts: list[str] | None):
     """Progress after every evaluation, then the result; each step is its own model job."""
     steps = importance_steps(model, mode, texts)  # left to the garbage collector when cancelled: between steps
     async with runner.admitted():  # no head is ablated (headscope/analyses/importance.py yields outside `ablating`)

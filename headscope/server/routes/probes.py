@@ -5,7 +5,6 @@ work goes through the runner as /api/corpus's does: one job to tokenize the dist
 then one job per batch, so other requests get their turn in between.
 """
 
-from pathlib import Path
 
 import anyio
 from fastapi import APIRouter, Request
