@@ -154,6 +154,9 @@ class Task:
 
 
 class AttentionModel(Protocol):
+    """What the rest of Headscope may ask of a model. Every adapter is a headscope/models/adapter.py `Adapter`,
+    which writes analyze and analyze_batch once from the model's own prepare, forward and regenerate."""
+
     info: ModelInfo
 
     def count_tokens(self, text: str) -> int:
@@ -172,9 +175,29 @@ class AttentionModel(Protocol):
 
     def analyze_batch(self, texts: list[str], truncate: bool = False, new_tokens: int | None = None,
                       ablation: "Ablation | None" = None) -> list[Analysis]:
-        """Run several texts in padded batches; each result equals `analyze` of that text."""
+        """Run several texts, batched where the model can; each result equals `analyze` of that text."""
+        ...
+
+    def prepare(self, text: str, truncate: bool = False, new_tokens: int | None = None):
+        """The text tokenized, and its output or continuation generated: a headscope/models/adapter.py Prepared."""
+        ...
+
+    def forward(self, batch: list) -> list:
+        """One teacher-forced pass of prepared texts as the model runs now (inside any editing block): Outputs."""
+        ...
+
+    def regenerate(self, batch: list) -> list[str]:
+        """Encoder–decoders: each prepared text's output written again as the model runs now."""
         ...
 
     def attention_modules(self) -> dict:
         """(kind, layer) -> the attention module that computes it (headscope/models/interventions.py)."""
+        ...
+
+    def output_projections(self) -> dict:
+        """(kind, layer) -> the linear layer W_O that reads that attention module's heads concatenated."""
+        ...
+
+    def own_task(self, n: int | None = None) -> Task | None:
+        """The model's own evaluation data (head importance's default measure), or None."""
         ...
