@@ -10,8 +10,8 @@ import torch
 
 from bench.common import interleaved, report, text_of
 from headscope.models.minilm import MiniLM
-from headscope.server.routes.api import attention_body
-from headscope.server.schemas import AttentionRequest
+from headscope.server.answers import attention_body
+from headscope.server.schemas.attention import AttentionRequest
 
 
 def main() -> None:

@@ -39,6 +39,11 @@ import torch
 from headscope.analyses.heads import head_name
 from headscope.models.analysis import Analysis, ModelInfo
 
+FORMAT = (
+    "JSONL: one object per line, {\"sentence\": str, \"from\": str, \"to\": str, \"from_occurrence\"?: int, "
+    "\"to_occurrence\"?: int}. from and to are a word's exact text in the sentence, matched as a whole word; a text "
+    "that occurs more than once needs its *_occurrence (1 = the first). Blank lines are ignored."
+)
 FIELDS = ("sentence", "from", "to", "from_occurrence", "to_occurrence")
 REQUIRED = ("sentence", "from", "to")
 MAX_REPORTED_LINES = 20  # a PairsError lists at most this many bad lines (and says how many there are)

@@ -35,3 +35,9 @@ def read_corpus(path: str) -> list[str]:
 def add_model_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--model", action="append", metavar="NAME[=PATH]",
                         help=f"{help}. NAME is a built-in; NAME=PATH a local Hugging Face checkpoint directory")
+
+
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 1 or more")
+    return int(text)

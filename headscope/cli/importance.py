@@ -13,7 +13,6 @@ import sys
 import time
 
 from headscope.cli.common import add_model_option, fail, read_corpus
-from headscope.server.settings import Settings
 
 
 def add_parser(sub) -> None:
@@ -33,6 +32,7 @@ def run(args: argparse.Namespace) -> None:
 
     from headscope.analyses.importance import BadTexts, check_texts, head_importance
     from headscope.models.registry import load_model
+    from headscope.server.settings import Settings
 
     settings = Settings()
     lines = None

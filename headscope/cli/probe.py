@@ -13,7 +13,7 @@ import sys
 from headscope.cli.common import add_model_option, fail, unreadable
 
 
-def add_probe_parser(sub) -> None:
+def add_parser(sub) -> None:
     p = sub.add_parser("probe", help="how often each head's strongest weight from one word lands on another "
                        "(Clark et al. 2019), beside the best fixed-offset baseline")
     p.add_argument("pairs", help='JSONL file, one {"sentence", "from", "to"} object per line (docs/probes.md)')

@@ -291,9 +291,9 @@ def show(source=None, tokens=None, *, model: str | ModelSpec | AttentionModel = 
 
 
 def fields(result: Result) -> dict:
-    """What /api/attention answers for this result (headscope/server/routes/api.py attention_fields), plus the text and
+    """What /api/attention answers for this result (headscope/server/answers.py attention_fields), plus the text and
     the metric definitions, for notebook.js."""
-    from headscope.server.routes.api import attention_fields
+    from headscope.server.answers import attention_fields
 
     pool = {kind: [1, 1] for kind in result.analysis.patterns}
     return {**attention_fields(result.analysis, "compact", pool), "heads": result.heads, "text": result.text,

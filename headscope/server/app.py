@@ -12,9 +12,12 @@ from headscope.server.files import STATIC
 from headscope.server.http.body_limits import BodyLimits
 from headscope.server.http.security import SecurityHeaders, TrustedHosts
 from headscope.server.recent_heads import RecentHeads
-from headscope.server.routes import api, importance, pages, probes
+from headscope.server.routes import attention, corpus, importance, mechanism, models, pages, playground, probes, study
 from headscope.server.runner import ModelRunner
 from headscope.server.settings import Settings
+
+# one thin file per feature (headscope/server/routes/): the JSON API, then the page and the files it loads
+ROUTERS = [r.router for r in (models, attention, corpus, mechanism, playground, study, probes, importance, pages)]
 
 
 def create_app(settings: Settings | None = None, models: dict[str, AttentionModel] | None = None) -> FastAPI:
@@ -42,10 +45,8 @@ def create_app(settings: Settings | None = None, models: dict[str, AttentionMode
     app.add_middleware(TrustedHosts, allowed=settings.allowed_hosts)
     app.add_middleware(SecurityHeaders)
 
-    app.include_router(api.router)
-    app.include_router(probes.router)  # POST /api/probe, GET /api/probe/info
-    app.include_router(importance.router)
-    app.include_router(pages.router)
+    for router in ROUTERS:
+        app.include_router(router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     name_models_in_schema(app, list(app.state.models))
     return app

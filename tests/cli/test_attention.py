@@ -51,14 +51,14 @@ def test_what_it_cannot_do_is_one_line(tmp_path):
 def test_value_norms_of_a_model_without_reachable_projections_is_one_line(tmp_path, monkeypatch, capsys):
     import pytest
 
-    import headscope.server.weights
+    import headscope.server.answers
     from headscope.analyses.value_norm import NoValueNorms
     from headscope.cli.main import main
 
     def unreachable(model):
         raise NoValueNorms(f"{model.info.name}: its output projections cannot be found")
 
-    monkeypatch.setattr(headscope.server.weights, "check_value_norms", unreachable)
+    monkeypatch.setattr(headscope.server.answers, "check_value_norms", unreachable)
     with pytest.raises(SystemExit) as stop:
         main(["attention", TEXT, "--model", "induction", "--weights", "value_norm", "--out", str(tmp_path / "a.json")])
     err = capsys.readouterr().err

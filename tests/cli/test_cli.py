@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def headscope(*args: str, **options) -> subprocess.CompletedProcess:
-    """`python -m app ...` from this checkout, as a user would run it."""
+    """`python -m headscope ...` from this checkout, as a user would run it."""
     return subprocess.run([sys.executable, "-m", "headscope", *map(str, args)], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, **options)
 
@@ -145,8 +145,9 @@ def test_a_busy_port_is_one_clear_line_before_anything_loads():
 
 def test_serve_makes_openmp_threads_sleep_unless_told_otherwise():
     """OMP_WAIT_POLICY is read when torch loads: `main` sets it first, and importing the CLI loads no torch."""
-    script = ("import os, sys; import headscope.cli.main as cli; assert 'torch' not in sys.modules; "
-              "cli.serve = lambda args: print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules); "
+    script = ("import os, sys; import headscope.cli.main as cli, headscope.cli.serve as serve; "
+              "assert 'torch' not in sys.modules; "
+              "serve.serve = lambda args: print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules); "
               "cli.main(['serve'])")
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -154,3 +155,13 @@ def test_serve_makes_openmp_threads_sleep_unless_told_otherwise():
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env={**env, "OMP_WAIT_POLICY": "ACTIVE"},
                           capture_output=True, text=True, timeout=120)
     assert done.stdout == "ACTIVE True\n", done.stderr
+
+
+@pytest.mark.parametrize("value", ["99999", "-1", "http"])
+def test_a_port_that_is_not_one_is_said_in_one_line(capsys, value):
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--port", value])
+    err = capsys.readouterr().err
+    assert done.value.code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (f"headscope serve: error: argument --port: {value!r} is not a port: give a "
+                                            "whole number from 0 to 65535 (0: any free one)")

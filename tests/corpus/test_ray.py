@@ -12,7 +12,8 @@ import pytest
 
 from bench.corpus import sentences
 from headscope.analyses.heads import lines_sums
-from headscope.cli.main import main, write_heads
+from headscope.cli.heads import write_heads
+from headscope.cli.main import main
 from headscope.corpus.ray import INSTALL_HINT, init_ray, pool_shape, ray_lines_sums
 from headscope.models.registry import ModelSpec
 

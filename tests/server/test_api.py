@@ -325,8 +325,10 @@ def test_non_json_bodies_are_refused_clearly_even_undecodable_bytes(client):
 def test_unknown_routes_and_methods_answer_json(client):
     r = client.get("/api/nothing")
     assert r.status_code == 404 and r.json()["error"] == "not_found"
-    r = client.get("/api/attention")
+    r = client.get("/api/heads")
     assert r.status_code == 405 and r.json()["error"] == "method_not_allowed"
+    r = client.get("/api/attention")  # the page's JSON twin needs the page's text
+    assert r.status_code == 422 and r.json()["error"] == "validation_error" and "query.text" in r.json()["detail"]
 
 
 def test_body_over_the_limit_is_413(client, app):

@@ -18,7 +18,7 @@ from headscope.models.interventions import Ablation
 from headscope.server.app import create_app
 from headscope.server.encoding import read_safetensors
 from headscope.server.runner import ModelRunner, Pending
-from headscope.server.schemas import AttentionResponse
+from headscope.server.schemas.attention import AttentionResponse
 from headscope.server.settings import Settings
 
 ROOT = Path(__file__).parents[2]

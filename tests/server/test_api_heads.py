@@ -6,7 +6,7 @@ import pytest
 from headscope.analyses.heads import summarize_heads
 from headscope.server.encoding import read_safetensors
 from headscope.server.recent_heads import RecentHeads
-from headscope.server.schemas import AttentionResponse, HeadsResponse
+from headscope.server.schemas.attention import AttentionResponse, HeadsResponse
 from tests.compare import differences
 
 TEXT = "The quick brown fox jumps over the lazy dog."

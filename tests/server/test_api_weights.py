@@ -15,7 +15,7 @@ from headscope.analyses.value_norm import value_norms
 from headscope.models.analysis import SELF, ModelInfo
 from headscope.server.app import create_app
 from headscope.server.encoding import read_safetensors
-from headscope.server.schemas import AttentionResponse
+from headscope.server.schemas.attention import AttentionResponse
 from headscope.server.settings import Settings
 from tests.analyses.test_value_norm import numpy_rollout
 

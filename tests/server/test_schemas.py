@@ -7,7 +7,10 @@ import pytest
 import zstandard
 
 from headscope.server.encoding import read_safetensors
-from headscope.server.schemas import AttentionResponse, CorpusResponse, ErrorResponse, ModelsResponse
+from headscope.server.schemas.attention import AttentionResponse
+from headscope.server.schemas.common import ErrorResponse
+from headscope.server.schemas.corpus import CorpusResponse
+from headscope.server.schemas.models import ModelsResponse
 
 
 def test_models_answer_matches_its_schema(client):

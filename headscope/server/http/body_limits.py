@@ -11,7 +11,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from headscope.server.errors import error_response
+from headscope.server.errors import ErrorCode, error_response
 
 
 class BodyLimits:
@@ -25,7 +25,7 @@ class BodyLimits:
             return await self.app(scope, receive, send)
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_body_bytes:
-            response = error_response(413, "body_too_large", self.too_large(), limit=self.max_body_bytes)
+            response = error_response(ErrorCode.body_too_large, self.too_large(), limit=self.max_body_bytes)
             return await response(scope, receive, send)
 
         deadline = anyio.current_time() + self.body_timeout_s

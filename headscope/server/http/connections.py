@@ -30,7 +30,7 @@ import uvicorn
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from headscope.server.encoding import dumps
-from headscope.server.errors import error_response
+from headscope.server.errors import ErrorCode, error_response
 from headscope.server.settings import Settings
 
 BACKLOG = 2048  # uvicorn's default
@@ -65,7 +65,7 @@ def bind(host: str, port: int) -> socket.socket:
 
 async def busy(scope, receive, send) -> None:
     """The app for a connection that found every other one busy."""
-    response = error_response(503, "busy", "the server has too many connections with requests in progress; "
+    response = error_response(ErrorCode.busy, "the server has too many connections with requests in progress; "
                               "try again shortly", headers={"Retry-After": "1", "Connection": "close"})
     await response(scope, receive, send)
 
@@ -122,7 +122,7 @@ class HeadscopeProtocol(HttpToolsProtocol):
         if not self.in_head or self.transport.is_closing():
             return
         if self.head_bytes:
-            self.refuse(408, "request_timeout", f"the request line and headers did not arrive within "
+            self.refuse(ErrorCode.request_timeout, f"the request line and headers did not arrive within "
                         f"{self.limits.header_timeout_s:g} s")
         else:  # nothing was asked: nobody to answer
             self.transport.close()
@@ -146,7 +146,7 @@ class HeadscopeProtocol(HttpToolsProtocol):
             # the end of the previous request's body counts whole, so a head may look a little larger
             self.head_bytes += len(data)
             if self.head_bytes > self.limits.max_header_bytes:
-                self.refuse(431, "headers_too_large", "the request line and headers are larger than the "
+                self.refuse(ErrorCode.headers_too_large, "the request line and headers are larger than the "
                             f"limit of {self.limits.max_header_bytes} bytes")
 
     def on_response_complete(self) -> None:
@@ -154,13 +154,13 @@ class HeadscopeProtocol(HttpToolsProtocol):
         self.idle_since = self.loop.time()
 
     def send_400_response(self, msg: str) -> None:  # uvicorn's answer to a malformed request, in JSON
-        self.refuse(400, "bad_request", msg)
+        self.refuse(ErrorCode.bad_request, msg)
 
-    def refuse(self, status: int, code: str, detail: str) -> None:
+    def refuse(self, code: ErrorCode, detail: str) -> None:
         """Answer a request that never reached the app, and close the connection."""
-        body = dumps({"error": code, "detail": detail})
+        body = dumps({"error": code.value, "detail": detail})
         self.transport.write(b"".join([
-            STATUS_LINE[status], b"content-type: application/json\r\n", b"x-content-type-options: nosniff\r\n",
+            STATUS_LINE[code.status], b"content-type: application/json\r\n", b"x-content-type-options: nosniff\r\n",
             b"content-length: %d\r\n" % len(body), b"connection: close\r\n\r\n", body]))
         self.in_head = False
         self.transport.close()

@@ -13,7 +13,7 @@ adds `Accept-Encoding` to a Vary that already has it).
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from headscope.server.errors import error_response
+from headscope.server.errors import ErrorCode, error_response
 from headscope.server.settings import LOCAL_HOSTS
 
 # The page: scripts and data from here only. Plotly adds <style> elements, hence 'unsafe-inline' for styles
@@ -53,8 +53,7 @@ class TrustedHosts:
         bound = f"[{server[0]}]" if ":" in server[0] else server[0]  # the address the request came to
         if name in self.allowed or name == bound.lower():
             return await self.app(scope, receive, send)
-        response = error_response(
-            421, "unknown_host",
+        response = error_response(ErrorCode.unknown_host,
             f"this server does not answer to the host {host!r}: it answers to {', '.join(sorted(self.allowed))} and "
             "the address it listens on. To serve it under another name, start it with --allow-host NAME",
             host=host)

@@ -10,8 +10,8 @@ from fastapi.templating import Jinja2Templates
 
 from headscope.analyses.metrics import METRIC_DEFINITIONS
 from headscope.analyses.roles import ROLE_RULES
+from headscope.server.deps import ModelsDep, SettingsDep
 from headscope.server.files import TEMPLATES, docs_dir
-from headscope.server.routes.api import ModelsDep, SettingsDep
 
 templates = Jinja2Templates(directory=TEMPLATES)
 
