@@ -38,8 +38,9 @@ def test_every_step_is_drawn_with_its_shape_and_the_models_numbers(page, minilm)
     assert page.locator("figure.mech-step").evaluate_all("fs => fs.map(f => f.dataset.step)") == STEPS
     analysis = minilm.analyze(TEXT)
     T = len(analysis.tokens)
-    assert shape_text(page, "x") == f"x [{T}, 384] (query_pos, d_model) = x[0] of x [1, {T}, 384] (batch, query_pos, d_model)"
-    assert shape_text(page, "q") == (f"q [32] (d_head) = q[0, 5, 3] of q [1, 12, {T}, 32] "
+    assert shape_text(page, "x") == (f"x [{T}, 384] (query_pos, d_model) = x[0] of x [1, {T}, 384] (batch, query_pos, d_model); "
+                                     "the attention module's input")
+    assert shape_text(page, "q") == (f"q [32] (d_head) = query[0, 5, 3] of query [1, 12, {T}, 32] "
                                      "(batch, head, query_pos, d_head)")
     assert shape_text(page, "k").startswith(f"k [{T}, 32] (key_pos, d_head)")
     assert shape_text(page, "heads_z").startswith("heads_z [384] (d_model)")
