@@ -98,7 +98,10 @@ def served_url(proc: subprocess.Popen) -> str:
     return url
 
 
-@pytest.mark.parametrize("command", [["headscope", "serve"], [sys.executable, "-m", "headscope", "serve"]])
+SCRIPT = str(Path(sys.executable).parent / "headscope")  # the console script of the environment running the tests
+
+
+@pytest.mark.parametrize("command", [[SCRIPT, "serve"], [sys.executable, "-m", "headscope", "serve"]])
 def test_serve_starts_the_app(command):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}  # the `headscope` script runs this checkout's code too
     proc = subprocess.Popen(command + ["--port", "0", "--model", "minilm"], stdout=subprocess.PIPE,
