@@ -37,7 +37,7 @@ def report(title: str, rows: list[dict]) -> None:
 
 
 class ServerProcess:
-    """`python -m app serve` on a free port, as a user would start it; stopped on exit."""
+    """`python -m headscope serve` on a free port, as a user would start it; stopped on exit."""
 
     def __init__(self, models: tuple[str, ...] = ("minilm",), env: dict | None = None):
         self.models = models

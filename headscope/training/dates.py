@@ -1,6 +1,6 @@
 """Train the dates model on this machine's CPU and write its weights.
 
-    python -m model.train_dates [--out headscope/data/weights/dates.safetensors] [--steps N] [--seed S]
+    python -m headscope.training.dates [--out headscope/data/weights/dates.safetensors] [--steps N] [--seed S]
 
 Data are generated on the fly by headscope/data/calendar.py from dates that are not held out; the
 held-out set (dates never seen in training, all written forms) is scored by greedy decoding

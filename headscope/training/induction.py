@@ -1,6 +1,6 @@
 """Train the induction model on this machine's CPU and write its weights.
 
-    python -m model.train_induction [--out headscope/data/weights/induction.safetensors] [--steps N] [--seed S]
+    python -m headscope.training.induction [--out headscope/data/weights/induction.safetensors] [--steps N] [--seed S]
 
 Data, made on the fly from a seeded `random.Random`: windows of Python standard-library
 docstrings (read with `ast` from a sorted list of the standard library's top-level .py files, so

@@ -1,6 +1,6 @@
 """One head or many? The dates model's architecture trained with 1, 2, 4 and 8 heads, same recipe.
 
-    python -m model.one_head_or_many [--steps N] [--out headscope/data/one_head_or_many.json] [--weights DIR]
+    python -m headscope.training.one_head_or_many [--steps N] [--out headscope/data/one_head_or_many.json] [--weights DIR]
 
 Every run has the same width (128), so the same parameter count: heads split the width into
 H heads of D = 128 / H (the Q, K, V and output projections are 128 x 128 whatever H is). Same data
