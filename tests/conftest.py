@@ -129,7 +129,7 @@ def watched_page(browser, server):
 def checkpoint_server(root, families):
     """Tiny transformers checkpoints of `families` (tests/models/test_hf.py `build`), saved under `root` and served
     live as tiny-<family>; `server.models` holds what the app serves."""
-    from tests.models.test_hf import build, save
+    from tests.checkpoints import build, save
 
     specs = tuple(ModelSpec(f"tiny-{f}", str(save(root / f, *build(f)))) for f in families)
     app = create_app(Settings(models=specs))

@@ -47,6 +47,8 @@ def local_engine(args: argparse.Namespace) -> tuple["Sums", list[dict]]:
     from headscope.models.registry import load_model
 
     lines = read_corpus(args.corpus)
+    if not any(line.strip() for line in lines):
+        fail(f"{args.corpus} has no sentences (it is empty or blank): nothing to average")
     try:
         model = load_model(args.model[0])
     except (FileNotFoundError, ValueError) as e:  # a model we cannot load, as in serve
@@ -115,5 +117,7 @@ def heads(args: argparse.Namespace) -> None:
     sums, skipped = (ray_engine if args.engine == "ray" else local_engine)(args)
     for s in skipped:
         print(f"skipped line {s['line']}: {s['error']}", file=sys.stderr)
+    if sums.sentences == 0:
+        fail(f"no line of {args.corpus} could be averaged ({len(skipped)} skipped): nothing written to {args.out}")
     write_heads(args.out, args.model[0].name, sums, skipped)
     print(f"wrote {args.out}: {sums.sentences} sentences averaged", file=sys.stderr)

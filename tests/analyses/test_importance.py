@@ -24,7 +24,7 @@ from headscope.analyses.importance import (
 )
 from headscope.models.induction import induction_scores, repeated_random
 from headscope.models.interventions import Ablation, ablating
-from tests.models.test_hf import build
+from tests.checkpoints import build
 from tests.models.test_interventions import output_projection
 
 TOL = 1e-5
@@ -121,7 +121,9 @@ def test_progress_counts_every_evaluation(induction):
 def test_dates_exact_match_with_a_head_ablated_equals_exact_match_with_its_output_projection_columns_zeroed(dates):
     """The measure alone (a full run is 73 generations of the set: the bookkeeping is tested on induction above)."""
     from headscope.data.calendar import heldout_examples
-    from headscope.training.dates import exact_match as trained_exact_match  # the training script's own count
+    from headscope.training.dates import (
+        exact_match as trained_exact_match,  # the training script's own count
+    )
 
     pairs = heldout_examples(40, 1234)
     measure = exact_match(dates, dates.own_task(40))

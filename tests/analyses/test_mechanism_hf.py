@@ -1,7 +1,7 @@
 """POST /api/explain and headscope/analyses/mechanism.py for transformers checkpoints: the steps of one head, recomputed from
 the module's captured q, k, v, checked against the model's own numbers.
 
-For every family (tiny checkpoints from tests/models/test_hf.py build()): the weights equal transformers' attention
+For every family (tiny checkpoints from tests/checkpoints.py build()): the weights equal transformers' attention
 row (1e-6) and softmax(scores + mask) (1e-6); the scores equal q_i · k_j · scale + position bias; z is the
 weighted sum of the values; the output equals what the family's own output projection (named per family in
 tests/models/test_interventions.py, hooked here) returned in the forward pass. Per family: q is the family's Q projection
@@ -20,7 +20,7 @@ from headscope.analyses.mechanism import explain
 from headscope.models.hf.model import HFModel
 from headscope.server.app import create_app
 from headscope.server.settings import Settings
-from tests.models.test_hf import build
+from tests.checkpoints import build
 from tests.models.test_interventions import output_projection
 
 TEXT = "The cat sat on the mat."

@@ -335,7 +335,7 @@ def test_builtin_character_models_probe_their_input_kind(models, name):
 @pytest.mark.parametrize("family", ["gpt2", "t5", "roberta"])
 def test_hugging_face_checkpoints_equal_transformers(family, tmp_path):
     from headscope.models.registry import ModelSpec, load_model
-    from tests.models.test_hf import build, save
+    from tests.checkpoints import build, save
 
     torch.set_num_threads(1)
     tokenizer, reference = build(family)

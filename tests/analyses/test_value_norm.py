@@ -13,12 +13,18 @@ import numpy as np
 import pytest
 import torch
 
-from headscope.analyses.rollout import not_counted, rollout, rollout_about, rollout_kinds, rollouts
+from headscope.analyses.rollout import (
+    not_counted,
+    rollout,
+    rollout_about,
+    rollout_kinds,
+    rollouts,
+)
 from headscope.analyses.value_norm import NoValueNorms, value_norms
 from headscope.models.analysis import CAUSAL_SELF, CROSS, DECODER_SELF, SELF
 from headscope.models.hf.model import HFModel
+from tests.checkpoints import build
 from tests.conftest import hf_attention
-from tests.models.test_hf import build
 from tests.models.test_interventions import output_projection
 
 TEXT = "The keys to the cabinet are on the table."

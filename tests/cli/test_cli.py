@@ -71,6 +71,12 @@ def test_heads_on_an_unreadable_corpus_says_so_in_one_line(tmp_path, capsys):
     assert "not UTF-8" in one_error_line(capsys, "heads", tmp_path / "latin1.txt", "--out", out)
     (tmp_path / "ok.txt").write_text("Fine.\n")
     assert "no folder" in one_error_line(capsys, "heads", tmp_path / "ok.txt", "--out", tmp_path / "no" / "h.csv")
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    assert "has no sentences" in one_error_line(capsys, "heads", tmp_path / "blank.txt", "--out", out)
+    (tmp_path / "long.txt").write_text("word " * 600 + "\n")  # every line too long, and no --truncate
+    code, err = run_main(capsys, "heads", tmp_path / "long.txt", "--out", out)
+    assert code == 2 and "skipped line 1: text has 602 tokens" in err
+    assert err.strip().splitlines()[-1].startswith(f"headscope: error: no line of {tmp_path / 'long.txt'}"), err
     assert not out.exists()
 
 

@@ -16,7 +16,7 @@ from headscope.models.effect import effect_type
 from headscope.models.hf.model import HFModel
 from headscope.models.interventions import Ablation, BadAblation, capturing
 from headscope.models.registry import load_model
-from tests.models.test_hf import build
+from tests.checkpoints import build
 from tests.models.test_interventions import output_projection
 
 TOL = dict(atol=1e-5, rtol=0)

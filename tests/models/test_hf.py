@@ -1,31 +1,28 @@
 """headscope/models/hf/model.py: local Hugging Face checkpoints of every family, served offline and checked against
 transformers run directly on the same text (patterns to 1e-6, tokens, generation).
 
-The checkpoints are tiny random models built here (2 layers, 4 heads, width 32; Llama with 2
-key/value heads), each with a tokenizer trained here by the `tokenizers` library on a few
-sentences and handed to its family's transformers tokenizer class, which adds the family's own
-pre-tokenizer, decoder and special-token template (BERT [CLS] … [SEP], RoBERTa/BART <s> … </s>,
-Llama <s> …, T5 … </s>, GPT-2 none). Weights are larger than usual so that greedy generation
-writes varied tokens.
+The checkpoints are tiny random models of every family with tokenizers trained here (tests/checkpoints.py).
 """
 
 import json
-import math
 import os
-import re
 import shutil
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 import transformers as tf
 from fastapi.testclient import TestClient
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 
-from headscope.models.analysis import CAUSAL_SELF, CROSS, DECODER_SELF, SELF, TooManyTokens
+from headscope.models.analysis import (
+    CAUSAL_SELF,
+    CROSS,
+    DECODER_SELF,
+    SELF,
+    TooManyTokens,
+)
 from headscope.models.hf.model import (
     CheckpointError,
     ContinuationTooLong,
@@ -40,131 +37,9 @@ from headscope.models.hf.model import (
 from headscope.models.registry import ModelSpec, load_model
 from headscope.server.app import create_app
 from headscope.server.settings import Settings
+from tests.checkpoints import FAMILIES, POSITIONS, SENTENCES, build, save
 
 ROOT = Path(__file__).parents[2]
-
-SENTENCES = [
-    "The cat sat on the mat because it was warm.",
-    "Dogs bark at night, loudly!",
-    "A quick brown fox jumps over the lazy dog.",
-    "Birds sing in the morning and in the evening.",
-    "She wrote a letter to her friend in Paris.",
-]
-POSITIONS = 64  # every model's input positions (RoBERTa: 66, as its positions start after the padding id)
-FAMILIES = ("bert", "distilbert", "roberta", "gpt2", "llama", "bart", "t5")
-SIZE = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, initializer_range=0.3)
-
-
-# The tokenizers are made the same in every run: the `tokenizers` trainers number their vocabulary in an order
-# that depends on a hash seed that changes per process (and WordPiece's and Unigram's results vary too), and
-# a random model's outputs follow its token ids, so a trained tokenizer would make every test's model differ.
-
-def canonical_ids(tokens, specials: list[str]) -> dict[str, int]:
-    """Ids by a fixed rule: the special tokens first, in order, then every other token sorted."""
-    return {t: i for i, t in enumerate([*specials, *sorted(set(tokens) - set(specials))])}
-
-
-def trained(model, pre_tokenizer, trainer) -> dict:
-    """The `model` section of a tokenizer trained on SENTENCES."""
-    tokenizer = Tokenizer(model)
-    tokenizer.pre_tokenizer = pre_tokenizer
-    tokenizer.train_from_iterator(SENTENCES, trainer)
-    return json.loads(tokenizer.to_str())["model"]
-
-
-def pieces() -> list[str]:
-    """The words of SENTENCES as BERT's pre-tokenizer splits them: runs of letters or digits, and each other character."""
-    return [w for sentence in SENTENCES for w in re.findall(r"\w+|[^\w\s]", sentence)]
-
-
-def wordpiece() -> dict[str, int]:
-    """Lowercased words of up to 3 characters whole, every character alone and as a continuation `##c`: longer
-    words are split into pieces, as a real WordPiece vocabulary splits rare words."""
-    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    words = [w.lower() for w in pieces() if len(w) <= 3]
-    chars = {c.lower() for w in pieces() for c in w}
-    return canonical_ids([*words, *chars, *(f"##{c}" for c in chars)], specials)
-
-
-def bpe(pre_tokenizer, specials: list[str], **options) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """A trained BPE: its merges come out the same every run; its ids are renumbered by canonical_ids."""
-    trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=specials, show_progress=False, **options)
-    model = trained(models.BPE(), pre_tokenizer, trainer)
-    return canonical_ids(model["vocab"], specials), [tuple(m) for m in model["merges"]]
-
-
-def unigram(specials: list[str]) -> list[tuple[str, float]]:
-    """Metaspace words ("▁word") and single characters, each scored by the log of its share of all counts."""
-    counts = Counter()
-    for word in (w for sentence in SENTENCES for w in sentence.split()):
-        counts["▁" + word] += 1
-        counts.update(word)
-    counts["▁"] += sum(counts.values())  # a lone word boundary, for words not in the vocabulary
-    total = sum(counts.values())
-    return [(t, 0.0) for t in specials] + [(t, math.log(c / total)) for t, c in sorted(counts.items())]
-
-
-def byte_level_bpe(specials: list[str]):
-    return bpe(pre_tokenizers.ByteLevel(add_prefix_space=False), specials,
-               initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-
-
-def build(family: str):
-    """(tokenizer, model) of one family, the model in eval mode with eager attention."""
-    torch.manual_seed(0)
-    if family in ("bert", "distilbert"):
-        vocab = wordpiece()
-        if family == "bert":
-            tokenizer = tf.BertTokenizer(vocab=vocab)
-            config = tf.BertConfig(vocab_size=len(tokenizer), max_position_embeddings=POSITIONS, **SIZE)
-            model = tf.BertForMaskedLM(config)  # served through AutoModel: the masked-LM head is left out
-        else:
-            tokenizer = tf.DistilBertTokenizer(vocab=vocab)
-            model = tf.DistilBertModel(tf.DistilBertConfig(
-                vocab_size=len(tokenizer), dim=32, n_layers=2, n_heads=4, hidden_dim=64,
-                max_position_embeddings=POSITIONS, initializer_range=0.3))
-    elif family in ("roberta", "bart"):
-        vocab, merges = byte_level_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
-        tokenizer = (tf.RobertaTokenizer if family == "roberta" else tf.BartTokenizer)(vocab=vocab, merges=merges)
-        ids = dict(pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                   eos_token_id=tokenizer.eos_token_id)
-        if family == "roberta":
-            model = tf.RobertaModel(tf.RobertaConfig(vocab_size=len(tokenizer), max_position_embeddings=POSITIONS + 2,
-                                                     **ids, **SIZE))
-        else:
-            model = tf.BartForConditionalGeneration(tf.BartConfig(
-                vocab_size=len(tokenizer), d_model=32, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64, max_position_embeddings=256,
-                init_std=0.3, decoder_start_token_id=tokenizer.eos_token_id, forced_eos_token_id=None, **ids))
-    elif family == "gpt2":
-        vocab, merges = byte_level_bpe(["<|endoftext|>"])
-        tokenizer = tf.GPT2Tokenizer(vocab=vocab, merges=merges)
-        model = tf.GPT2LMHeadModel(tf.GPT2Config(
-            vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=POSITIONS, initializer_range=0.3,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
-    elif family == "llama":
-        vocab, merges = bpe(pre_tokenizers.Metaspace(), ["<unk>", "<s>", "</s>"])
-        tokenizer = tf.LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=True)
-        model = tf.LlamaForCausalLM(tf.LlamaConfig(
-            vocab_size=len(tokenizer), num_key_value_heads=2, max_position_embeddings=POSITIONS,
-            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, **SIZE))
-    elif family == "t5":
-        tokenizer = tf.T5Tokenizer(vocab=unigram(["<pad>", "</s>", "<unk>"]), extra_ids=0)
-        model = tf.T5ForConditionalGeneration(tf.T5Config(
-            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, initializer_factor=15.0,
-            decoder_start_token_id=tokenizer.pad_token_id, pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id))
-    else:
-        raise ValueError(family)
-    model.set_attn_implementation("eager")
-    return tokenizer, model.eval()
-
-
-def save(directory: Path, tokenizer, model) -> Path:
-    model.save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    return directory
-
 
 TEXT = "The cat sat on the mat, warmly!"
 LONG = " ".join(SENTENCES * 3)  # more tokens than any tiny model takes

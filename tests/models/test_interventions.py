@@ -12,8 +12,14 @@ import copy
 import pytest
 import torch
 
-from headscope.models.interventions import Ablation, BadAblation, ablating, capturing, check_ablation
-from tests.models.test_hf import FAMILIES, build
+from headscope.models.interventions import (
+    Ablation,
+    BadAblation,
+    ablating,
+    capturing,
+    check_ablation,
+)
+from tests.checkpoints import FAMILIES, build
 
 TEXT = "The keys to the cabinet are on the table."
 

@@ -113,7 +113,7 @@ def test_an_unknown_mode_is_refused(client):
 
 def test_a_checkpoint_whose_heads_cannot_be_reached_gets_422(tmp_path):
     from headscope.models.hf.model import HFModel
-    from tests.models.test_hf import build
+    from tests.checkpoints import build
 
     tokenizer, net = build("bert")
     net.save_pretrained(tmp_path)

@@ -62,7 +62,7 @@ def small_client(models):
     ({"model": "minilm", "texts": ["word " * 25, "word " * 25]}, "too_many_tokens", "54 tokens together"),
     ({"model": "dates", "texts": ["x" * 70]}, "too_many_tokens", "text 0 has 72 tokens but dates takes at most 64"),
     ({"model": "minilm", "texts": ["fine", " "]}, "validation_error", "texts.1: text is empty or only whitespace"),
-    ({"model": "minilm", "texts": []}, "no_texts", "no texts given"),
+    ({"model": "minilm", "texts": []}, "validation_error", "texts: List should have at least 1 item"),
     ({"model": "minilm", "ablation": "half"}, "validation_error", "ablation"),
     ({"model": "minilm", "extra": 1}, "validation_error", "extra"),
 ])
@@ -75,7 +75,10 @@ def test_bad_requests_get_422_naming_the_problem(small_client, body, code, words
 def test_limits_are_published_and_the_stream_is_documented(small_client):
     limits = small_client.get("/api/models").json()["limits"]
     assert limits["importance_max_texts"] == 3 and limits["importance_max_tokens"] == 40
-    spec = small_client.get("/openapi.json").json()["paths"]["/api/importance"]["post"]
+    openapi = small_client.get("/openapi.json").json()
+    texts = openapi["components"]["schemas"]["ImportanceRequest"]["properties"]["texts"]
+    assert texts["anyOf"][0]["minItems"] == 1  # a client reading the schema knows [] is refused
+    spec = openapi["paths"]["/api/importance"]["post"]
     assert "application/x-ndjson" in spec["responses"]["200"]["content"]
     doc = small_client.get("/docs/importance.md")  # linked from the page's Importance tab
     assert doc.status_code == 200 and doc.text.startswith("# Head importance and the pruning curve")

@@ -271,6 +271,17 @@ def find_output_projections(net, tokenizer, arch: str, modules: dict | None) -> 
         return None
 
 
+def has_custom_code(path: Path) -> bool:
+    """Whether the checkpoint's config.json or tokenizer_config.json points transformers at code of its own."""
+    for name in ("config.json", "tokenizer_config.json"):
+        try:
+            if "auto_map" in json.loads((path / name).read_text(encoding="utf-8")):
+                return True
+        except (OSError, ValueError, TypeError):
+            continue
+    return False
+
+
 class HFModel(Adapter):
     """A transformers model and its fast tokenizer; `analyze` returns every head's pattern per kind."""
 
@@ -305,6 +316,8 @@ class HFModel(Adapter):
 
     @classmethod
     def load(cls, name: str, path: str | Path) -> "HFModel":
+        """Every from_pretrained here says trust_remote_code=False: a checkpoint's own Python never runs, and
+        transformers never asks (on a terminal it would offer to run it)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers reads it: never reach the hub
         path = Path(path).expanduser()
         files = check_directory(path)
@@ -314,13 +327,17 @@ class HFModel(Adapter):
         from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
         try:
-            config = AutoConfig.from_pretrained(path, local_files_only=True)
+            config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         except Exception as e:  # unknown model type, code the checkpoint asks us to trust, bad JSON
+            if has_custom_code(path):
+                raise CheckpointError(f"{path}: it needs custom code (auto_map in its config.json), and Headscope "
+                                      "never runs a checkpoint's own Python; use a model type transformers "
+                                      "knows") from None
             raise CheckpointError(f"{path}/config.json: transformers cannot read it: {one_line(e)}") from None
         arch = architecture(config)
         auto = {"encoder": AutoModel, "decoder": AutoModelForCausalLM, "encoder-decoder": AutoModelForSeq2SeqLM}[arch]
         try:
-            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False)
         except Exception as e:
             raise CheckpointError(f"{path}: cannot load its tokenizer: {one_line(e)}; save a fast tokenizer there "
                                   "with tokenizer.save_pretrained(PATH)") from None
@@ -331,7 +348,8 @@ class HFModel(Adapter):
         verbosity = transformers.logging.get_verbosity()
         transformers.logging.set_verbosity_error()  # the load report: we check missing weights ourselves
         try:
-            net, loading = auto.from_pretrained(path, config=config, local_files_only=True, attn_implementation="eager",
+            net, loading = auto.from_pretrained(path, config=config, local_files_only=True, trust_remote_code=False,
+                                                attn_implementation="eager",
                                                 dtype=torch.float32, weights_only=True, output_loading_info=True)
         except pickle.UnpicklingError:
             raise CheckpointError(f"{path}: its .bin weights hold more than tensors (a pickle that could run code), "

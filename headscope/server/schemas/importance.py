@@ -11,7 +11,7 @@ from headscope.server.schemas.common import Request, Text
 class ImportanceRequest(Request):
     model: str | None = Field(None, description="A model name from GET /api/models; omitted: the server's default.")
     texts: list[Text] | None = Field(
-        None, description="Texts to measure on, at most `importance_max_texts` with `importance_max_tokens` tokens "
+        None, min_length=1, description="Texts to measure on (at least one), at most `importance_max_texts` with `importance_max_tokens` tokens "
         "together (GET /api/models limits), each within the model's max_tokens. Omitted: the model's own set "
         "(dates: 500 held-out generated dates; induction: 100 random strings written twice; any other: 48 varied "
         "sentences), and for dates and induction their own measure (see `measure` in the answer).",
