@@ -218,8 +218,27 @@ def corpus_sums(model, texts: list[str], truncate: bool = False) -> Sums:
     return sum(map(analysis_sums, analyses), Sums())
 
 
-def plan_corpus(model, texts: list[str], truncate: bool, batch_size: int) -> tuple[list[list[str]], list[dict], int]:
-    """Split texts into batches of similar length, and report the ones that cannot run.
+BATCH_TOKENS = 1024  # padded tokens (texts x the longest) per batch of many texts: bounds its memory and its time
+
+
+def padded_batches(sentences: list[tuple[str, int]], size: int, padded_tokens: int) -> list[list[str]]:
+    """Runs of (sentence, tokens), in the order given (sort them by tokens first), of at most `size` sentences and
+    at most `padded_tokens` tokens once padded to the longest (which bounds the batch's attention memory and its
+    time on the model), but never less than one sentence."""
+    out, batch, longest = [], [], 0
+    for sentence, count in sentences:
+        if batch and (len(batch) == size or max(longest, count) * (len(batch) + 1) > padded_tokens):
+            out.append(batch)
+            batch, longest = [], 0
+        batch.append(sentence)
+        longest = max(longest, count)
+    return out + [batch] if batch else out
+
+
+def plan_corpus(model, texts: list[str], truncate: bool, batch_size: int,
+                padded_tokens: int = BATCH_TOKENS) -> tuple[list[list[str]], list[dict], int]:
+    """Split texts into batches of similar length (at most batch_size texts and padded_tokens padded tokens
+    each), and report the ones that cannot run.
 
     Returns (batches, errors as {"index", "error"}, tokens in the usable texts).
     """
@@ -242,10 +261,10 @@ def plan_corpus(model, texts: list[str], truncate: bool, batch_size: int) -> tup
         if count > limit and not truncate:
             errors.append({"index": i, "error": f"text has {count} tokens but {model.info.name} takes at most {limit}"})
             continue
-        usable.append(text)
+        usable.append((text, min(count, limit)))
         tokens += min(count, limit)
-    usable.sort(key=len)  # similar lengths together: less padding
-    return [usable[i : i + batch_size] for i in range(0, len(usable), batch_size)], errors, tokens
+    usable.sort(key=lambda item: item[1])  # similar lengths together: less padding
+    return padded_batches(usable, batch_size, padded_tokens), errors, tokens
 
 
 def lines_sums(model, lines: list[str], numbers: list[int], truncate: bool, batch_size: int,

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from headscope.analyses.heads import head_name
+from headscope.analyses.heads import BATCH_TOKENS, head_name, padded_batches
 from headscope.models.analysis import Analysis, ModelInfo
 
 FORMAT = (
@@ -332,19 +332,6 @@ def tally_batch(model, sentences: list[str], pairs: list[Pair]) -> Tally:
     return sum((tally_analysis(a, by_sentence[s], kinds) for s, a in zip(sentences, analyses, strict=True)), Tally())
 
 
-def batches(sentences: list[tuple[str, int]], size: int, padded_tokens: int) -> list[list[str]]:
-    """Runs of sentences (sorted by tokens) of at most `size` sentences and at most `padded_tokens` tokens once
-    padded to the longest (which bounds the batch's attention memory), but never less than one sentence."""
-    out, batch, longest = [], [], 0
-    for sentence, count in sentences:
-        if batch and (len(batch) == size or max(longest, count) * (len(batch) + 1) > padded_tokens):
-            out.append(batch)
-            batch, longest = [], 0
-        batch.append(sentence)
-        longest = max(longest, count)
-    return out + [batch] if batch else out
-
-
 def pairs_of(pairs: list[Pair], sentences: list[str]) -> list[Pair]:
     """The pairs whose sentence is one of `sentences`."""
     chosen = set(sentences)
@@ -406,12 +393,12 @@ def summarize(tally: Tally, info: ModelInfo, best: int = BEST_HEADS) -> dict:
     }
 
 
-def probe(model, pairs: list[Pair], batch_size: int = 32, padded_tokens: int = 1024, progress=lambda done: None,
+def probe(model, pairs: list[Pair], batch_size: int = 32, padded_tokens: int = BATCH_TOKENS, progress=lambda done: None,
           best: int = BEST_HEADS) -> dict:
     """Every step in one call, for the command line: plan, run the sentences in batches, summarize."""
     sentences, tally, _ = plan_probe(model, pairs)
     probe_kinds(model.info)
-    for batch in batches(sentences, batch_size, padded_tokens):
+    for batch in padded_batches(sentences, batch_size, padded_tokens):
         tally += tally_batch(model, batch, pairs_of(pairs, batch))
         progress(len(batch))
     return summarize(tally, model.info, best)

@@ -33,7 +33,7 @@ def create_app(settings: Settings | None = None, models: dict[str, AttentionMode
     )
     app.state.settings = settings
     app.state.runner = ModelRunner(settings.max_waiting, settings.max_batch_tokens, settings.max_batch_size,
-                                   settings.newcomer_lead_s)
+                                   settings.newcomer_lead_s, settings.long_jobs_per_client)
     app.state.recent_heads = RecentHeads()  # metrics computed after an answer that left them out
     app.state.models = models if models is not None else app.state.runner.run_now(load_models, settings.models)
 

@@ -44,6 +44,11 @@ def pick_model(models: dict[str, AttentionModel], name: str | None) -> Attention
     return models[name]
 
 
+def address_of(request: Request) -> str | None:
+    """Who asks, by address: what the per-client limits count (long_jobs_per_client); None if unknown."""
+    return request.client.host if request.client else None
+
+
 def client_of(request: Request) -> tuple[str, int] | None:
     """Who asks: the connection (address, port), for the runner's fair line; None if unknown."""
     return (request.client.host, request.client.port) if request.client else None

@@ -20,7 +20,7 @@ from headscope.analyses.playground import InvalidConfig
 from headscope.models.analysis import TooManyCharacters, TooManyTokens
 from headscope.models.interventions import BadAblation
 from headscope.server.encoding import json_response
-from headscope.server.runner import Busy
+from headscope.server.runner import Busy, TooManyJobs
 
 
 class ErrorCode(str, Enum):
@@ -159,6 +159,10 @@ async def on_busy(request: Request, exc: Busy):
     return error_response(ErrorCode.busy, str(exc), headers={"Retry-After": "1"})
 
 
+async def on_too_many_jobs(request: Request, exc: TooManyJobs):
+    return error_response(ErrorCode.too_many_requests, str(exc), headers={"Retry-After": "5"}, limit=exc.limit)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)
@@ -169,4 +173,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotExplainable, on_not_explainable)
     app.add_exception_handler(InvalidConfig, on_invalid_config)
     app.add_exception_handler(Busy, on_busy)
+    app.add_exception_handler(TooManyJobs, on_too_many_jobs)
     app.add_exception_handler(BadAblation, on_bad_ablation)

@@ -20,6 +20,12 @@ client that has just been served queues behind those who have not. Nobody waits 
 as it is built, and a batch takes at most `max_batch_size` requests, so a newcomer at the head of
 the line waits for at most one batch before its own.
 
+Long jobs (a corpus, importance, a probe set: many model steps for one request) are fair to everyone else
+in two ways. Their steps queue behind short work: the model's next turn goes to a batch of waiting texts
+or a one-step request before the next step of any long job (`Turns`), so a newcomer waits for at most the
+step that is running. And each client address holds at most `long_jobs_per_client` long jobs at once
+(`long_job`); more get 429, so one client cannot fill the line with them.
+
 At most `max_waiting` requests may wait; beyond that the server answers 503 at once instead of
 queueing without bound. A text is tokenized only once it has its place in the line: tokenizing
 holds the GIL, so a flood of texts is refused by the line's bound instead of all tokenizing at
@@ -28,6 +34,8 @@ each other.
 """
 
 import asyncio
+import heapq
+import itertools
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +51,56 @@ from headscope.models.interventions import Ablation
 
 class Busy(Exception):
     """Too many requests are waiting for the model."""
+
+
+class TooManyJobs(Exception):
+    """A client address already runs as many long jobs as it may."""
+
+    def __init__(self, address: str, limit: int):
+        super().__init__(f"{address} already runs {limit} long jobs (corpus, importance, probes), the most one "
+                         f"client may run at once (long_jobs_per_client in GET /api/models); wait for one to finish")
+        self.limit = limit
+
+
+class Turns:
+    """The model's turns, one job at a time: a short job (a batch of waiting texts, a one-step request) goes
+    before the next step of a long job; in arrival order otherwise."""
+
+    SHORT, LONG = 0, 1
+
+    def __init__(self):
+        self.busy = False
+        self.waiting: list[tuple[int, int, asyncio.Future]] = []  # a heap of (SHORT or LONG, arrival, future)
+        self.arrivals = itertools.count()
+
+    @asynccontextmanager
+    async def turn(self, long: bool = False):
+        if self.busy or self.waiting:
+            granted = asyncio.get_running_loop().create_future()
+            heapq.heappush(self.waiting, (self.LONG if long else self.SHORT, next(self.arrivals), granted))
+            try:
+                await granted
+            except asyncio.CancelledError:
+                if granted.done() and not granted.cancelled():  # handed the turn just as it was cancelled
+                    self.hand_on()
+                else:
+                    granted.cancel()  # hand_on skips it
+                raise
+        else:
+            self.busy = True
+        try:
+            yield
+        finally:
+            self.hand_on()
+
+    def hand_on(self) -> None:
+        """The turn passes to the first waiting job, or the model is free."""
+        while self.waiting:
+            _, _, granted = heapq.heappop(self.waiting)
+            if not granted.done():
+                granted.set_result(None)  # busy stays True: the turn is theirs
+                return
+        self.busy = False
 
 
 @dataclass(eq=False)
@@ -68,14 +126,16 @@ class Pending:
 
 class ModelRunner:
     def __init__(self, max_waiting: int, max_batch_tokens: int, max_batch_size: int = 8,
-                 newcomer_lead_s: float = 10.0):
+                 newcomer_lead_s: float = 10.0, long_jobs_per_client: int = 2):
         self.max_waiting = max_waiting
         self.max_batch_tokens = max_batch_tokens  # padded tokens per batch: bounds memory and latency
         self.max_batch_size = max_batch_size  # requests per batch: bounds the wait for the batch ahead
         self.newcomer_lead_s = newcomer_lead_s
         self.answered_at: dict[Hashable, float] = {}  # client -> when it was last answered (time.monotonic)
         self.prune_at = max_waiting  # forget clients answered over newcomer_lead_s ago once there are this many
-        self.lock = anyio.Lock()  # the model runs one job at a time...
+        self.long_jobs_per_client = long_jobs_per_client
+        self.long_jobs: dict[str, int] = {}  # client address -> long jobs it runs now
+        self.turns = Turns()  # the model runs one job at a time...
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")  # ...on this one thread
         self.pending: list[Pending] = []  # /api/attention texts not yet run
         self.shared: dict[Hashable, Pending] = {}  # identical requests, waiting or running, by key
@@ -93,9 +153,31 @@ class ModelRunner:
         finally:
             self.admitted_count -= 1
 
+    @asynccontextmanager
+    async def long_job(self, address: str | None):
+        """Hold one of the client address's long jobs (TooManyJobs if it holds all it may), and a place in line."""
+        held = self.long_jobs.get(address, 0) if address is not None else 0
+        if address is not None and held >= self.long_jobs_per_client:
+            raise TooManyJobs(address, self.long_jobs_per_client)
+        async with self.admitted():
+            if address is not None:
+                self.long_jobs[address] = self.long_jobs.get(address, 0) + 1
+            try:
+                yield
+            finally:
+                if address is not None:
+                    self.long_jobs[address] -= 1
+                    if not self.long_jobs[address]:
+                        del self.long_jobs[address]
+
     async def call(self, fn: Callable[..., Any], *args) -> Any:
-        """Run fn(*args) on the model's worker thread, after the jobs before it."""
-        async with self.lock:
+        """Run fn(*args) on the model's worker thread, after the short jobs before it."""
+        async with self.turns.turn():
+            return await self.on_thread(fn, *args)
+
+    async def step(self, fn: Callable[..., Any], *args) -> Any:
+        """One step of a long job: fn(*args) on the model's thread, once no short job is waiting."""
+        async with self.turns.turn(long=True):
             return await self.on_thread(fn, *args)
 
     def run_now(self, fn: Callable[..., Any], *args) -> Any:
@@ -172,7 +254,7 @@ class ModelRunner:
         loop = asyncio.get_running_loop()
         try:
             while self.pending:
-                async with self.lock:
+                async with self.turns.turn():
                     if not self.pending:  # those waiting left the line while the model was busy
                         break
                     batch = self.take_batch()

@@ -9,6 +9,7 @@ model's info (headscope/models/analysis.py).
 
 from dataclasses import dataclass, field, fields
 
+from headscope.analyses.heads import BATCH_TOKENS
 from headscope.models.analysis import MAX_NEW_TOKENS
 from headscope.models.registry import DEFAULT_SPECS, ModelSpec
 
@@ -28,7 +29,7 @@ class Settings:
     # A waiting request holds only its text (at most a model's max_chars), so the line is long enough that a
     # burst of clients queues rather than being refused and retrying.
     max_waiting: int = limit(256, "Requests that may wait for the model at once; more get 503 and Retry-After.")
-    max_batch_tokens: int = 1024  # waiting requests run together up to this many padded tokens
+    max_batch_tokens: int = BATCH_TOKENS  # texts run together (waiting requests, corpus, probe batches) up to this many padded tokens
     # ...and at most this many: answers are built one after another, so a batch of 8 short texts keeps the
     # wait of whoever is next in line short, while batching still pays (headscope/server/runner.py, bench/storm.py)
     max_batch_size: int = 8
@@ -49,6 +50,9 @@ class Settings:
     # POST /api/importance and `headscope importance --texts`: every text runs 1 + 2 x heads times (MiniLM: 145)
     importance_max_texts: int = limit(64, "Most texts in one /api/importance request.")
     importance_max_tokens: int = limit(4096, "Most tokens in one /api/importance request, all texts together.")
+    # Long jobs (corpus, importance, probes: many model steps each), per client address (headscope/server/runner.py)
+    long_jobs_per_client: int = limit(2, "Long jobs (/api/corpus, /api/importance, /api/probe) one client address "
+                                      "may run at once; more get 429. Their steps wait for shorter requests.")
     # Connections (headscope/server/http/connections.py)
     max_connections: int = limit(256, "Open connections; beyond it a new one closes the longest-idle one, or "
                                  "gets 503 if none is idle.")
@@ -57,6 +61,8 @@ class Settings:
                                     "slower is closed (408 if part of a request came).")
     keep_alive_s: float = limit(5.0, "Seconds an idle keep-alive connection stays open.")
     send_timeout_s: float = limit(30.0, "Seconds a client may leave its answer unread before it is dropped.")
+    max_unread_bytes: int = limit(256_000_000, "Bytes of answers all clients together may leave unread; beyond it "
+                                  "the connection that stopped reading first is dropped.")
     # Host header names served besides LOCAL_HOSTS and the address the request came to (DNS rebinding
     # defence); "*" serves any.
     allowed_hosts: tuple[str, ...] = ()

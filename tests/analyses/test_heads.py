@@ -27,6 +27,18 @@ def mean_of_single_runs(records_per_text, metric, index):
     return sum(defined) / len(defined) if defined else None
 
 
+def test_corpus_batches_are_bounded_by_padded_tokens(minilm):
+    """32 texts of ~500 tokens run a few at a time, not as one 32 x 512 batch (its attention alone: 2.4 GB)."""
+    texts = [f"text {i} " + "word " * 480 for i in range(32)] + ["A short one.", "Another short one."]
+    batches, errors, tokens = plan_corpus(minilm, texts, truncate=False, batch_size=32, padded_tokens=1024)
+    assert errors == [] and sorted(t for b in batches for t in b) == sorted(texts)
+    counts = {t: minilm.count_tokens(t) for t in texts}
+    assert tokens == sum(counts.values())
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * max(counts[t] for t in batch) <= 1024, [counts[t] for t in batch]
+    assert ["A short one.", "Another short one."] in batches  # the short ones together, not padded to 490
+
+
 def test_corpus_average_equals_the_mean_of_single_runs(minilm):
     batches, errors, _ = plan_corpus(minilm, TEXTS, truncate=False, batch_size=4)
     assert errors == [] and sorted(t for b in batches for t in b) == sorted(TEXTS)

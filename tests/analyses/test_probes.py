@@ -14,10 +14,10 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from headscope.analyses.heads import padded_batches as batches
 from headscope.analyses.probes import (
     NotProbeable,
     PairsError,
-    batches,
     best_offset,
     occurrences,
     parse_pairs,

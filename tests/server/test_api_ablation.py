@@ -141,7 +141,7 @@ def test_waiting_requests_with_different_ablations_never_share_a_batch(minilm):
         return Pending(minilm, text, False, None, build=lambda a: [a.effect], ablation=ablation)
 
     async def main():
-        async with runner.lock:  # the model is busy: all four wait together
+        async with runner.turns.turn():  # the model is busy: all four wait together
             tasks = [asyncio.create_task(runner.analyze((t, a), pending(t, a)))
                      for t, a in [("one text", one), ("two texts", other), ("three", one), ("four", None)]]
             await asyncio.sleep(0.05)

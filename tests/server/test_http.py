@@ -202,13 +202,13 @@ def test_server_answers_while_a_corpus_runs(gated_server, watched):
     """A request that arrives during a corpus runs after the corpus's current batch, not after all of them."""
     texts = [f"Sentence number {i} is here, with some words about heads and layers." for i in range(100)]
     watched.gate.clear()  # the corpus's first batch will be held until the request below waits for the model
-    lock = gated_server.app.state.runner.lock
+    turns = gated_server.app.state.runner.turns
     with ThreadPoolExecutor(2) as pool:
         corpus = pool.submit(httpx.post, f"{gated_server.url}/api/corpus", json={"texts": texts}, timeout=HUNG_S)
         assert watched.begun.wait(HUNG_S), "the corpus never started"
         single = pool.submit(httpx.post, f"{gated_server.url}/api/attention", json={"text": "in between"},
                              timeout=HUNG_S)
-        wait_until(lambda: lock.statistics().tasks_waiting == 1, "the request to wait for the model")
+        wait_until(lambda: len(turns.waiting) == 1, "the request to wait for the model")
         watched.gate.set()
         assert single.result().status_code == 200
         assert corpus.result().status_code == 200 and corpus.result().json()["sentences"] == 100
@@ -310,6 +310,38 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(quick_ser
         pass
     assert received < length  # the server dropped the rest, freeing it
     s.close()
+
+
+@pytest.fixture(scope="module")
+def unread_server(models):
+    """Room for 30 MB of unread answers, and a send deadline long enough that only that limit drops readers."""
+    settings = Settings(max_unread_bytes=30_000_000, send_timeout_s=120.0)
+    with LiveServer(create_app(settings, models=models)) as server:
+        yield server
+
+
+def test_unread_answers_are_bounded_in_total_not_per_answer(unread_server):
+    """Four clients ask for an 18 MB answer each and read none of it: the server keeps at most max_unread_bytes
+    of them, dropping the readers that stalled first; the last one keeps its answer."""
+    body = json.dumps({"text": LONG, "format": "compact"}).encode()
+    readers, sockets = [], []
+    for _ in range(4):
+        s = connect(unread_server.url)
+        sockets.append(s)  # kept open, unread
+        s.sendall(b"POST /api/attention HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                  b"Accept-Encoding: identity\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+        assert b"200 OK" in s.recv(100)  # its answer starts to arrive; we read no more of it
+        mine = s.getsockname()
+        wait_until(lambda: any(c.client == mine and c.send_timer is not None for c in connections(unread_server))
+                   or all(c.client != mine for c in connections(unread_server)), "the server to see it stall")
+        readers.append(mine)
+    open_now = {c.client: c for c in connections(unread_server)}
+    held = sum(c.transport.get_write_buffer_size() for c in open_now.values() if c.send_timer is not None)
+    assert held <= 30_000_000
+    assert readers[0] not in open_now and readers[-1] in open_now  # the first to stall went, the last kept its answer
+    assert httpx.get(f"{unread_server.url}/api/models", timeout=HUNG_S).json()["limits"]["max_unread_bytes"] == 30_000_000
+    for s in sockets:
+        s.close()
 
 
 def test_idle_connections_do_not_lock_out_a_real_request(quick_server):

@@ -1,6 +1,7 @@
 """POST /api/importance: the same numbers as headscope/analyses/importance.py, streamed like /api/corpus; 422 for bad input;
 a client that goes away stops the run."""
 
+import contextlib
 import json
 import time
 
@@ -96,6 +97,39 @@ def test_a_client_that_goes_away_stops_the_run(live_server, app):
         time.sleep(0.1)
     assert runner.admitted_count == 0  # the run left the line instead of spending the model on 144 more steps
     assert httpx.get(f"{live_server.url}/api/models", timeout=10).status_code == 200
+
+
+def test_one_client_runs_at_most_its_long_jobs_and_others_are_served_meanwhile(live_server, app):
+    """From outside: a client holding long_jobs_per_client long jobs gets 429 for one more (importance, corpus or
+    probe), naming the limit; a short request is answered while they run; once they end, the address may start
+    again."""
+    runner, url = app.state.runner, live_server.url
+    with httpx.Client(timeout=120) as http, contextlib.ExitStack() as held:
+        limit = http.get(f"{url}/api/models").json()["limits"]["long_jobs_per_client"]
+        assert limit >= 1
+        streams = []
+        for _ in range(limit):
+            r = held.enter_context(http.stream("POST", f"{url}/api/importance", json={"model": "minilm", "stream": True}))
+            lines = r.iter_lines()
+            assert json.loads(next(lines))["done"] == 1
+            streams.append(lines)
+        for path, body in [("importance", {"model": "minilm"}), ("corpus", {"texts": ["A short one."]}),
+                           ("probe", {"model": "minilm", "pairs": '{"sentence": "The cat sat.", "from": "cat", '
+                                      '"to": "The"}'})]:
+            r = http.post(f"{url}/api/{path}", json=body)
+            assert r.status_code == 429, (path, r.text)
+            assert r.json()["error"] == "too_many_requests" and r.json()["limit"] == limit
+            assert "long_jobs_per_client" in r.json()["detail"] and r.headers["retry-after"]
+        assert http.post(f"{url}/api/attention", json={"text": "In between.", "model": "minilm"}).status_code == 200
+        for lines in streams:  # the long jobs were still running when the short request was answered
+            progress = json.loads(next(lines))
+            assert progress["done"] < progress["total"]
+    deadline = time.monotonic() + 30
+    while runner.long_jobs and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert runner.long_jobs == {}  # the closed streams gave their jobs back
+    r = httpx.post(f"{url}/api/corpus", json={"texts": ["A short one."]}, timeout=60)
+    assert r.status_code == 200 and r.json()["sentences"] == 1
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

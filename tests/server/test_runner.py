@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from headscope.server.runner import Busy, ModelRunner, Pending
+from headscope.server.runner import Busy, ModelRunner, Pending, TooManyJobs
 
 
 def run(main):
@@ -30,7 +30,7 @@ def test_waiting_requests_run_as_one_batch_and_identical_ones_share(minilm):
         return original(texts, truncate, new_tokens)
 
     async def main():
-        async with runner.lock:  # the model is busy: everything below waits together
+        async with runner.turns.turn():  # the model is busy: everything below waits together
             tasks = [asyncio.create_task(runner.analyze(("k", t), pending(minilm, t)))
                      for t in ["one text", "another text here", "one text"]]
             await asyncio.sleep(0.05)
@@ -50,7 +50,7 @@ def test_a_request_cancelled_while_waiting_releases_those_sharing_it(minilm):
     runner = ModelRunner(max_waiting=16, max_batch_tokens=1024)
 
     async def main():
-        async with runner.lock:
+        async with runner.turns.turn():
             owner = asyncio.create_task(runner.analyze("same", pending(minilm, "shared text")))
             await asyncio.sleep(0.02)
             sharer = asyncio.create_task(runner.analyze("same", pending(minilm, "shared text")))
@@ -67,7 +67,7 @@ def test_the_line_is_bounded(minilm):
     runner = ModelRunner(max_waiting=1, max_batch_tokens=1024)
 
     async def main():
-        async with runner.lock:
+        async with runner.turns.turn():
             first = asyncio.create_task(runner.analyze(1, pending(minilm, "a")))
             second = asyncio.create_task(runner.analyze(2, pending(minilm, "b")))
             await asyncio.sleep(0.02)
@@ -109,7 +109,7 @@ def test_a_newcomer_goes_ahead_of_clients_just_served_and_batches_are_capped(min
 
     async def main():
         runner.answered_at.update(dict.fromkeys(regulars, time.monotonic()))
-        async with runner.lock:  # the model is busy: everyone below waits
+        async with runner.turns.turn():  # the model is busy: everyone below waits
             tasks = [asyncio.create_task(runner.analyze(k, Pending(minilm, f"regular {k}", False, None,
                                                                    lambda a: a.tokens, client)))
                      for k, client in enumerate(regulars)]
@@ -151,7 +151,7 @@ def test_each_answer_is_released_once_built_not_after_the_whole_batch(minilm):
         return analysis.tokens
 
     async def main():
-        async with runner.lock:
+        async with runner.turns.turn():
             first = asyncio.create_task(runner.analyze(1, pending(minilm, "first")))
             second = asyncio.create_task(runner.analyze(2, Pending(minilm, "second", False, None, build_second)))
             await asyncio.sleep(0)
@@ -160,3 +160,60 @@ def test_each_answer_is_released_once_built_not_after_the_whole_batch(minilm):
         return await second
 
     assert run(main) == ["[CLS]", "second", "[SEP]"]
+
+
+# ---- turns and long jobs -------------------------------------------------------------------------------------------
+
+
+def test_short_jobs_go_before_the_next_step_of_a_long_job():
+    runner = ModelRunner(max_waiting=16, max_batch_tokens=1024)
+    order = []
+
+    async def main():
+        async with runner.turns.turn():  # the model is busy; then, in this order of arrival:
+            steps = [asyncio.create_task(runner.step(order.append, f"step {i}")) for i in range(3)]
+            await asyncio.sleep(0.02)
+            shorts = [asyncio.create_task(runner.call(order.append, f"short {i}")) for i in range(2)]
+            await asyncio.sleep(0.02)
+        await asyncio.gather(*steps, *shorts)
+
+    run(main)
+    assert order == ["short 0", "short 1", "step 0", "step 1", "step 2"]  # short ones first, each in arrival order
+    assert not runner.turns.busy and not runner.turns.waiting
+
+
+def test_a_job_cancelled_while_waiting_for_its_turn_passes_it_on():
+    runner = ModelRunner(max_waiting=16, max_batch_tokens=1024)
+    order = []
+
+    async def main():
+        async with runner.turns.turn():
+            gone = asyncio.create_task(runner.call(order.append, "gone"))
+            kept = asyncio.create_task(runner.step(order.append, "kept"))
+            await asyncio.sleep(0.02)
+            gone.cancel()
+        await asyncio.wait_for(kept, 5)
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+
+    run(main)
+    assert order == ["kept"]
+    assert not runner.turns.busy and not runner.turns.waiting
+
+
+def test_a_client_address_holds_at_most_its_long_jobs():
+    runner = ModelRunner(max_waiting=16, max_batch_tokens=1024, long_jobs_per_client=2)
+
+    async def main():
+        async with runner.long_job("10.0.0.1"), runner.long_job("10.0.0.1"):
+            with pytest.raises(TooManyJobs, match="long_jobs_per_client") as refused:
+                async with runner.long_job("10.0.0.1"):
+                    pass
+            assert refused.value.limit == 2
+            async with runner.long_job("10.0.0.2"):  # another address is not held back
+                assert runner.long_jobs == {"10.0.0.1": 2, "10.0.0.2": 1}
+        async with runner.long_job("10.0.0.1"):  # once they finished, the address may start again
+            pass
+        return dict(runner.long_jobs), runner.admitted_count
+
+    assert run(main) == ({}, 0)

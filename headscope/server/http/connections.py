@@ -13,6 +13,9 @@ API's JSON error:
   the first byte of a later request on it): closed, with 408 if part of a request came;
 - an answer left unread for `send_timeout_s` (the write buffer stays over its high-water mark): the
   connection is dropped, and the answer's memory freed;
+- answers left unread by all clients together over `max_unread_bytes` (each stalled connection's
+  write buffer, summed when another one stalls): the connection that stalled first is dropped,
+  until the rest fit, so many slow readers cannot hold the server's memory between them;
 - over `max_connections` open, a new connection closes the one that has waited longest for a
   request (nothing in progress, nothing left to send), so idle connections never lock out real
   users; if every connection is busy, the new one's requests get 503.
@@ -79,7 +82,8 @@ class HeadscopeProtocol(HttpToolsProtocol):
         self.in_head = True  # waiting for (the rest of) a request line and headers
         self.head_bytes = 0  # bytes of it received so far
         self.head_timer: asyncio.TimerHandle | None = None
-        self.send_timer: asyncio.TimerHandle | None = None
+        self.send_timer: asyncio.TimerHandle | None = None  # set while the client is not reading its answer
+        self.stalled_since = 0.0  # when it stopped reading
         self.idle_since = 0.0  # when it last started waiting for a request
 
     # -- the connection ------------------------------------------------------------------------------
@@ -170,7 +174,21 @@ class HeadscopeProtocol(HttpToolsProtocol):
     def pause_writing(self) -> None:  # the client is not reading as fast as we write
         super().pause_writing()
         if self.send_timer is None:
+            self.stalled_since = self.loop.time()
             self.send_timer = self.loop.call_later(self.limits.send_timeout_s, self.transport.abort)
+        self.bound_unread()
+
+    def bound_unread(self) -> None:
+        """Drop the connections that stalled first while the unread bytes of all of them exceed the limit."""
+        stalled = sorted((c for c in self.connections if isinstance(c, HeadscopeProtocol) and c.send_timer is not None
+                          and c.transport is not None and not c.transport.is_closing()),
+                         key=lambda c: c.stalled_since)
+        held = sum(c.transport.get_write_buffer_size() for c in stalled)
+        for c in stalled[:-1]:  # the last to stall keeps its answer: the limit frees room for it
+            if held <= self.limits.max_unread_bytes:
+                break
+            held -= c.transport.get_write_buffer_size()
+            c.transport.abort()
 
     def resume_writing(self) -> None:
         super().resume_writing()

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from headscope.analyses.importance import CannotMeasure, check_texts, importance_steps
 from headscope.models.analysis import AttentionModel
 from headscope.models.interventions import AblationMode
-from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, pick_model
+from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, address_of, pick_model
 from headscope.server.encoding import json_response
 from headscope.server.errors import ApiError, ErrorCode
 from headscope.server.runner import ModelRunner
@@ -37,7 +37,7 @@ async def importance(req: ImportanceRequest, request: Request, models: ModelsDep
                                      settings.importance_max_tokens)
         except CannotMeasure as e:
             raise ApiError(e.code, str(e), **e.extra) from None
-    events = importance_events(runner, model, req.ablation, texts)
+    events = importance_events(runner, address_of(request), model, req.ablation, texts)
     try:  # the first step prepares the measure: what it refuses is a 422, not a line in a stream
         first = await anext(events)
     except CannotMeasure as e:  # texts, or a model whose heads cannot be reached one by one
@@ -54,12 +54,13 @@ async def importance(req: ImportanceRequest, request: Request, models: ModelsDep
             raise ApiError(ErrorCode.client_disconnected, "the client went away before importance finished")
 
 
-async def importance_events(runner: ModelRunner, model: AttentionModel, mode: AblationMode, texts: list[str] | None):
-    """Progress after every evaluation, then the result; each step is its own model job."""
+async def importance_events(runner: ModelRunner, address: str | None, model: AttentionModel, mode: AblationMode,
+                            texts: list[str] | None):
+    """Progress after every evaluation, then the result; each step is its own model step, after shorter work."""
     steps = importance_steps(model, mode, texts)  # left to the garbage collector when cancelled: between steps
-    async with runner.admitted():  # no head is ablated (headscope/analyses/importance.py yields outside `ablating`)
+    async with runner.long_job(address):  # no head is ablated (headscope/analyses/importance.py yields outside `ablating`)
         while True:
-            event = await runner.call(next, steps)  # the generator yields its result last: never exhausted
+            event = await runner.step(next, steps)  # the generator yields its result last: never exhausted
             yield event
             if "result" in event:
                 return

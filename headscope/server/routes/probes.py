@@ -8,6 +8,7 @@ one job per batch, so other requests get their turn in between.
 import anyio
 from fastapi import APIRouter, Request
 
+from headscope.analyses.heads import padded_batches
 from headscope.analyses.probes import (
     DEFINITIONS,
     FIELDS,
@@ -16,7 +17,6 @@ from headscope.analyses.probes import (
     NoUsablePairs,
     PairsError,
     TooManyPairs,
-    batches,
     pairs_of,
     parse_pairs,
     plan_probe,
@@ -25,11 +25,16 @@ from headscope.analyses.probes import (
     tally_batch,
 )
 from headscope.data import PROBE_EXAMPLES, PROBE_SETS
-from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, pick_model
+from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, address_of, pick_model
 from headscope.server.encoding import json_response
 from headscope.server.errors import ApiError, ErrorCode
 from headscope.server.schemas.common import ERROR_RESPONSES
-from headscope.server.schemas.probes import PROBE_LIMITS, ProbeInfo, ProbeRequest, ProbeResponse
+from headscope.server.schemas.probes import (
+    PROBE_LIMITS,
+    ProbeInfo,
+    ProbeRequest,
+    ProbeResponse,
+)
 from headscope.server.settings import Settings, public_limits
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
@@ -80,14 +85,14 @@ async def probe(req: ProbeRequest, request: Request, models: ModelsDep, runner: 
     except NotProbeable as e:
         raise ApiError(ErrorCode.not_probeable, str(e)) from None
     pairs = await read_pairs(req, settings)
-    async with runner.admitted():
-        sentences, tally, tokens = await runner.call(plan_probe, model, pairs)
+    async with runner.long_job(address_of(request)):
+        sentences, tally, tokens = await runner.step(plan_probe, model, pairs)
         if tokens > settings.probe_max_tokens:
             raise ApiError(ErrorCode.too_many_tokens, f"the sentences have {tokens} tokens together; the limit is "
                            f"{settings.probe_max_tokens} (probe_max_tokens in GET /api/probe/info)", count=tokens,
                            limit=settings.probe_max_tokens)
-        for batch in batches(sentences, settings.corpus_batch_size, settings.max_batch_tokens):
-            tally += await runner.call(tally_batch, model, batch, pairs_of(pairs, batch))
+        for batch in padded_batches(sentences, settings.corpus_batch_size, settings.max_batch_tokens):
+            tally += await runner.step(tally_batch, model, batch, pairs_of(pairs, batch))
             if await request.is_disconnected():  # nobody to answer: stop spending the model on it
                 raise ApiError(ErrorCode.client_disconnected, "the client went away before the probe finished")
     try:
