@@ -217,3 +217,27 @@ def test_a_client_address_holds_at_most_its_long_jobs():
         return dict(runner.long_jobs), runner.admitted_count
 
     assert run(main) == ({}, 0)
+
+
+def test_the_model_tidies_its_memory_only_once_nobody_waits():
+    """on_idle (the runner's: give freed C heap pages back) runs when the last waiting job's turn ends."""
+    from headscope.server.runner import Turns
+
+    idle = []
+    turns = Turns(on_idle=lambda: idle.append(len(turns.waiting)))
+
+    async def job(log, name):
+        async with turns.turn():
+            log.append(name)
+
+    async def main():
+        log = []
+        async with turns.turn():
+            tasks = [asyncio.create_task(job(log, n)) for n in ("a", "b")]
+            await asyncio.sleep(0.02)
+            assert idle == []
+        await asyncio.gather(*tasks)
+        return log
+
+    assert run(main) == ["a", "b"]
+    assert idle == [0]  # once, after the last of the three turns, with nobody waiting
