@@ -25,6 +25,7 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 # Declared but never imported by name, each for a reason.
 USED_WITHOUT_IMPORT = {
     "ipykernel": "the `python3` kernel that tests/notebook runs its notebook in",
+    "accelerate": "transformers refuses to load a GGUF file without it (headscope/models/hf/gguf.py)",
     "uvicorn": "imported, but declared as uvicorn[standard]: uvloop and httptools, which uvicorn picks itself",
 }
 

@@ -34,7 +34,10 @@ def read_corpus(path: str) -> list[str]:
 
 def add_model_option(parser: argparse.ArgumentParser, help: str) -> None:
     parser.add_argument("--model", action="append", metavar="NAME[=PATH]",
-                        help=f"{help}. NAME is a built-in; NAME=PATH a local Hugging Face checkpoint directory")
+                        help=f"{help}. NAME is a built-in; NAME=PATH a local Hugging Face checkpoint directory or a "
+                        "GGUF file")
+    parser.add_argument("--cache-dir", metavar="DIR", help="where GGUF files' float32 weights are kept between starts "
+                        "(default: $HEADSCOPE_CACHE, else ~/.cache/headscope)")
 
 
 def positive_int(text: str) -> int:

@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> None:
         args.model = parse_specs(args.model)  # NAME[=PATH] strings -> ModelSpecs
     except ValueError as e:
         parser.error(str(e))
+    if getattr(args, "cache_dir", None):  # read by headscope/models/hf/gguf.py (and by Ray's workers, which inherit it)
+        from headscope.models.hf.gguf import CACHE_ENV
+
+        os.environ[CACHE_ENV] = args.cache_dir
     if args.command == "heads" and args.engine != "ray" and (args.address or args.actors):
         parser.error("--address and --actors are for --engine ray")
     args.func(args)

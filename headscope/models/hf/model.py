@@ -315,8 +315,10 @@ class HFModel(Adapter):
                                   default_new_tokens=min(DEFAULT_MAX_NEW_TOKENS, most))
 
     @classmethod
-    def load(cls, name: str, path: str | Path) -> "HFModel":
-        """Every from_pretrained here says trust_remote_code=False: a checkpoint's own Python never runs, and
+    def load(cls, name: str, path: str | Path, source: str | None = None) -> "HFModel":
+        """The checkpoint folder at path; source: what the description names it by (default: the folder).
+
+        Every from_pretrained here says trust_remote_code=False: a checkpoint's own Python never runs, and
         transformers never asks (on a terminal it would offer to run it)."""
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # before transformers reads it: never reach the hub
         path = Path(path).expanduser()
@@ -371,7 +373,8 @@ class HFModel(Adapter):
         layers = max(len(a) for a in attentions.values())
         heads = max(a[0].shape[1] for a in attentions.values())
         params = sum(p.numel() for p in net.parameters())
-        description = f"{arch_name} ({arch}, {params:,} parameters) from the folder {path.name}, run by transformers"
+        description = (f"{arch_name} ({arch}, {params:,} parameters) from {source or f'the folder {path.name}'}, "
+                       "run by transformers")
         model = cls(name, net, tokenizer, arch, description, layers, heads)
         model.modules = headscope_modules(net, tokenizer, arch, {kind: len(a) for kind, a in attentions.items()})
         model.out_projs = find_output_projections(net, tokenizer, arch, model.modules)
