@@ -20,6 +20,10 @@
 //   body[data-importance]                            running | done | cancelled | error (the Importance tab's run)
 //   #imp-maps .imp-map[data-kind]                    one Plotly importance heatmap (layer x head) per kind;
 //     #imp-maps[data-model] the model drawn; #imp-curve the pruning curve (Plotly)
+//   main > section.tab[data-tab]                     one section per tab of the registry (headscope/server/tabs.py);
+//     .tab-error inside says when the tab's script could not load
+//   p[data-notice]                                   what the server says about the URL (an unknown ?tab= or ?model=)
+//   #glossary .metric-basis[data-basis]              each metric's basis: raw | renormalised
 // The page's own elements (the form, the view options, the output, the effect panel, the detail dialog); each
 // tab finds its own with `elements` (static/js/tabs/*.js).
 const ids = [
