@@ -233,7 +233,7 @@ INNOCENT_JS = [
     "const re = /'/; const message = 'too many heads';",
 ]
 INNOCENT_HTML = [
-    '{% for mode in ablation_modes %}<option value="{{ mode }}">{{ mode }}</option>{% endfor %}',
+    '{% for mode in config.ablation.modes %}<option value="{{ mode }}">{{ mode }}</option>{% endfor %}',
     '<label title="zero: the output becomes 0; mean: its mean over the query positions">ablation</label>',
     '<p>One sentence per line (up to {{ "{:,}".format(settings.corpus_max_texts) }}).</p>',
     '{% for tab in tabs %}<button data-tab="{{ tab.name }}">{{ tab.label }}</button>{% endfor %}',

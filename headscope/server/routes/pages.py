@@ -74,6 +74,7 @@ def index(request: Request, models: ModelsDep, settings: SettingsDep, tab: str |
     names = [info["name"] for info in infos]
     active = tabs.tab_named(tab) or tabs.TABS[0]
     chosen = model if model in names else names[0]
+    config = page_config(request, settings, active, chosen)
     return templates.TemplateResponse(request, "index.html", {
         "models": infos,
         "default_model": chosen,
@@ -81,9 +82,7 @@ def index(request: Request, models: ModelsDep, settings: SettingsDep, tab: str |
         "tabs": tabs.TABS,
         "active_tab": active.name,
         "notices": notices(tab, model, names),
-        "config": page_config(request, settings, active, chosen),
-        "ablation_modes": MODES,
-        "weights": [(w, weights_about(w, {})["label"]) for w in WEIGHTS],
+        "config": config,  # the controls that offer modes and weights kinds are rendered from it too
         "metrics": METRICS_ABOUT,
         "roles": {name: rule.description for name, rule in ROLE_RULES.items()},
     })
