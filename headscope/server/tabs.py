@@ -2,11 +2,12 @@
 
   the nav buttons and the sections of templates/index.html   (a loop over TABS)
   each section's content                                     templates/<Tab.template>
-  the JS module that runs it                                 static/<Tab.script>, loaded by static/js/main.js
-                                                             from the page's config block (its `tabs`)
+  the JS module that runs it                                 static/<Tab.script>: a <script type="module"> of the
+                                                             page, run before static/js/main.js, registering its
+                                                             hooks (static/js/lib/registry.js)
   the `?tab=` values the page accepts                        `tab_named`; the first tab is the default
 
-A tab's module exports what it needs of the hooks main.js calls (setup, draw, ready, analysed, …; the list is at
+A tab's module registers what it needs of the hooks main.js calls (setup, draw, ready, analysed, …; the list is at
 the top of static/js/main.js). No other file names a tab: add one here, write its partial and its module.
 """
 

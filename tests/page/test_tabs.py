@@ -30,8 +30,38 @@ def visible_sections(page):
     return page.eval_on_selector_all("main > section.tab", "ss => ss.filter(s => !s.hidden).map(s => s.dataset.tab)")
 
 
-def test_the_page_runs_the_tabs_the_registry_lists(page, monkeypatch):
-    extra = tabs.Tab("extra", "Extra things", template="tabs/extra-test.html", script="js/lib/colors.js")
+# A tab the page has never seen: its module registers two hooks, which write what they were given into its section.
+EXTRA_JS = """import { elements } from '../lib/dom.js';
+import { register } from '../lib/registry.js';
+
+const el = elements(['extra-body']);
+let draws = 0;
+
+function draw(page) {
+  draws += 1;
+  el.extraBody.dataset.draws = String(draws);
+}
+
+function analysed(page) {
+  el.extraBody.dataset.tokens = page.result ? page.result.tokens.join(' ') : '';
+}
+
+register(import.meta.url, { draw, analysed });
+"""
+
+
+@pytest.fixture
+def extra_script(app, tmp_path, monkeypatch):
+    """static/js/tabs/extra-test.js served from a folder of the test's own (the static files' second directory)."""
+    (tmp_path / "js" / "tabs").mkdir(parents=True)
+    (tmp_path / "js" / "tabs" / "extra-test.js").write_text(EXTRA_JS)
+    static = next(route for route in app.routes if getattr(route, "name", None) == "static").app
+    monkeypatch.setattr(static, "all_directories", [*static.all_directories, tmp_path])
+    return "js/tabs/extra-test.js"
+
+
+def test_the_page_runs_the_tabs_the_registry_lists(page, monkeypatch, extra_script, minilm):
+    extra = tabs.Tab("extra", "Extra things", template="tabs/extra-test.html", script=extra_script)
     registry = tuple(t for t in tabs.TABS if t.name != "probes")
     registry = registry[:3] + (extra,) + registry[3:]
     patch_registry(monkeypatch, registry, {"tabs/extra-test.html": '<p id="extra-body">Something else.</p>'})
@@ -40,19 +70,22 @@ def test_the_page_runs_the_tabs_the_registry_lists(page, monkeypatch):
     page.goto(f"{page.base_url}/?tab=extra")
     page.wait_for_function("() => document.body.dataset.state === 'idle'", timeout=60_000)
     assert visible_sections(page) == ["extra"]
-    expect(page.locator("#extra-body")).to_be_visible()
+    expect(page.locator("#extra-body")).to_have_attribute("data-draws", "1")  # main.js ran the new tab's draw
     assert page.locator("#tabs button").all_text_contents() == [t.label for t in registry]
-    scripts = {p for p in requested if p.startswith("/static/js/tabs/") or p == "/static/js/lib/colors.js"}
+    assert page.locator(".tab-error:not([hidden])").count() == 0  # every tab's module registered
+    scripts = {p for p in requested if p.startswith("/static/js/tabs/")}
     assert scripts == {f"/static/{t.script}" for t in registry}  # every tab's module, and only theirs
     for tab in registry:  # each button shows its own section and names it in the URL
         page.click(f'#tabs [data-tab="{tab.name}"]')
         assert visible_sections(page) == [tab.name]
         expect(page.locator(f'#tabs [data-tab="{tab.name}"]')).to_have_attribute("aria-selected", "true")
         assert parse_qs(urlparse(page.url).query).get("tab", [registry[0].name]) == [tab.name]
+    expect(page.locator("#extra-body")).to_have_attribute("data-draws", "2")
     page.fill("#text", "The cat sat on the mat.")
     page.click("#analyze")
     page.wait_for_function("() => document.body.dataset.state === 'ready'", timeout=60_000)
     expect(page.locator("#grids canvas.head")).to_have_count(72)  # the Heads tab's module drew, with one tab fewer and one more
+    expect(page.locator("#extra-body")).to_have_attribute("data-tokens", " ".join(minilm.analyze("The cat sat on the mat.").tokens))
 
 
 def test_a_tab_whose_script_fails_says_so_and_the_others_work(page, monkeypatch):
@@ -62,7 +95,7 @@ def test_a_tab_whose_script_fails_says_so_and_the_others_work(page, monkeypatch)
     page.wait_for_function("() => document.body.dataset.state === 'ready'", timeout=60_000)
     note = page.locator("#tab-broken .tab-error")
     expect(note).to_be_visible()
-    expect(note).to_contain_text("The Broken tab could not load its script")
+    expect(note).to_contain_text("The Broken tab could not load its script (/static/js/tabs/no-such-tab.js)")
     page.click('#tabs [data-tab="grid"]')
     expect(page.locator("canvas.head")).to_have_count(72)
     assert page.console_errors and all("404" in e for e in page.console_errors), page.console_errors

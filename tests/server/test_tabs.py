@@ -4,6 +4,7 @@ TABS (shown by rendering a patched registry); an unknown tab or model is said on
 
 import json
 from html.parser import HTMLParser
+from urllib.parse import urlparse
 
 import pytest
 from jinja2 import ChoiceLoader, DictLoader
@@ -76,9 +77,11 @@ def test_the_nav_the_sections_and_the_scripts_are_the_registrys(client):
     assert nav(page) == [(t.name, t.label, "true" if t.name == first else "false") for t in tabs.TABS]
     assert sections(page) == [(f"tab-{t.name}", t.name != first) for t in tabs.TABS]
     assert [t["name"] for t in config["tabs"]] == [t.name for t in tabs.TABS] and config["tab"] == first
-    preloads = [link["attrs"]["href"] for link in page.find("link", rel="modulepreload")]
+    # each tab's module runs before the page's own (module scripts run in document order)
+    scripts = [s["attrs"]["src"] for s in page.find("script") if "src" in s["attrs"]]
+    assert [src.split("/static/", 1)[1] for src in scripts] == [t.script for t in tabs.TABS] + ["js/main.js"]
     for tab, entry in zip(tabs.TABS, config["tabs"], strict=True):
-        assert entry["script"] == f"/static/{tab.script}" and any(h.endswith(entry["script"]) for h in preloads)
+        assert entry["script"] == f"/static/{tab.script}"
         r = client.get(entry["script"])
         assert r.status_code == 200 and "javascript" in r.headers["content-type"]
     # each section holds its partial: the partial's first element with an id is inside the right section
@@ -97,7 +100,7 @@ def test_every_tab_document_is_served(client):
 @pytest.fixture
 def extra_tab(monkeypatch):
     """The registry with one more tab (its partial given here), and without the probes tab."""
-    extra = tabs.Tab("extra", "Extra things", template="tabs/extra-test.html", script="js/lib/colors.js")
+    extra = tabs.Tab("extra", "Extra things", template="tabs/extra-test.html", script="js/tabs/extra-test.js")
     registry = tuple(t for t in tabs.TABS if t.name != "probes")
     monkeypatch.setattr(tabs, "TABS", registry[:2] + (extra,) + registry[2:])
     loader = ChoiceLoader([DictLoader({"tabs/extra-test.html": '<p id="extra-body">Something else.</p>'}),
@@ -112,7 +115,8 @@ def test_a_tab_added_to_the_registry_appears_in_the_nav_the_sections_and_the_con
     assert ("extra", "Extra things", "false") in nav(page) and "probes" not in [n for n, _, _ in nav(page)]
     assert ("tab-extra", True) in sections(page) and "tab-probes" not in [s for s, _ in sections(page)]
     assert "tab-extra" in page.by_id("extra-body")["parents"] and page.find(id="probe-run") == []
-    assert {"name": "extra", "label": "Extra things", "docs": None, "script": "/static/js/lib/colors.js"} in config["tabs"]
+    assert {"name": "extra", "label": "Extra things", "docs": None, "script": "/static/js/tabs/extra-test.js"} in config["tabs"]
+    assert "/static/js/tabs/extra-test.js" in [urlparse(s["attrs"]["src"]).path for s in page.find("script") if "src" in s["attrs"]]
     page, config = render(client, "?tab=extra")  # and the page accepts it
     assert config["tab"] == "extra" and ("tab-extra", False) in sections(page) and ("extra", "Extra things", "true") in nav(page)
     assert notices(page) == []

@@ -2,9 +2,10 @@
 // detail dialog, and runs the tabs. State in the URL (?text=&model=&layer=&head=&kind=&tab=&words=&nospecial=&step=
 // &weights=&rollout=&ablate=&ablation=) means any view can be shared, bookmarked and tested.
 //
-// The tabs are not written here: the page config (lib/config.js) lists them (headscope/server/tabs.py), and each
-// tab's module (static/js/tabs/NAME.js) is loaded from there. A tab module exports what it needs of these hooks,
-// each called with `page` (below: the answer on screen, the URL state and what the page can do):
+// The tabs are not written here: the page config (lib/config.js) lists them (headscope/server/tabs.py), the page
+// runs each tab's module (static/js/tabs/NAME.js) before this one, and each registers its hooks (lib/registry.js).
+// A tab has those of these hooks it needs, each called with `page` (below: the answer on screen, the URL state and
+// what the page can do):
 //   setup(page, tab)                   once, before the first analysis; `tab` is its config entry {name, label, …}
 //   readUrl(q, page)                   at load, when the URL names this tab: read its own fields; return true
 //                                      when it took kind/layer/head (then no detail dialog opens for them)
@@ -23,13 +24,14 @@ import { isPooled, makeView, makeViews } from './lib/views.js';
 import { headName } from './lib/grid.js';
 import { drawHeatmap, loadPlotly } from './lib/heatmap.js';
 import { ablate, ablateFields, drawAblateError, drawEffect, readAblate, setupAblate, writeAblate } from './lib/ablate.js';
+import { registered } from './lib/registry.js';
 
 const DEFAULT_TAB = config.tabs[0].name;
 const state = { text: '', model: config.model, truncate: false, layer: null, head: null, kind: null,
   tab: config.tab, words: false, nospecial: false, fit: false, step: null, gen: null, weights: config.weights.default,
   rollout: false };
 const WEIGHTS = config.weights.kinds.map((w) => w.name); // what the grid can show (the request's `weights`)
-const tabs = []; // [{tab: its config entry, module, section}], in the config's order, once loaded
+const tabs = []; // [{tab: its config entry, module: its hooks}], in the config's order (findTabs)
 let result = null; // the last /api/attention answer, decoded
 let views = {}; // kind -> view of the answer (after the word / special-token options)
 let controller = null;
@@ -436,19 +438,17 @@ function drawTab() {
   shown.module.draw(page);
 }
 
-// Load every tab's module, in the config's order. A module that fails to load leaves its tab saying so, and the
+// Every tab's hooks, in the config's order. A tab whose script did not load or run says so in its section, and the
 // other tabs work.
-async function loadTabs() {
-  const loaded = await Promise.allSettled(config.tabs.map((tab) => import(tab.script)));
-  loaded.forEach((outcome, i) => {
-    const tab = config.tabs[i];
-    const section = document.getElementById(`tab-${tab.name}`);
-    if (outcome.status === 'fulfilled') tabs.push({ tab, module: outcome.value, section });
+function findTabs() {
+  for (const tab of config.tabs) {
+    const module = registered(tab.script);
+    if (module) tabs.push({ tab, module });
     else {
-      const note = section?.querySelector('.tab-error');
-      if (note) { note.hidden = false; note.textContent = `The ${tab.label} tab could not load its script: ${outcome.reason?.message || outcome.reason}`; }
+      const note = document.querySelector(`#tab-${CSS.escape(tab.name)} .tab-error`);
+      if (note) { note.hidden = false; note.textContent = `The ${tab.label} tab could not load its script (${tab.script}).`; }
     }
-  });
+  }
 }
 
 // ---- wiring ----------------------------------------------------------------------------------------
@@ -497,8 +497,8 @@ function reanalyze() {
   if (result || el.text.value.trim()) analyze();
 }
 
-async function start() {
-  await loadTabs();
+function start() {
+  findTabs();
   readState();
   el.text.value = state.text;
   el.model.value = state.model;

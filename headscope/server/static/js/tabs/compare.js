@@ -7,15 +7,16 @@ import { drawHeatmap, loadPlotly } from '../lib/heatmap.js';
 import { headName } from '../lib/grid.js';
 import { makeView } from '../lib/views.js';
 import { fillKindSelect } from '../lib/sources.js';
+import { register } from '../lib/registry.js';
 
 const el = elements(['compare-kind', 'compare-a', 'compare-b', 'compare-heads', 'compare-text', 'compare-texts', 'compare-plots']);
 
-export function setup(page) {
+function setup(page) {
   el.compareHeads.addEventListener('click', () => drawCompareHeads(page));
   el.compareTexts.addEventListener('click', () => drawCompareTexts(page));
 }
 
-export function analysed(page) {
+function analysed(page) {
   if (page.result) fillKindSelect(el.compareKind, Object.keys(page.result.kinds));
 }
 
@@ -89,3 +90,5 @@ async function drawCompareTexts({ result, views, state, request, setStatus }) {
   el.comparePlots.dataset.compared = `${name} on two sentences`;
   setStatus(`${name} on two sentences.`);
 }
+
+register(import.meta.url, { setup, analysed });

@@ -3,11 +3,12 @@
 import { el as shell, elements } from '../lib/dom.js';
 import { fetchCorpus } from '../lib/api.js';
 import { keepCorpus } from '../lib/sources.js';
+import { register } from '../lib/registry.js';
 
 const el = { model: shell.model, ...elements(['corpus-text', 'corpus-file', 'corpus-run', 'corpus-cancel', 'corpus-progress', 'corpus-status']) };
 
 // A corpus result, once it arrives, becomes the source of the Head map, Table and Similarity (lib/sources.js).
-export function setup(page) {
+function setup(page) {
   let controller = null;
   el.corpusFile.addEventListener('change', async () => {
     const file = el.corpusFile.files[0];
@@ -53,3 +54,5 @@ export function setup(page) {
     }
   });
 }
+
+register(import.meta.url, { setup });

@@ -5,6 +5,7 @@ import { el, elements } from '../lib/dom.js';
 import { drawGrids, headName, highlightRow, labelRoles } from '../lib/grid.js';
 import { drawRollout } from '../lib/rollout.js';
 import { ablate, markGrid, toggleHead } from '../lib/ablate.js';
+import { register } from '../lib/registry.js';
 
 const own = elements(['grids', 'hover-name', 'rollout']);
 
@@ -34,13 +35,13 @@ function openOrAblate(page, kind, layer, head) {
   return page.analyze();
 }
 
-export function setup(page) {
+function setup(page) {
   el.optFit.addEventListener('change', () => { page.state.fit = el.optFit.checked; page.writeState(); fitGrids(page); });
   window.addEventListener('resize', () => fitGrids(page));
   el.optAblate.addEventListener('change', () => markGrid(own.grids));
 }
 
-export function analysed(page) {
+function analysed(page) {
   own.hoverName.textContent = '';
   const { result, views } = page;
   if (!result) { own.grids.replaceChildren(); own.rollout.replaceChildren(); own.rollout.hidden = true; return; }
@@ -52,15 +53,17 @@ export function analysed(page) {
   fitGrids(page);
 }
 
-export function headsArrived(page) {
+function headsArrived(page) {
   labelRoles(own.grids, page.roles);
   markGrid(own.grids); // the ablated heads' titles say so again
 }
 
 // Kinds whose rows are the decoder's output positions: the step slider highlights one of them.
-export function stepped(page, row) {
+function stepped(page, row) {
   for (const view of Object.values(page.views).filter((v) => v.layout.rows === 'output_tokens')) {
     highlightRow(own.grids, view, Math.floor(row / view.pool[0]));
   }
   markGrid(own.grids); // repainting cleared the hatching of ablated heads
 }
+
+register(import.meta.url, { setup, analysed, headsArrived, stepped });

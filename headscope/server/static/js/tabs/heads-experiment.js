@@ -6,6 +6,7 @@ import { elements, make } from '../lib/dom.js';
 import { axis } from '../lib/api.js';
 import { drawGrids } from '../lib/grid.js';
 import { loadPlotly } from '../lib/heatmap.js';
+import { register } from '../lib/registry.js';
 
 const el = elements(['ohm-recipe', 'ohm-table', 'ohm-exact', 'ohm-loss', 'ohm-spread', 'ohm-grids']);
 
@@ -48,7 +49,7 @@ function drawTable(runs) {
   el.ohmTable.replaceChildren(thead, tbody);
 }
 
-export async function draw({ setStatus }) {
+async function draw({ setStatus }) {
   if (!data) {
     const response = await fetch('/api/one-head-or-many');
     if (!response.ok) return setStatus(`Cannot load the measured results (${response.status}).`, 'error');
@@ -83,3 +84,5 @@ export async function draw({ setStatus }) {
   }
   el.ohmGrids.dataset.state = 'ready';
 }
+
+register(import.meta.url, { draw });

@@ -7,6 +7,7 @@ import { fetchStream } from '../lib/api.js';
 import { DIVERGING } from '../lib/colors.js';
 import { byRows } from '../lib/dims.js';
 import { escapeLabel, loadPlotly } from '../lib/heatmap.js';
+import { register } from '../lib/registry.js';
 
 const el = { model: shell.model, ...elements(['imp-ablation', 'imp-texts', 'imp-run', 'imp-cancel', 'imp-progress', 'imp-status',
   'imp-measure', 'imp-maps', 'imp-curve']) };
@@ -68,7 +69,7 @@ async function drawCurve(Plotly, result) {
 }
 
 // Draws the last answer for the model in the picker (nothing if it has none yet).
-export async function draw() {
+async function draw() {
   const result = results.get(el.model.value);
   if (!result) {
     el.impMeasure.textContent = 'Press Measure to knock out every head in turn (this takes 1 + 2 × heads evaluations).';
@@ -117,8 +118,10 @@ async function run(page) {
   }
 }
 
-export function setup(page, tab) {
+function setup(page, tab) {
   el.impRun.addEventListener('click', () => run(page));
   el.impCancel.addEventListener('click', () => controller?.abort());
   el.model.addEventListener('change', () => { if (page.state.tab === tab.name) page.redraw(); }); // that model's answer
 }
+
+register(import.meta.url, { draw, setup });

@@ -3,20 +3,21 @@
 import { elements, make } from '../lib/dom.js';
 import { sequentialColor } from '../lib/colors.js';
 import { currentCorpus, fillKindSelect, fillSources, fmt, hasCorpus, hasKind, metricNames, records, showBasis, spread } from '../lib/sources.js';
+import { register } from '../lib/registry.js';
 
 const el = elements(['map-metric', 'map-kind', 'map-source', 'head-map', 'map-basis']);
 
-export function setup(page) {
+function setup(page) {
   for (const select of [el.mapMetric, el.mapKind, el.mapSource]) select.addEventListener('change', page.redraw);
 }
 
-export const ready = (page) => !!page.result || hasCorpus();
+const ready = (page) => !!page.result || hasCorpus();
 
-export function analysed(page) {
+function analysed(page) {
   if (page.result) fillKindSelect(el.mapKind, Object.keys(page.result.kinds));
 }
 
-export function draw({ result, openDetail, options }) {
+function draw({ result, openDetail, options }) {
   fillSources(result);
   if (!el.mapKind.options.length) fillKindSelect(el.mapKind, Object.keys(currentCorpus().heads));
   const kind = el.mapKind.value || el.mapKind.options[0]?.value;
@@ -56,3 +57,5 @@ export function draw({ result, openDetail, options }) {
   el.headMap.replaceChildren(legend, grid);
   showBasis(el.mapBasis, el.mapSource.value, options, currentCorpus());
 }
+
+register(import.meta.url, { setup, ready, analysed, draw });

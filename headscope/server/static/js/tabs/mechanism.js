@@ -7,6 +7,7 @@ import { ApiError, fetchExplain } from '../lib/api.js';
 import { DIVERGING, SEQUENTIAL } from '../lib/colors.js';
 import { escapeLabel, loadPlotly, thinTicks } from '../lib/heatmap.js';
 import { visible } from '../lib/views.js';
+import { register } from '../lib/registry.js';
 
 const el = elements(['mech-kind', 'mech-layer', 'mech-head', 'mech-query', 'mech-status', 'mech-steps']);
 const mech = { kind: null, layer: null, head: null, query: null };
@@ -130,13 +131,13 @@ function fillSelectors(result) {
 }
 
 // The URL's kind/layer/head/query name the head this tab explains (not one for the detail dialog).
-export function readUrl(q) {
+function readUrl(q) {
   const int = (name) => (q.has(name) && /^\d+$/.test(q.get(name)) ? +q.get(name) : null);
   Object.assign(mech, { kind: q.get('kind'), layer: int('layer'), head: int('head'), query: int('query') });
   return true;
 }
 
-export function writeUrl(q) {
+function writeUrl(q) {
   if (mech.kind !== null && mech.layer !== null && mech.head !== null) {
     q.set('kind', mech.kind);
     q.set('layer', mech.layer);
@@ -145,15 +146,15 @@ export function writeUrl(q) {
   if (mech.query !== null) q.set('query', mech.query);
 }
 
-export function headOpened(page, kind, layer, head) {
+function headOpened(page, kind, layer, head) {
   Object.assign(mech, { kind, layer, head }); // this tab starts from the last head opened
 }
 
-export const ready = (page) => !!page.result;
+const ready = (page) => !!page.result;
 
 // Wire the selectors once (every change writes the URL and draws), and the detail dialog's button that explains
 // the open head here.
-export function setup(page, tab) {
+function setup(page, tab) {
   const read = () => {
     mech.kind = el.mechKind.value;
     mech.layer = +el.mechLayer.value;
@@ -167,7 +168,7 @@ export function setup(page, tab) {
   shell.detailMechanism.addEventListener('click', () => { page.closeDetail(); page.showTab(tab.name); });
 }
 
-export async function draw({ result, state, generation, writeState }) {
+async function draw({ result, state, generation, writeState }) {
   fillSelectors(result);
   writeState();
   const key = JSON.stringify([result.model, result.text, result.tokens.length, state.gen, mech]);
@@ -217,3 +218,5 @@ export async function draw({ result, state, generation, writeState }) {
   el.mechSteps.dataset.explained = `${e.kind} ${e.layer} ${e.head} ${e.query}`;
   el.mechSteps.dataset.state = 'ready';
 }
+
+register(import.meta.url, { readUrl, writeUrl, headOpened, ready, setup, draw });

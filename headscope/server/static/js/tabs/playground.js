@@ -6,6 +6,7 @@
 import { elements, make } from '../lib/dom.js';
 import { ApiError, fetchMhaPresets, runMha } from '../lib/api.js';
 import { drawHeatmap, loadPlotly } from '../lib/heatmap.js';
+import { register } from '../lib/registry.js';
 
 const el = elements(['pg-presets', 'pg-form', 'pg-status', 'pg-code', 'pg-shapes', 'pg-heads']);
 
@@ -51,7 +52,7 @@ function fillForm(config) {
 
 // ---- the settings in the URL: numbers as typed (empty: none), flags 1/0, the mask as typed ------------
 
-export function readUrl(q) {
+function readUrl(q) {
   fromUrl = {};
   for (const name of NUMBERS) {
     if (q.has(name) && /^\d*$/.test(q.get(name))) fromUrl[name] = q.get(name) === '' ? null : +q.get(name);
@@ -62,7 +63,7 @@ export function readUrl(q) {
   if (q.has('key_padding_mask')) fromUrl.key_padding_mask = q.get('key_padding_mask');
 }
 
-export function writeUrl(q) {
+function writeUrl(q) {
   if (!presets) { // the form is not filled yet: keep what the URL asked for
     for (const [name, value] of Object.entries(fromUrl)) {
       q.set(name, typeof value === 'boolean' ? (value ? '1' : '0') : value ?? '');
@@ -143,7 +144,7 @@ async function run() {
 }
 
 // Load the presets and limits once, make a button per preset, start from the first.
-export async function draw({ setStatus }) {
+async function draw({ setStatus }) {
   if (presets) return;
   try {
     presets = await fetchMhaPresets();
@@ -164,8 +165,10 @@ export async function draw({ setStatus }) {
 }
 
 // Each run's settings in the form are written into the URL.
-export function setup(page) {
+function setup(page) {
   onChange = page.writeState;
   el.pgForm.addEventListener('submit', (e) => { e.preventDefault(); run(); });
   el.pgForm.addEventListener('change', run);
 }
+
+register(import.meta.url, { readUrl, writeUrl, draw, setup });

@@ -6,6 +6,7 @@ import { el as shell, elements, make } from '../lib/dom.js';
 import { fetchProbeInfo, runProbe } from '../lib/api.js';
 import { byRows } from '../lib/dims.js';
 import { drawHeatmap } from '../lib/heatmap.js';
+import { register } from '../lib/registry.js';
 
 const el = { model: shell.model, ...elements(['probe-example', 'probe-use-example', 'probe-file', 'probe-pairs', 'probe-run',
   'probe-status', 'probe-baseline', 'probe-plots', 'probe-table', 'probe-skipped']) };
@@ -135,7 +136,9 @@ async function start() {
 }
 
 // Drawn when the tab opens: the first time, load the example sets and wire the controls.
-export function draw() {
+function draw() {
   setup ??= start();
   return setup;
 }
+
+register(import.meta.url, { draw });

@@ -6,16 +6,17 @@ import { fetchAttention } from '../lib/api.js';
 import { drawHeatmap } from '../lib/heatmap.js';
 import { headName } from '../lib/grid.js';
 import { currentCorpus, fillKindSelect, fillSources, hasCorpus } from '../lib/sources.js';
+import { register } from '../lib/registry.js';
 
 const el = elements(['similarity-kind', 'similarity-source', 'similarity-basis', 'similarity-plot']);
 
-export function setup(page) {
+function setup(page) {
   for (const select of [el.similarityKind, el.similaritySource]) select.addEventListener('change', page.redraw);
 }
 
-export const ready = (page) => !!page.result || hasCorpus();
+const ready = (page) => !!page.result || hasCorpus();
 
-export function analysed(page) {
+function analysed(page) {
   if (page.result) fillKindSelect(el.similarityKind, Object.keys(page.result.kinds));
 }
 
@@ -23,7 +24,7 @@ export function analysed(page) {
 // headscope/analyses/metrics.py head_distances computes it from the raw weights: d(a, b) = sqrt(1 - mean over rows of
 // Σ_k sqrt(a_k b_k)). A row the view leaves empty (it kept under 1% once special tokens were hidden) has no
 // distribution to compare: the mean runs over the rows both heads fill (none: d = 1). Returns Float64Array(N·N).
-export function viewDistances(view) {
+function viewDistances(view) {
   const N = view.L * view.H, n = view.R * view.C;
   const roots = [], filled = [];
   for (let layer = 0; layer < view.L; layer++) {
@@ -52,7 +53,7 @@ export function viewDistances(view) {
 
 // Leaf order of average-linkage clustering of D (N·N): the two closest clusters merge, their leaves side by
 // side, until one is left (as the server's scipy linkage, without its optimal leaf ordering).
-export function averageLinkageOrder(D, N) {
+function averageLinkageOrder(D, N) {
   let clusters = Array.from({ length: N }, (_, i) => [i]);
   const link = (A, B) => { let s = 0; for (const a of A) for (const b of B) s += D[a * N + b]; return s / (A.length * B.length); };
   while (clusters.length > 1) {
@@ -84,7 +85,7 @@ function similarityOf(result, view, kind, transformed) {
   return { heads, order: averageLinkageOrder(D, N), at: (a, b) => D[a * N + b], follows: true };
 }
 
-export async function draw({ result, views, state, request, setStatus, showTab }) {
+async function draw({ result, views, state, request, setStatus, showTab }) {
   fillSources(result);
   if (!el.similarityKind.options.length) fillKindSelect(el.similarityKind, Object.keys(currentCorpus().heads));
   const kind = el.similarityKind.value || el.similarityKind.options[0]?.value;
@@ -132,3 +133,5 @@ export async function draw({ result, views, state, request, setStatus, showTab }
     });
   }
 }
+
+register(import.meta.url, { setup, ready, analysed, draw });

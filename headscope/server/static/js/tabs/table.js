@@ -3,21 +3,22 @@
 // server from the metrics' definitions, each with its basis.
 import { elements, make } from '../lib/dom.js';
 import { currentCorpus, fillKindSelect, fillSources, fmt, hasCorpus, hasKind, metricNames, records, roleBadges, showBasis, spread } from '../lib/sources.js';
+import { register } from '../lib/registry.js';
 
 const el = elements(['table-kind', 'table-source', 'head-table', 'table-basis']);
 const sort = { key: 'name', descending: false };
 
-export function setup(page) {
+function setup(page) {
   for (const select of [el.tableKind, el.tableSource]) select.addEventListener('change', page.redraw);
 }
 
-export const ready = (page) => !!page.result || hasCorpus();
+const ready = (page) => !!page.result || hasCorpus();
 
-export function analysed(page) {
+function analysed(page) {
   if (page.result) fillKindSelect(el.tableKind, Object.keys(page.result.kinds));
 }
 
-export function draw({ result, openDetail, options }) {
+function draw({ result, openDetail, options }) {
   fillSources(result);
   if (!el.tableKind.options.length) fillKindSelect(el.tableKind, Object.keys(currentCorpus().heads));
   const kind = el.tableKind.value || el.tableKind.options[0]?.value;
@@ -61,3 +62,5 @@ export function draw({ result, openDetail, options }) {
   }));
   showBasis(el.tableBasis, el.tableSource.value, options, currentCorpus());
 }
+
+register(import.meta.url, { setup, ready, analysed, draw });
