@@ -15,7 +15,7 @@ but `first_token`, `last_token` and `confidence` (which keep the raw pattern) is
 rows of special queries are left out, special keys are removed, each remaining row is divided by
 what it kept, and a row that kept less than MIN_KEPT of its weight is left out (it says nothing
 about the rest). Positions i, j then count the non-special tokens only. This is the page's
-"hide special tokens" view (static/js/views.js), with the same MIN_KEPT.
+"hide special tokens" view (static/js/lib/views.js), with the same MIN_KEPT.
 
 Which rows count. A metric that measures the weight on some target keys (the previous token,
 punctuation, an earlier occurrence, ...) averages over the rows that have at least one target

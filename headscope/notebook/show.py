@@ -33,12 +33,12 @@ from headscope.models.analysis import CROSS, DECODER_SELF, SELF, Analysis, Atten
 from headscope.models.registry import DEFAULT_SPECS, ModelSpec, load_model
 from headscope.notebook.bundle import bundle
 from headscope.server.encoding import dumps, read_safetensors, safetensors_body
-from headscope.server.files import JS, STATIC, TEMPLATES
+from headscope.server.files import JS_LIB, STATIC, TEMPLATES
 
 DEFAULT_MODEL = DEFAULT_SPECS[0].name  # the server's default model is the notebook's too
 ARRAYS = "attention arrays"  # the model name shown for arrays passed in
 ZLIB_LEVEL = 6  # 128 tokens x 72 heads: 1.2 MB of bytes -> ~0.4 MB in ~0.2 s; level 9 saves ~3% for 5x the time
-ENTRY = "notebook"  # static/js/notebook.js, and every module it imports
+ENTRY = "notebook"  # static/js/lib/notebook.js, and every module it imports (all in lib/)
 
 
 @dataclass(repr=False)
@@ -310,7 +310,7 @@ def script_json(value) -> str:
 @functools.cache
 def notebook_script() -> str:
     """notebook.js and every module it imports, joined into one classic script (headscope/notebook/bundle.py)."""
-    source = bundle(ENTRY, JS)
+    source = bundle(ENTRY, JS_LIB)
     if re.search(r"</script|<!--", source, re.IGNORECASE):
         raise ValueError("the joined script contains '</script' or '<!--', which would end it inside a page")
     return source

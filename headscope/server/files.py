@@ -10,7 +10,8 @@ SERVER = Path(__file__).resolve().parent
 PACKAGE = SERVER.parent
 TEMPLATES = SERVER / "templates"
 STATIC = SERVER / "static"
-JS = STATIC / "js"
+JS = STATIC / "js"  # main.js (the page), lib/ (shared modules), tabs/ (one module per tab: headscope/server/tabs.py)
+JS_LIB = JS / "lib"  # modules shared by the page and the notebook output (notebook.js and what it imports)
 
 
 def docs_dir() -> Path:

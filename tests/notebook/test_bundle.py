@@ -3,7 +3,7 @@
 import pytest
 
 from headscope.notebook.bundle import bundle, parse_module
-from headscope.server.files import JS
+from headscope.server.files import JS_LIB
 
 
 def write(folder, **modules):
@@ -69,7 +69,7 @@ def test_an_import_cycle_is_refused(tmp_path):
 
 
 def test_the_notebook_script_uses_the_pages_own_modules_and_not_plotly():
-    source = bundle("notebook", JS)
+    source = bundle("notebook", JS_LIB)
     joined = [line.removeprefix("// ---- ") for line in source.splitlines() if line.startswith("// ---- ")]
     for module in ("dom.js", "colors.js", "views.js", "grid.js", "api.js", "canvasmap.js"):
         assert module in joined
@@ -77,4 +77,4 @@ def test_the_notebook_script_uses_the_pages_own_modules_and_not_plotly():
     assert joined.index("views.js") < joined.index("grid.js")  # grid.js imports views.js
     assert "heatmap.js" not in joined and "main.js" not in joined  # no Plotly loader, no page wiring
     # the page's functions come from its files, not from a copy
-    assert (JS / "views.js").read_text().split("export function makeView")[1][:400] in source
+    assert (JS_LIB / "views.js").read_text().split("export function makeView")[1][:400] in source

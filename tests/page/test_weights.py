@@ -22,7 +22,7 @@ def wait_ready(page):
 
 def lut(page) -> np.ndarray:
     """The page's own colour table: 256 x (r, g, b)."""
-    packed = page.evaluate("async () => Array.from((await import('/static/js/colors.js')).SEQUENTIAL_LUT)")
+    packed = page.evaluate("async () => Array.from((await import('/static/js/lib/colors.js')).SEQUENTIAL_LUT)")
     packed = np.asarray(packed, dtype=np.uint32)
     return np.stack([packed & 255, (packed >> 8) & 255, (packed >> 16) & 255], axis=1).astype(int)
 

@@ -1,5 +1,12 @@
-"""The page at `/` and the files it loads. Page state lives in the URL (?text=&model=&layer=&head=);
-the page fetches its numbers from the JSON API, so every view has a JSON twin."""
+"""The page at `/` and the files it loads. Page state lives in the URL (?text=&model=&layer=&head=&tab=…);
+the page fetches its numbers from the JSON API, so every view has a JSON twin.
+
+The page's scripts copy no server constant: the template renders a config block (`page_config`, a
+<script type="application/json">: data, not code, so the CSP's script-src 'self' holds) from the one
+source of each — the tabs (headscope/server/tabs.py), the ablation modes (headscope/models/interventions.py),
+the kinds of `weights` (headscope/server/answers.py), the limits (headscope/server/settings.py), the error
+codes (headscope/server/errors.py) and what each metric is computed on (headscope/analyses/metrics.py).
+"""
 
 from dataclasses import asdict
 from pathlib import Path
@@ -8,10 +15,16 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from headscope.analyses.metrics import METRIC_DEFINITIONS
+from headscope.analyses.metrics import METRICS_ABOUT
 from headscope.analyses.roles import ROLE_RULES
+from headscope.models.interventions import MODES
+from headscope.server import tabs
+from headscope.server.answers import WEIGHTS, weights_about
 from headscope.server.deps import ModelsDep, SettingsDep
+from headscope.server.errors import ErrorCode
 from headscope.server.files import TEMPLATES, docs_dir
+from headscope.server.schemas.attention import AblationRequest, AttentionRequest
+from headscope.server.settings import Settings, public_limits
 
 templates = Jinja2Templates(directory=TEMPLATES)
 
@@ -25,14 +38,52 @@ def plotly_path() -> Path:
     return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
+def page_config(request: Request, settings: Settings, tab: tabs.Tab, model: str) -> dict:
+    """What the page's scripts read instead of copies (static/js/lib/config.js): the tab and model the URL
+    asked for (checked here), every tab with its script's URL, the ablation modes, the `weights` kinds, the
+    limits, the error codes and each metric's basis."""
+    return {
+        "tab": tab.name,
+        "model": model,
+        "tabs": [{"name": t.name, "label": t.label, "docs": t.docs,
+                  "script": request.url_for("static", path=t.script).path} for t in tabs.TABS],
+        "ablation": {"modes": list(MODES), "default": AblationRequest.model_fields["ablation"].default},
+        "weights": {"kinds": [{"name": w, "label": weights_about(w, {})["label"]} for w in WEIGHTS],
+                    "default": AttentionRequest.model_fields["weights"].default},
+        "limits": public_limits(settings),
+        "errors": {code.name: code.value for code in ErrorCode},
+        "metrics": METRICS_ABOUT,
+    }
+
+
+def notices(tab: str | None, model: str | None, models: list[str]) -> list[str]:
+    """What the page says about a `?tab=` or `?model=` it does not have (it shows the default instead)."""
+    said = []
+    if tab and tabs.tab_named(tab) is None:
+        said.append(f"There is no tab {tab!r}: showing {tabs.TABS[0].label}. The tabs are "
+                    + ", ".join(f"{t.label} (tab={t.name})" for t in tabs.TABS) + ".")
+    if model and model not in models:
+        said.append(f"This server has no model {model!r}: showing {models[0]}. It serves " + ", ".join(models) + ".")
+    return said
+
+
 @router.get("/", response_class=HTMLResponse)
-def index(request: Request, models: ModelsDep, settings: SettingsDep):
+def index(request: Request, models: ModelsDep, settings: SettingsDep, tab: str | None = None,
+          model: str | None = None):
     infos = [asdict(m.info) for m in models.values()]
+    names = [info["name"] for info in infos]
+    active = tabs.tab_named(tab) or tabs.TABS[0]
+    chosen = model if model in names else names[0]
+    config = page_config(request, settings, active, chosen)
     return templates.TemplateResponse(request, "index.html", {
         "models": infos,
-        "default_model": infos[0]["name"],
+        "default_model": chosen,
         "settings": settings,
-        "metrics": METRIC_DEFINITIONS,
+        "tabs": tabs.TABS,
+        "active_tab": active.name,
+        "notices": notices(tab, model, names),
+        "config": config,  # the controls that offer modes and weights kinds are rendered from it too
+        "metrics": METRICS_ABOUT,
         "roles": {name: rule.description for name, rule in ROLE_RULES.items()},
     })
 

@@ -1,64 +1,88 @@
-// The page: reads its state from the URL, runs the analysis, draws the grid and the views.
-// State in the URL (?text=&model=&layer=&head=&kind=&tab=&words=&nospecial=&step=&weights=&rollout=&ablate=&ablation=) means any
-// view can be shared, bookmarked and tested. With tab=playground the URL holds the Playground's
-// settings (playground.js). With tab=mechanism, kind/layer/head (and query) name the
-// head that tab explains, and no detail dialog opens.
-import { el, make } from './dom.js';
-import { ApiError, fetchAttention, fetchHead, fetchHeads } from './api.js';
-import { isPooled, makeView } from './views.js';
-import { drawGrids, headName, highlightRow, labelRoles } from './grid.js';
-import { drawHeatmap, loadPlotly } from './heatmap.js';
-import { drawHeadMap, drawHeadTable, drawSimilarity, drawCompareHeads, drawCompareTexts, fillKindSelects, hasCorpus, setupCorpus } from './heads.js';
-import { drawMechanism, mech, setupMechanism } from './mechanism.js';
-import { drawPlayground, readPlaygroundUrl, setupPlayground, writePlaygroundUrl } from './playground.js';
-import { drawExperiment } from './experiment.js';
-import { drawProbes } from './probes.js';
-import { drawRollout } from './rollout.js';
-import { ablate, ablateFields, drawAblateError, drawEffect, markGrid, readAblate, setupAblate, toggleHead, writeAblate } from './ablate.js';
-import { drawImportance, setupImportance } from './importance.js';
+// The page: reads its state from the URL, runs the analysis, shows the output, the effect of an ablation and the
+// detail dialog, and runs the tabs. State in the URL (?text=&model=&layer=&head=&kind=&tab=&words=&nospecial=&step=
+// &weights=&rollout=&ablate=&ablation=) means any view can be shared, bookmarked and tested.
+//
+// The tabs are not written here: the page config (lib/config.js) lists them (headscope/server/tabs.py), the page
+// runs each tab's module (static/js/tabs/NAME.js) before this one, and each registers its hooks (lib/registry.js).
+// A tab has those of these hooks it needs, each called with `page` (below: the answer on screen, the URL state and
+// what the page can do):
+//   setup(page, tab)                   once, before the first analysis; `tab` is its config entry {name, label, …}
+//   readUrl(q, page)                   at load, when the URL names this tab: read its own fields; return true
+//                                      when it took kind/layer/head (then no detail dialog opens for them)
+//   writeUrl(q, page)                  while it is the tab shown: write its own fields into the URL
+//   ready(page) -> bool                whether draw can run now (default: always)
+//   draw(page)                         it is shown, or page.redraw() was asked for while it is
+//   analysed(page)                     the answer on screen changed (page.result, null once cleared) or its views
+//                                      did (page.views: the word / special-token options), shown or not
+//   headsArrived(page)                 the answer's per-head metrics and roles arrived (page.result.heads)
+//   headOpened(page, kind, layer, head)  the detail dialog opened a head
+//   stepped(page, row)                 the generation step slider chose an output row
+import { config } from './lib/config.js';
+import { el, make } from './lib/dom.js';
+import { ApiError, fetchAttention, fetchHead, fetchHeads } from './lib/api.js';
+import { isPooled, makeView, makeViews } from './lib/views.js';
+import { headName } from './lib/grid.js';
+import { drawHeatmap, loadPlotly } from './lib/heatmap.js';
+import { ablate, ablateFields, drawAblateError, drawEffect, readAblate, setupAblate, writeAblate } from './lib/ablate.js';
+import { registered } from './lib/registry.js';
 
-const state = { text: '', model: el.model.value, truncate: false, layer: null, head: null, kind: null,
-  tab: 'grid', words: false, nospecial: false, fit: false, step: null, gen: null, weights: 'attention', rollout: false };
-const WEIGHTS = ['attention', 'value_norm']; // what the grid can show (the request's `weights`)
+const DEFAULT_TAB = config.tabs[0].name;
+const state = { text: '', model: config.model, truncate: false, layer: null, head: null, kind: null,
+  tab: config.tab, words: false, nospecial: false, fit: false, step: null, gen: null, weights: config.weights.default,
+  rollout: false };
+const WEIGHTS = config.weights.kinds.map((w) => w.name); // what the grid can show (the request's `weights`)
+const tabs = []; // [{tab: its config entry, module: its hooks}], in the config's order (findTabs)
 let result = null; // the last /api/attention answer, decoded
-let views = {}; // kind -> view of the grid (after the word / special-token options)
+let views = {}; // kind -> view of the answer (after the word / special-token options)
 let controller = null;
 let summary = ''; // the status line of the result on screen, shown again after other messages
 const LOW_PROB = 0.9; // output tokens the model gave less than this probability are marked unsure
+
+// What every tab hook gets: the answer on screen, the state, and what the page can do.
+const page = {
+  config,
+  state,
+  get result() { return result; },
+  get views() { return views; },
+  get request() { return result && resultRequest(); },
+  get generation() { return result && modelGeneration(result.model); },
+  get options() { return { words: state.words, nospecial: state.nospecial }; },
+  openDetail: (kind, layer, head) => openDetail(kind, layer, head),
+  closeDetail: () => closeDetail(),
+  setStatus: (text, kind) => setStatus(text, kind),
+  writeState: () => writeState(),
+  redraw: () => drawTab(),
+  showTab: (name) => showTab(name),
+  analyze: () => analyze(),
+  roles: (kind, layer, head) => roles(kind, layer, head),
+};
+
+// Every loaded tab's `hook`, called with `args`.
+function hook(name, ...args) {
+  for (const { module } of tabs) module[name]?.(...args);
+}
+
+const shownTab = () => tabs.find((t) => t.tab.name === state.tab);
 
 function readState() {
   const q = new URLSearchParams(location.search);
   const int = (name) => (q.has(name) && /^\d+$/.test(q.get(name)) ? +q.get(name) : null);
   state.text = q.get('text') || '';
-  if (q.has('model') && [...el.model.options].some((o) => o.value === q.get('model'))) state.model = q.get('model');
+  state.model = config.model; // the URL's model, checked by the server
   state.truncate = q.get('truncate') === '1';
   state.layer = int('layer');
   state.head = int('head');
   state.kind = q.get('kind');
   state.gen = int('gen');
-  state.tab = q.get('tab') || 'grid';
-  if (state.tab === 'mechanism') {
-    Object.assign(mech, { kind: state.kind, layer: state.layer, head: state.head, query: int('query') });
-    state.layer = state.head = null;
-  }
-  if (state.tab === 'playground') readPlaygroundUrl(q);
+  state.tab = config.tab; // the URL's tab, checked by the server
+  if (shownTab()?.module.readUrl?.(q, page)) state.layer = state.head = null; // the tab took the head
   state.words = q.get('words') === '1';
   state.nospecial = q.get('nospecial') === '1';
   state.fit = q.get('fit') === '1';
   state.step = int('step');
-  readWeightsState(q);
-  readAblate(q);
-}
-
-// `weights` and `rollout` in the URL: what every head shows, and the rollout under the grid.
-function readWeightsState(q) {
-  state.weights = WEIGHTS.includes(q.get('weights')) ? q.get('weights') : 'attention';
+  state.weights = WEIGHTS.includes(q.get('weights')) ? q.get('weights') : config.weights.default;
   state.rollout = q.get('rollout') === '1';
-}
-
-function writeWeightsState(q) {
-  if (state.weights !== 'attention') q.set('weights', state.weights);
-  if (state.rollout) q.set('rollout', '1');
+  readAblate(q);
 }
 
 function writeState() {
@@ -66,22 +90,21 @@ function writeState() {
   if (state.text) q.set('text', state.text);
   q.set('model', state.model);
   if (state.truncate) q.set('truncate', '1');
-  if (state.tab !== 'grid') q.set('tab', state.tab);
+  if (state.tab !== DEFAULT_TAB) q.set('tab', state.tab);
   if (state.words) q.set('words', '1');
   if (state.nospecial) q.set('nospecial', '1');
   if (state.fit) q.set('fit', '1');
-  const open = state.tab === 'mechanism' ? mech : state;
-  if (open.kind !== null && open.layer !== null && open.head !== null) {
-    q.set('kind', open.kind);
-    q.set('layer', open.layer);
-    q.set('head', open.head);
+  if (state.kind !== null && state.layer !== null && state.head !== null) {
+    q.set('kind', state.kind);
+    q.set('layer', state.layer);
+    q.set('head', state.head);
   }
-  if (state.tab === 'mechanism' && mech.query !== null) q.set('query', mech.query);
   if (state.step !== null) q.set('step', state.step);
   if (state.gen !== null) q.set('gen', state.gen);
-  writeWeightsState(q);
+  if (state.weights !== config.weights.default) q.set('weights', state.weights);
+  if (state.rollout) q.set('rollout', '1');
   writeAblate(q);
-  if (state.tab === 'playground') writePlaygroundUrl(q);
+  shownTab()?.module.writeUrl?.(q, page);
   history.replaceState(null, '', `${location.pathname}?${q}`);
 }
 
@@ -108,7 +131,7 @@ function showGenerationControl() {
   el.gen.value = state.gen ?? g.default;
 }
 
-export function roles(kind, layer, head) {
+function roles(kind, layer, head) {
   const heads = result?.heads?.[kind];
   const record = heads && heads[layer * result.kinds[kind].H + head];
   return record ? record.roles : [];
@@ -120,7 +143,7 @@ export function roles(kind, layer, head) {
 function errorMessage(e) {
   if (!(e instanceof ApiError)) return `Error: ${e.message}`;
   const body = e.body || {};
-  if (body.error === 'too_many_tokens' && body.count) {
+  if (body.error === config.errors.too_many_tokens && body.count) {
     return `This text has ${body.count} tokens; ${state.model} reads at most ${body.limit}. Shorten it, or tick "cut to fit" to analyze its first ${body.limit}.`;
   }
   return e.message;
@@ -130,13 +153,12 @@ function clearResult() {
   result = null;
   views = {};
   fetchedHeads.clear();
-  el.grids.replaceChildren();
   el.output.hidden = true;
   drawEffect(null);
-  el.hoverName.textContent = '';
   el.transformLabel.textContent = '';
   summary = '';
   if (el.detail.open) el.detail.close();
+  hook('analysed', page);
 }
 
 // Where a cut text stopped: the end of the last input token that came from the text.
@@ -170,9 +192,7 @@ async function analyze() {
     clearResult(); // what was on screen belonged to the previous input
     document.body.dataset.state = 'error';
     setStatus(errorMessage(e), 'error');
-    if (ablate.heads.length && e.body && ['bad_ablation', 'too_many_heads', 'not_ablatable'].includes(e.body.error)) {
-      drawAblateError(e.body.detail);
-    }
+    if (ablate.heads.length && e.body?.field === 'ablate') drawAblateError(e.body.detail); // the server names the field
     return;
   }
   fetchedHeads.clear();
@@ -207,39 +227,19 @@ async function fetchMetrics(signal) {
   }
   if (shown !== result) return; // another analysis has started
   result.heads = answer.heads;
-  labelRoles(el.grids, roles);
-  markGrid(el.grids); // the ablated heads' titles say so again
+  hook('headsArrived', page);
   showDetailRoles();
   drawTab();
   document.body.dataset.state = 'ready';
 }
 
-// "fit on screen": thumbnails as large as lets every kind's whole grid fit below the controls, in
-// the viewport (with every kind side by side where the width allows).
-function fitGrids() {
-  document.body.classList.toggle('fit', state.fit);
-  if (!state.fit || !result) return;
-  const kinds = Object.values(result.kinds);
-  const top = el.grids.getBoundingClientRect().top + window.scrollY; // where the grids start on the page
-  const heading = 48, gap = 3, axis = 28;
-  const rows = Math.max(...kinds.map((k) => k.L));
-  const tall = (window.innerHeight - top - heading) / (rows + 1) - gap; // +1: the head-number row
-  const wide = (el.grids.clientWidth - kinds.length * (axis + 32)) / kinds.reduce((n, k) => n + k.H, 0) - gap;
-  el.grids.style.setProperty('--cell', `${Math.max(12, Math.floor(Math.min(tall, wide)))}px`);
-}
-
 function drawAll() {
-  el.hoverName.textContent = '';
-  views = drawGrids(el.grids, result, { words: state.words, nospecial: state.nospecial },
-    { onOpen: openOrAblate, onHover: showHoverName, roles });
-  markGrid(el.grids);
+  views = makeViews(result, { words: state.words, nospecial: state.nospecial });
+  hook('analysed', page);
   drawEffect(result);
   const notes = [...new Set(Object.values(views).map((v) => v.note).filter(Boolean))];
   el.transformLabel.textContent = notes.length ? `Transformed view: ${notes.join('; ')}` : '';
   drawWeightsLabel();
-  drawRollout(el.rollout, result, views);
-  fitGrids();
-  fillKindSelects(Object.keys(result.kinds));
   drawOutput();
   drawTab();
 }
@@ -253,23 +253,7 @@ function drawWeightsLabel() {
     + 'Compare shows what the grid shows.';
 }
 
-// A click on a grid head: in ablate mode it knocks the head out (or back in) and runs the text again.
-function openOrAblate(kind, layer, head) {
-  if (!ablate.mode) return openDetail(kind, layer, head);
-  toggleHead(kind, layer, head);
-  markGrid(el.grids);
-  return analyze();
-}
-
-function showHoverName(kind, layer, head) {
-  const r = roles(kind, layer, head);
-  el.hoverName.textContent = `${headName(layer, head)} (${kind})${r.length ? ': ' + r.join(', ') + ' (roles on this text)' : ''}`;
-}
-
 // ---- generation steps (models with a decoder) -------------------------------------------------
-
-// Kinds whose rows are the decoder's output positions: the step slider highlights one of them.
-const outputRowViews = () => Object.values(views).filter((v) => v.layout.rows === 'output_tokens');
 
 function drawOutput() {
   const rows = result.output_tokens;
@@ -309,8 +293,7 @@ function showStep() {
   el.outputValid.textContent = check ? check.label : '';
   el.outputValid.title = check ? check.description : '';
   el.outputValid.dataset.valid = String(check ? check.ok : null);
-  for (const view of outputRowViews()) highlightRow(el.grids, view, Math.floor(row / view.pool[0]));
-  markGrid(el.grids); // repainting cleared the hatching of ablated heads
+  hook('stepped', page, row);
   if (el.detail.open && views[state.kind]?.layout.rows === 'output_tokens') drawDetail();
 }
 
@@ -318,7 +301,7 @@ function showStep() {
 
 function openDetail(kind, layer, head) {
   Object.assign(state, { kind, layer, head });
-  Object.assign(mech, { kind, layer, head }); // the Mechanism tab starts from the last head opened
+  hook('headOpened', page, kind, layer, head);
   writeState();
   if (!el.detail.open) el.detail.showModal();
   return drawDetail();
@@ -332,7 +315,7 @@ function resultRequest() {
 }
 
 // One head at full resolution, as {view, layer, head} to read with view.matrix(layer, head): from the
-// grid's own data, or fetched alone when the grid was pooled (a long text) or `exact` floats are wanted.
+// answer's own data, or fetched alone when the grid was pooled (a long text) or `exact` floats are wanted.
 const fetchedHeads = new Map(); // `${exact} kind layer head` -> promise of a one-head kind, for `result`
 async function headView(kind, layer, head, exact = false) {
   if (!exact && !isPooled(result.kinds[kind])) return { view: views[kind], layer, head };
@@ -437,40 +420,35 @@ async function exportImage(format) {
 
 // ---- tabs ----------------------------------------------------------------------------------------
 
-function showTab(tab) {
-  state.tab = tab;
+// Show the tab `name` (one of the config's tabs): false, and nothing changes, for a name that is none.
+function showTab(name) {
+  if (!config.tabs.some((t) => t.name === name)) return false;
+  state.tab = name;
   if (document.body.dataset.state === 'ready') setStatus(summary); // a message of another tab is over
-  for (const b of el.tabs.querySelectorAll('[data-tab]')) b.setAttribute('aria-selected', String(b.dataset.tab === tab));
-  for (const s of document.querySelectorAll('main > .tab')) s.hidden = s.dataset.tab !== tab;
+  for (const b of el.tabs.querySelectorAll('[data-tab]')) b.setAttribute('aria-selected', String(b.dataset.tab === name));
+  for (const s of document.querySelectorAll('main > .tab')) s.hidden = s.dataset.tab !== name;
   writeState();
   drawTab();
+  return true;
 }
-
-// Tabs drawn from data: name -> draw function and when it can draw (Heads, Compare and Corpus are
-// drawn by their own buttons).
-const TABS = {
-  map: { draw: drawHeadMap, ready: () => result || hasCorpus() },
-  table: { draw: drawHeadTable, ready: () => result || hasCorpus() },
-  similarity: { draw: drawSimilarity, ready: () => result || hasCorpus() },
-  mechanism: { draw: drawMechanism, ready: () => result },
-  playground: { draw: drawPlayground, ready: () => true },
-  'heads-experiment': { draw: drawExperiment, ready: () => true },
-  probes: { draw: drawProbes, ready: () => true },
-  importance: { draw: drawImportance, ready: () => true },
-};
 
 function drawTab() {
-  const tab = TABS[state.tab];
-  if (!tab || !tab.ready()) return;
-  tab.draw({ result, views, state, request: result && resultRequest(), openDetail, setStatus, writeState,
-    generation: result && modelGeneration(result.model),
-    options: { words: state.words, nospecial: state.nospecial } });
+  const shown = shownTab();
+  if (!shown?.module.draw || (shown.module.ready && !shown.module.ready(page))) return;
+  shown.module.draw(page);
 }
 
-// From the detail dialog to the Mechanism tab, on the open head (openDetail copied it to `mech`).
-function explainOpenHead() {
-  closeDetail();
-  showTab('mechanism');
+// Every tab's hooks, in the config's order. A tab whose script did not load or run says so in its section, and the
+// other tabs work.
+function findTabs() {
+  for (const tab of config.tabs) {
+    const module = registered(tab.script);
+    if (module) tabs.push({ tab, module });
+    else {
+      const note = document.querySelector(`#tab-${CSS.escape(tab.name)} .tab-error`);
+      if (note) { note.hidden = false; note.textContent = `The ${tab.label} tab could not load its script (${tab.script}).`; }
+    }
+  }
 }
 
 // ---- wiring ----------------------------------------------------------------------------------------
@@ -481,8 +459,6 @@ function wire() {
     if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) { e.preventDefault(); el.inputForm.requestSubmit(); }
   });
   el.tabs.addEventListener('click', (e) => { const b = e.target.closest('[data-tab]'); if (b) showTab(b.dataset.tab); });
-  el.optFit.addEventListener('change', () => { state.fit = el.optFit.checked; writeState(); fitGrids(); });
-  window.addEventListener('resize', fitGrids);
   for (const [box, key] of [[el.optWords, 'words'], [el.optNospecial, 'nospecial']]) {
     box.addEventListener('change', () => {
       state[key] = box.checked;
@@ -512,17 +488,7 @@ function wire() {
   el.exportPng.addEventListener('click', () => exportImage('png'));
   el.exportSvg.addEventListener('click', () => exportImage('svg'));
   el.exportCsv.addEventListener('click', exportCsv);
-  el.detailMechanism.addEventListener('click', explainOpenHead);
-  setupMechanism(() => { writeState(); drawTab(); });
-  setupPlayground(writeState);
-  el.compareHeads.addEventListener('click', () => drawCompareHeads({ result, views, state, setStatus }));
-  el.compareTexts.addEventListener('click', () => drawCompareTexts({ result, views, state, request: resultRequest(), setStatus }));
-  for (const select of [el.mapMetric, el.mapKind, el.mapSource, el.tableKind, el.tableSource, el.similarityKind, el.similaritySource]) {
-    select.addEventListener('change', drawTab);
-  }
-  setupCorpus(drawTab);
-  setupImportance();
-  el.model.addEventListener('change', () => { if (state.tab === 'importance') drawTab(); });
+  for (const { tab, module } of tabs) module.setup?.(page, tab);
 }
 
 // A new answer for the same text (weights or rollout changed), keeping the open head.
@@ -532,6 +498,7 @@ function reanalyze() {
 }
 
 function start() {
+  findTabs();
   readState();
   el.text.value = state.text;
   el.model.value = state.model;

@@ -1,25 +1,27 @@
 // Ablate mode: clicking a head in the grid knocks it out (and clicking again brings it back); the page
 // fetches the answer again with `ablate` and shows the answer's `effect` beside the output. The set of
-// heads and the ablation ("zero" | "mean") live in the URL: ?ablate=encoder:2:5,cross:0:1&ablation=mean.
+// heads and the ablation (one of the page config's `ablation.modes`) live in the URL:
+// ?ablate=encoder:2:5,cross:0:1&ablation=mean (the server's default mode is left out).
 // The effect panel is drawn from the answer's own description (effect.measures: each measure's axis
 // and meaning), never from the names of kinds or measures.
+import { config } from './config.js';
 import { el, make } from './dom.js';
 import { headName } from './grid.js';
 
-export const ablate = { mode: false, heads: [], ablation: 'zero' }; // heads: ["kind:layer:head", ...]
+export const ablate = { mode: false, heads: [], ablation: config.ablation.default }; // heads: ["kind:layer:head", ...]
 
 const HEAD = /^([^:,]+):(\d+):(\d+)$/;
 
 export function readAblate(q) {
   ablate.heads = (q.get('ablate') || '').split(',').filter((h) => HEAD.test(h));
   ablate.heads = [...new Set(ablate.heads)];
-  ablate.ablation = q.get('ablation') === 'mean' ? 'mean' : 'zero';
+  ablate.ablation = config.ablation.modes.includes(q.get('ablation')) ? q.get('ablation') : config.ablation.default;
 }
 
 export function writeAblate(q) {
   if (!ablate.heads.length) return;
   q.set('ablate', ablate.heads.join(','));
-  if (ablate.ablation !== 'zero') q.set('ablation', ablate.ablation);
+  if (ablate.ablation !== config.ablation.default) q.set('ablation', ablate.ablation);
 }
 
 // The request's fields: {ablate: [{kind, layer, head}], ablation}, or nothing when no head is off.
@@ -137,11 +139,12 @@ export function drawAblateError(message) {
   el.effectMeasures.replaceChildren();
 }
 
-// Wire the toggle, the zero/mean choice and the "restore all" button; `changed()` re-runs the analysis.
+// Wire the toggle, the choice of mode and the "restore all" button; `changed()` re-runs the analysis. (The grid
+// marks its heads itself when the toggle changes: static/js/tabs/grid.js.)
 export function setupAblate(changed) {
   el.optAblate.checked = ablate.mode;
   el.ablationMode.value = ablate.ablation;
-  el.optAblate.addEventListener('change', () => { ablate.mode = el.optAblate.checked; markGrid(el.grids); });
+  el.optAblate.addEventListener('change', () => { ablate.mode = el.optAblate.checked; });
   el.ablationMode.addEventListener('change', () => {
     ablate.ablation = el.ablationMode.value;
     if (ablate.heads.length) changed();

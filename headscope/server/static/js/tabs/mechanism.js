@@ -1,13 +1,16 @@
 // The Mechanism tab: how one head computes its attention for one query token, every step drawn as a
 // small heatmap with its shape (POST /api/explain). The selection (kind, layer, head, query) lives in
-// `mech` and in the URL (?tab=mechanism&kind=&layer=&head=&query=).
-import { el, make } from './dom.js';
-import { ApiError, fetchExplain } from './api.js';
-import { DIVERGING, SEQUENTIAL } from './colors.js';
-import { escapeLabel, loadPlotly, thinTicks } from './heatmap.js';
-import { visible } from './views.js';
+// `mech` and in the URL (?tab=mechanism&kind=&layer=&head=&query=); it starts from the last head opened in the
+// detail dialog, whose Mechanism button opens this tab.
+import { el as shell, elements, make } from '../lib/dom.js';
+import { ApiError, fetchExplain } from '../lib/api.js';
+import { DIVERGING, SEQUENTIAL } from '../lib/colors.js';
+import { escapeLabel, loadPlotly, thinTicks } from '../lib/heatmap.js';
+import { visible } from '../lib/views.js';
+import { register } from '../lib/registry.js';
 
-export const mech = { kind: null, layer: null, head: null, query: null };
+const el = elements(['mech-kind', 'mech-layer', 'mech-head', 'mech-query', 'mech-status', 'mech-steps']);
+const mech = { kind: null, layer: null, head: null, query: null };
 let controller = null;
 let drawn = ''; // the selection last drawn, so a redraw of the tab does not refetch it
 
@@ -127,19 +130,45 @@ function fillSelectors(result) {
   fillSelect(el.mechQuery, kd.rows.tokens.map((t, i) => [i, `${i}: ${visible(t)}`]), mech.query);
 }
 
-// Wire the selectors once; `redraw` is called after every change (it writes the URL and draws).
-export function setupMechanism(redraw) {
+// The URL's kind/layer/head/query name the head this tab explains (not one for the detail dialog).
+function readUrl(q) {
+  const int = (name) => (q.has(name) && /^\d+$/.test(q.get(name)) ? +q.get(name) : null);
+  Object.assign(mech, { kind: q.get('kind'), layer: int('layer'), head: int('head'), query: int('query') });
+  return true;
+}
+
+function writeUrl(q) {
+  if (mech.kind !== null && mech.layer !== null && mech.head !== null) {
+    q.set('kind', mech.kind);
+    q.set('layer', mech.layer);
+    q.set('head', mech.head);
+  }
+  if (mech.query !== null) q.set('query', mech.query);
+}
+
+function headOpened(page, kind, layer, head) {
+  Object.assign(mech, { kind, layer, head }); // this tab starts from the last head opened
+}
+
+const ready = (page) => !!page.result;
+
+// Wire the selectors once (every change writes the URL and draws), and the detail dialog's button that explains
+// the open head here.
+function setup(page, tab) {
   const read = () => {
     mech.kind = el.mechKind.value;
     mech.layer = +el.mechLayer.value;
     mech.head = +el.mechHead.value;
     mech.query = +el.mechQuery.value;
   };
+  const redraw = () => { page.writeState(); page.redraw(); };
   el.mechKind.addEventListener('change', () => { read(); mech.query = null; redraw(); });
   for (const select of [el.mechLayer, el.mechHead, el.mechQuery]) select.addEventListener('change', () => { read(); redraw(); });
+  shell.detailMechanism.hidden = false;
+  shell.detailMechanism.addEventListener('click', () => { page.closeDetail(); page.showTab(tab.name); });
 }
 
-export async function drawMechanism({ result, state, generation, writeState }) {
+async function draw({ result, state, generation, writeState }) {
   fillSelectors(result);
   writeState();
   const key = JSON.stringify([result.model, result.text, result.tokens.length, state.gen, mech]);
@@ -189,3 +218,5 @@ export async function drawMechanism({ result, state, generation, writeState }) {
   el.mechSteps.dataset.explained = `${e.kind} ${e.layer} ${e.head} ${e.query}`;
   el.mechSteps.dataset.state = 'ready';
 }
+
+register(import.meta.url, { readUrl, writeUrl, headOpened, ready, setup, draw });

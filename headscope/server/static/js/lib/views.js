@@ -12,14 +12,23 @@
 const MIN_KEPT = 0.01; // rows keeping less weight than this after hiding special tokens stay empty
 const GENERATED_MARK = '▹'; // prefixed to tokens the model generated itself (a causal LM's continuation)
 
-// Weights of one head: exact float32, or 8-bit bytes * scale / 255.
+// The strides of a kind built without them (nested lists read in the order of headscope/models/analysis.py DIMS).
+const rowMajor = (kd) => ({ layer: kd.H * kd.Tq * kd.Tk, head: kd.Tq * kd.Tk, query_pos: kd.Tk, key_pos: 1 });
+
+// Weights of one head, Tq rows of Tk keys: exact float32, or 8-bit bytes * scale / 255. The head is found by the
+// kind's strides (its axes by name, see api.js decodeKind), so any order of the answer's `dims` reads right.
 export function rawMatrix(kd, layer, head) {
-  const n = kd.Tq * kd.Tk;
-  const offset = (layer * kd.H + head) * n;
-  if (!kd.scale) return kd.values.slice(offset, offset + n);
-  const factor = kd.scale[layer * kd.H + head] / 255;
-  const out = new Float32Array(n);
-  for (let i = 0; i < n; i++) out[i] = kd.values[offset + i] * factor;
+  const { Tq, Tk } = kd;
+  const s = kd.strides || rowMajor(kd);
+  const offset = layer * s.layer + head * s.head;
+  if (!kd.scale && s.key_pos === 1 && s.query_pos === Tk) return kd.values.slice(offset, offset + Tq * Tk);
+  const ss = kd.scaleStrides || { layer: kd.H, head: 1 };
+  const factor = kd.scale ? kd.scale[layer * ss.layer + head * ss.head] / 255 : 1;
+  const out = new Float32Array(Tq * Tk);
+  for (let i = 0; i < Tq; i++) {
+    const row = offset + i * s.query_pos;
+    for (let j = 0; j < Tk; j++) out[i * Tk + j] = kd.values[row + j * s.key_pos] * factor;
+  }
   return out;
 }
 
@@ -116,4 +125,9 @@ export function makeView(kd, result, { words = false, nospecial = false } = {}) 
     note: notes.join('; '),
     matrix,
   };
+}
+
+// Every kind of an answer as a view: {kind: view}.
+export function makeViews(result, options = {}) {
+  return Object.fromEntries(Object.entries(result.kinds).map(([kind, kd]) => [kind, makeView(kd, result, options)]));
 }

@@ -2,15 +2,19 @@
 // measure gets when that head alone is ablated) as one layer × head heatmap per attention kind, and the pruning
 // curve: the measure as heads are ablated together, least important first. Everything the plots say (the
 // measure's name, direction, units, the formula) comes from the answer itself.
-import { el, make } from './dom.js';
-import { fetchStream } from './api.js';
-import { DIVERGING } from './colors.js';
-import { escapeLabel, loadPlotly } from './heatmap.js';
+import { el as shell, elements, make } from '../lib/dom.js';
+import { fetchStream } from '../lib/api.js';
+import { DIVERGING } from '../lib/colors.js';
+import { byRows } from '../lib/dims.js';
+import { escapeLabel, loadPlotly } from '../lib/heatmap.js';
+import { register } from '../lib/registry.js';
+
+const el = { model: shell.model, ...elements(['imp-ablation', 'imp-texts', 'imp-run', 'imp-cancel', 'imp-progress', 'imp-status',
+  'imp-measure', 'imp-maps', 'imp-curve']) };
 
 const results = new Map(); // model name -> its last importance answer
 let controller = null;
 const PLOT = { displaylogo: false, responsive: true };
-const maxTexts = () => +el.tabImportance.dataset.maxTexts; // the server's limit, from Settings
 const fmt = (v) => (Math.abs(v) >= 0.01 || v === 0 ? v.toFixed(4) : v.toExponential(2));
 
 function showStatus(text, state) {
@@ -25,13 +29,14 @@ function describe(result) {
     + `${m.description}. Baseline ${fmt(result.baseline)}. Importance = ${result.importance_formula}.`;
 }
 
+// One kind's importance as a layer x head heatmap (its axes read from the answer's `dims`).
 async function drawMap(Plotly, div, kind, result) {
-  const z = result.importance[kind];
+  const z = byRows(result.importance[kind], result.dims, 'layer'); // [layer][head]
   const H = Math.max(...z.map((row) => row.length));
   const largest = Math.max(1e-12, ...z.flat().map(Math.abs));
   const trace = {
     type: 'heatmap', z, x: [...Array(H).keys()], y: [...z.keys()],
-    customdata: result.ablated_quality[kind],
+    customdata: byRows(result.ablated_quality[kind], result.dims, 'layer'),
     colorscale: DIVERGING, zmin: -largest, zmax: largest, xgap: 1, ygap: 1,
     texttemplate: H * z.length <= 150 ? '%{z:.3g}' : '', // the numbers in the cells, while they fit
     hovertemplate: `L%{y}H%{x}: importance %{z:.4g}<br>${escapeLabel(result.measure.name)} without it: %{customdata:.4g}<extra></extra>`,
@@ -64,7 +69,7 @@ async function drawCurve(Plotly, result) {
 }
 
 // Draws the last answer for the model in the picker (nothing if it has none yet).
-export async function drawImportance() {
+async function draw() {
   const result = results.get(el.model.value);
   if (!result) {
     el.impMeasure.textContent = 'Press Measure to knock out every head in turn (this takes 1 + 2 × heads evaluations).';
@@ -83,9 +88,10 @@ export async function drawImportance() {
   el.impMaps.dataset.model = result.model;
 }
 
-async function run() {
+async function run(page) {
   const texts = el.impTexts.value.split(/\r?\n/).map((t) => t.trim()).filter(Boolean);
-  if (texts.length > maxTexts()) return showStatus(`${texts.length} texts: the limit is ${maxTexts()} per run.`, 'error');
+  const most = page.config.limits.importance_max_texts;
+  if (texts.length > most) return showStatus(`${texts.length} texts: the limit is ${most} per run.`, 'error');
   const request = { model: el.model.value, ablation: el.impAblation.value, stream: true };
   if (texts.length) request.texts = texts;
   controller = new AbortController();
@@ -101,7 +107,7 @@ async function run() {
     }, controller.signal);
     results.set(request.model, result);
     el.impProgress.value = el.impProgress.max;
-    await drawImportance();
+    await draw();
     showStatus(`${result.evaluations} evaluations of ${result.measure.name} on ${result.measure.examples} examples.`, 'done');
   } catch (e) {
     if (e.name === 'AbortError') showStatus('Cancelled.', 'cancelled');
@@ -112,7 +118,10 @@ async function run() {
   }
 }
 
-export function setupImportance() {
-  el.impRun.addEventListener('click', run);
+function setup(page, tab) {
+  el.impRun.addEventListener('click', () => run(page));
   el.impCancel.addEventListener('click', () => controller?.abort());
+  el.model.addEventListener('change', () => { if (page.state.tab === tab.name) page.redraw(); }); // that model's answer
 }
+
+register(import.meta.url, { draw, setup });

@@ -7,6 +7,8 @@
 // out the per-head metrics (metrics: false), so it comes sooner; fetchHeads gets them next, computed
 // by the server meanwhile from the same forward pass.
 
+import { sizes, strides } from './dims.js';
+
 export const GRID_CELLS = 128; // the grid asks for heads max-pooled to at most this many cells a side
 
 // An error answer: `message` says it in words; `body` is the API's JSON error ({error, detail, ...}).
@@ -68,32 +70,42 @@ function readSafetensors(buffer) {
   return { fields, tensors };
 }
 
-// One attention kind: {kind, layout, L, H, Tq, Tk, values, scale, pool, rows, cols}. values: the
-// tensor (uint8 with a per-head `scale`, or exact float32 with scale null); pool: [rows, cols] of
-// tokens per cell; rows and cols: the axes (see `axis`) that the answer's layout names.
+// One attention kind: {kind, layout, L, H, Tq, Tk, values, scale, strides, scaleStrides, pool, rows, cols}.
+// values: the tensor (uint8 with a per-head `scale`, or exact float32 with scale null), its axes read by name from
+// the answer's `dims` (strides: axis name -> step in `values`; the scale's axes are the same without the
+// positions); pool: [rows, cols] of tokens per cell; rows and cols: the axes (see `axis`) that the layout names.
 function decodeKind(kind, entry, tensors, answer) {
-  const [L, H, Tq, Tk] = entry.shape;
+  const { layer: L, head: H, query_pos: Tq, key_pos: Tk } = sizes(answer.dims, entry.shape);
+  const headDims = answer.dims.filter((d) => d === 'layer' || d === 'head');
   const layout = answer.layout[kind];
   return { kind, layout, L, H, Tq, Tk, values: tensors[entry.tensor], scale: entry.scale ? tensors[entry.scale] : null,
+    strides: strides(answer.dims, entry.shape), scaleStrides: strides(headDims, headDims.map((d) => (d === 'layer' ? L : H))),
     pool: answer.pool[kind], rows: axis(answer, layout.rows), cols: axis(answer, layout.columns) };
 }
 
-// `ablate` ([{kind, layer, head}]) and `ablation` ("zero" | "mean"): heads to knock out (see ablate.js).
-function attentionRequest({ text, model, truncate, generation = null, newTokens = null, weights = 'attention', ablate,
+// `ablate` ([{kind, layer, head}]) and `ablation` (one of the page config's ablation modes): heads to knock out
+// (see ablate.js).
+function attentionRequest({ text, model, truncate, generation = null, newTokens = null, weights = null, ablate,
   ablation }) {
   const request = { text, model, truncate };
   if (ablate && ablate.length) Object.assign(request, { ablate, ablation });
   if (generation === 'continuation' && newTokens) request.generate = newTokens;
   if (generation === 'output' && newTokens) request.max_new_tokens = newTokens;
-  if (weights !== 'attention') request.weights = weights; // what `attention` holds: the answer's `weights` says
+  if (weights) request.weights = weights; // what `attention` holds (none: the server's default); the answer's `weights` says
   return request;
 }
 
-// The answer's `rollout` (kind -> {tensor, shape}) -> kind -> {kind, Tq, Tk, values: Float32Array}.
-function decodeRollout(entries, tensors) {
+// The answer's `rollout` (kind -> {tensor, shape}, axes named by `rollout_about.dims`) -> kind -> {kind, Tq, Tk,
+// values: Float32Array, query rows of Tk keys}.
+function decodeRollout(entries, tensors, dims) {
   if (!entries) return null;
-  return Object.fromEntries(Object.entries(entries).map(([kind, entry]) =>
-    [kind, { kind, Tq: entry.shape[0], Tk: entry.shape[1], values: tensors[entry.tensor] }]));
+  return Object.fromEntries(Object.entries(entries).map(([kind, entry]) => {
+    const { query_pos: Tq, key_pos: Tk } = sizes(dims, entry.shape);
+    const s = strides(dims, entry.shape), data = tensors[entry.tensor];
+    const values = s.key_pos === 1 ? data : Float32Array.from({ length: Tq * Tk },
+      (_, i) => data[Math.floor(i / Tk) * s.query_pos + (i % Tk) * s.key_pos]);
+    return [kind, { kind, Tq, Tk, values }];
+  }));
 }
 
 // A binary answer (ArrayBuffer of a safetensors file) -> its fields, with `attention` replaced by
@@ -103,7 +115,7 @@ export function decodeAnswer(buffer) {
   fields.kinds = Object.fromEntries(
     Object.entries(fields.attention).map(([kind, entry]) => [kind, decodeKind(kind, entry, tensors, fields)]));
   delete fields.attention;
-  fields.rollout = decodeRollout(fields.rollout, tensors);
+  fields.rollout = decodeRollout(fields.rollout, tensors, fields.rollout_about?.dims);
   return fields;
 }
 
@@ -116,8 +128,8 @@ async function fetchBinary(request, signal) {
 
 // The grid's answer: every head, pooled to GRID_CELLS, without metrics (`heads` is null: see
 // fetchHeads). `params`: text, model, truncate, and for a model that generates, generation (its kind)
-// and newTokens (sent as the field that kind names); weights ('attention' or 'value_norm') and rollout
-// (true: the answer's `rollout` per kind).
+// and newTokens (sent as the field that kind names); weights (one of the page config's `weights.kinds`) and
+// rollout (true: the answer's `rollout` per kind).
 export function fetchAttention(params, signal) {
   return fetchBinary({ ...attentionRequest(params), format: 'compact', similarity: !!params.similarity,
     pool_to: GRID_CELLS, metrics: false, ...(params.rollout ? { rollout: true } : {}) }, signal);

@@ -1,5 +1,5 @@
-// Every element the scripts use, by id, in one place. The browser tests use the same ids and
-// the data-* attributes documented here:
+// Finding elements by id, and making them. The browser tests use the page's ids and the data-* attributes
+// documented here:
 //   canvas.head[data-kind][data-layer][data-head]   one thumbnail per head in the grid
 //   button.map-cell[data-layer][data-head]          one cell per head in the head map
 //   tr[data-layer][data-head]                        one row per head in the table
@@ -20,29 +20,28 @@
 //   body[data-importance]                            running | done | cancelled | error (the Importance tab's run)
 //   #imp-maps .imp-map[data-kind]                    one Plotly importance heatmap (layer x head) per kind;
 //     #imp-maps[data-model] the model drawn; #imp-curve the pruning curve (Plotly)
+//   main > section.tab[data-tab]                     one section per tab of the registry (headscope/server/tabs.py);
+//     .tab-error inside says when the tab's script could not load
+//   p[data-notice]                                   what the server says about the URL (an unknown ?tab= or ?model=)
+//   #glossary .metric-basis[data-basis]              each metric's basis: raw | renormalised
+// The page's own elements (the form, the view options, the output, the effect panel, the detail dialog); each
+// tab finds its own with `elements` (static/js/tabs/*.js).
 const ids = [
-  'input-form', 'text', 'example', 'tab-corpus', 'compare-kind', 'hover-name', 'model', 'truncate', 'analyze', 'status', 'tabs', 'grids',
+  'input-form', 'text', 'example', 'model', 'truncate', 'analyze', 'status', 'tabs',
   'opt-words', 'opt-nospecial', 'opt-fit', 'transform-label', 'output', 'output-label', 'output-text', 'output-valid', 'step', 'step-label', 'step-control',
-  'gen-label', 'gen-what', 'gen', 'opt-weights', 'opt-rollout', 'weights-label', 'rollout',
-  'map-metric', 'map-kind', 'map-source', 'head-map', 'table-kind', 'table-source', 'head-table',
-  'map-basis', 'table-basis', 'similarity-basis', 'similarity-source', 'similarity-kind', 'similarity-plot', 'compare-a', 'compare-b', 'compare-heads', 'compare-text',
-  'compare-texts', 'compare-plots', 'corpus-text', 'corpus-file', 'corpus-run', 'corpus-cancel',
-  'corpus-progress', 'corpus-status', 'detail', 'detail-title', 'detail-roles', 'detail-note',
+  'gen-label', 'gen-what', 'gen', 'opt-weights', 'opt-rollout', 'weights-label',
+  'detail', 'detail-title', 'detail-roles', 'detail-note',
   'heatmap', 'prev-layer', 'prev-head', 'next-head', 'next-layer', 'detail-close',
   'export-png', 'export-svg', 'export-csv', 'detail-mechanism',
-  'mech-kind', 'mech-layer', 'mech-head', 'mech-query', 'mech-status', 'mech-steps',
-  'ohm-recipe', 'ohm-table', 'ohm-exact', 'ohm-loss', 'ohm-spread', 'ohm-grids',
-  'pg-presets', 'pg-form', 'pg-run', 'pg-status', 'pg-code', 'pg-shapes', 'pg-heads',
   'opt-ablate', 'ablation-mode', 'effect', 'effect-heads', 'effect-measures', 'ablate-clear',
-  'tab-importance', 'imp-ablation', 'imp-texts', 'imp-run', 'imp-cancel', 'imp-progress', 'imp-status', 'imp-measure',
-  'imp-maps', 'imp-curve',
-  'probe-example', 'probe-use-example', 'probe-file', 'probe-pairs', 'probe-run', 'probe-status',
-  'probe-baseline', 'probe-plots', 'probe-table', 'probe-skipped',
 ];
 
 const camel = (id) => id.replace(/-(\w)/g, (_, c) => c.toUpperCase());
 
-export const el = Object.fromEntries(ids.map((id) => [camel(id), document.getElementById(id)]));
+// Elements by id, as {camelCaseId: element}: elements(['map-kind']).mapKind.
+export const elements = (list) => Object.fromEntries(list.map((id) => [camel(id), document.getElementById(id)]));
+
+export const el = elements(ids);
 
 // Make an element with text content only: user text never goes through innerHTML.
 export function make(tag, { text, className, attrs } = {}) {

@@ -3,9 +3,12 @@
 // heatmap per head (or the mean), and the largest difference to Headscope's own attention. The form's
 // settings live in the URL (?tab=playground&embed_dim=…&bias=1&…, the request's field names), so a
 // configuration can be shared and is restored on load.
-import { el, make } from './dom.js';
-import { ApiError, fetchMhaPresets, runMha } from './api.js';
-import { drawHeatmap, loadPlotly } from './heatmap.js';
+import { elements, make } from '../lib/dom.js';
+import { ApiError, fetchMhaPresets, runMha } from '../lib/api.js';
+import { drawHeatmap, loadPlotly } from '../lib/heatmap.js';
+import { register } from '../lib/registry.js';
+
+const el = elements(['pg-presets', 'pg-form', 'pg-status', 'pg-code', 'pg-shapes', 'pg-heads']);
 
 const NUMBERS = ['embed_dim', 'num_heads', 'kdim', 'vdim', 'L', 'S', 'N', 'seed'];
 const FLAGS = ['bias', 'add_bias_kv', 'add_zero_attn', 'batch_first', 'causal', 'need_weights', 'average_attn_weights'];
@@ -15,7 +18,7 @@ const LIMITED = { embed_dim: 'max_embed_dim', kdim: 'max_embed_dim', vdim: 'max_
 let presets = null; // GET /api/mha/presets
 let controller = null;
 let fromUrl = {}; // settings read from the URL on load: field name -> value, applied over the first preset
-let onChange = () => {}; // main.js's writeState
+let onChange = () => {}; // the page's writeState
 const field = (name) => el.pgForm.elements[name];
 
 // key_padding_mask as typed: empty (none), lengths "10, 7", or JSON such as [[false, true], [false, false]].
@@ -49,7 +52,7 @@ function fillForm(config) {
 
 // ---- the settings in the URL: numbers as typed (empty: none), flags 1/0, the mask as typed ------------
 
-export function readPlaygroundUrl(q) {
+function readUrl(q) {
   fromUrl = {};
   for (const name of NUMBERS) {
     if (q.has(name) && /^\d*$/.test(q.get(name))) fromUrl[name] = q.get(name) === '' ? null : +q.get(name);
@@ -60,7 +63,7 @@ export function readPlaygroundUrl(q) {
   if (q.has('key_padding_mask')) fromUrl.key_padding_mask = q.get('key_padding_mask');
 }
 
-export function writePlaygroundUrl(q) {
+function writeUrl(q) {
   if (!presets) { // the form is not filled yet: keep what the URL asked for
     for (const [name, value] of Object.entries(fromUrl)) {
       q.set(name, typeof value === 'boolean' ? (value ? '1' : '0') : value ?? '');
@@ -141,7 +144,7 @@ async function run() {
 }
 
 // Load the presets and limits once, make a button per preset, start from the first.
-export async function drawPlayground({ setStatus }) {
+async function draw({ setStatus }) {
   if (presets) return;
   try {
     presets = await fetchMhaPresets();
@@ -161,9 +164,11 @@ export async function drawPlayground({ setStatus }) {
   await run();
 }
 
-// `changed` is called with each run's settings in the form (to write them into the URL).
-export function setupPlayground(changed) {
-  onChange = changed;
+// Each run's settings in the form are written into the URL.
+function setup(page) {
+  onChange = page.writeState;
   el.pgForm.addEventListener('submit', (e) => { e.preventDefault(); run(); });
   el.pgForm.addEventListener('change', run);
 }
+
+register(import.meta.url, { readUrl, writeUrl, draw, setup });

@@ -2,9 +2,14 @@
 // JSONL pasted, uploaded or taken from an example set (GET /api/probe/info); POST /api/probe answers each
 // head's accuracy [layer][head] per kind, the best fixed-offset baseline and the best heads, drawn
 // here as a heatmap per kind and a table. The model is the one in the page's picker.
-import { el, make } from './dom.js';
-import { fetchProbeInfo, runProbe } from './api.js';
-import { drawHeatmap } from './heatmap.js';
+import { el as shell, elements, make } from '../lib/dom.js';
+import { fetchProbeInfo, runProbe } from '../lib/api.js';
+import { byRows } from '../lib/dims.js';
+import { drawHeatmap } from '../lib/heatmap.js';
+import { register } from '../lib/registry.js';
+
+const el = { model: shell.model, ...elements(['probe-example', 'probe-use-example', 'probe-file', 'probe-pairs', 'probe-run',
+  'probe-status', 'probe-baseline', 'probe-plots', 'probe-table', 'probe-skipped']) };
 
 let info = null; // GET /api/probe/info: format, limits, example sets
 let setup = null; // the promise of loading them and wiring the controls, made once
@@ -29,13 +34,14 @@ function useExample() {
   if (example) el.probePairs.value = example.pairs;
 }
 
-// One kind's accuracy as a layers x heads heatmap.
+// One kind's accuracy as a layers x heads heatmap (its axes read from the answer's `dims`).
 async function drawKind(kind, data, result) {
-  const L = data.accuracy.length, H = data.accuracy[0].length;
+  const accuracy = byRows(data.accuracy, result.dims, 'layer'); // [layer][head]
+  const L = accuracy.length, H = accuracy[0].length;
   const box = make('div', { className: 'plot', attrs: { 'data-kind': kind } });
   el.probePlots.append(box);
   await drawHeatmap(box, {
-    matrix: Float32Array.from(data.accuracy.flat()),
+    matrix: Float32Array.from(accuracy.flat()),
     rows: [...Array(L).keys()].map((l) => `L${l}`), cols: [...Array(H).keys()].map((h) => `H${h}`),
     title: `Accuracy per head (${kind}); baseline ${pct(result.baseline.accuracy)}`,
     zmin: 0, zmax: 1, colorbarTitle: 'accuracy', xTitle: 'head', yTitle: 'layer', joiner: '',
@@ -130,7 +136,9 @@ async function start() {
 }
 
 // Drawn when the tab opens: the first time, load the example sets and wire the controls.
-export function drawProbes() {
+function draw() {
   setup ??= start();
   return setup;
 }
+
+register(import.meta.url, { draw });

@@ -2,10 +2,13 @@
 // dates architecture trained with 1, 2, 4 and 8 heads at the same width, recipe and seed). Charts of
 // exact match, training loss, gradient-norm spread and local / long-range heads per head count, a
 // table of every number, and the grids of the 1-head and the best multi-head model side by side.
-import { el, make } from './dom.js';
-import { axis } from './api.js';
-import { drawGrids } from './grid.js';
-import { loadPlotly } from './heatmap.js';
+import { elements, make } from '../lib/dom.js';
+import { axis } from '../lib/api.js';
+import { drawGrids } from '../lib/grid.js';
+import { loadPlotly } from '../lib/heatmap.js';
+import { register } from '../lib/registry.js';
+
+const el = elements(['ohm-recipe', 'ohm-table', 'ohm-exact', 'ohm-loss', 'ohm-spread', 'ohm-grids']);
 
 let data = null; // the record, fetched once
 
@@ -13,7 +16,8 @@ const label = (run) => `${run.heads} head${run.heads > 1 ? 's' : ''} (D = ${run.
 const PLOT = { displaylogo: false, responsive: true };
 const fmt = (v, digits = 3) => (v === null || v === undefined ? 'never' : typeof v === 'number' ? +v.toFixed(digits) : v);
 
-// An example of the record -> a result the grid can draw: one kind per layout, exact float weights.
+// An example of the record -> a result the grid can draw: one kind per layout, exact float weights. The record's
+// patterns are nested [layer][head][query][key] (headscope/training/one_head_or_many.py), read as lib/views.js does.
 function exampleResult(example) {
   const result = { ...example, kinds: {} };
   for (const [kind, nested] of Object.entries(example.patterns)) {
@@ -45,7 +49,7 @@ function drawTable(runs) {
   el.ohmTable.replaceChildren(thead, tbody);
 }
 
-export async function drawExperiment({ setStatus }) {
+async function draw({ setStatus }) {
   if (!data) {
     const response = await fetch('/api/one-head-or-many');
     if (!response.ok) return setStatus(`Cannot load the measured results (${response.status}).`, 'error');
@@ -80,3 +84,5 @@ export async function drawExperiment({ setStatus }) {
   }
   el.ohmGrids.dataset.state = 'ready';
 }
+
+register(import.meta.url, { draw });

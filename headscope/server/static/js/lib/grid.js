@@ -47,12 +47,13 @@ export function headName(layer, head) {
   return `L${layer}H${head}`;
 }
 
-// Draw every kind's grid into `container`; returns {kind: view}. `onOpen(kind, layer, head)` on click.
-export function drawGrids(container, result, options, { onOpen, onHover, roles }) {
+// Draw every kind's grid into `container`; returns {kind: view}. `onOpen(kind, layer, head)` on click. `views`
+// (optional): the views to draw, when the caller has made them (else made here with `options`).
+export function drawGrids(container, result, options, { onOpen, onHover, roles, views: made = null }) {
   container.replaceChildren();
   const views = {};
   for (const [kind, kd] of Object.entries(result.kinds)) {
-    const view = makeView(kd, result, options);
+    const view = made?.[kind] || makeView(kd, result, options);
     views[kind] = view;
     const section = make('section', { className: 'kind-grid', attrs: { 'data-kind': kind } });
     section.append(make('h3', { text: kindTitle(kind, kd.layout) }));

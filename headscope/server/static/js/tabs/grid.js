@@ -1,0 +1,69 @@
+// The Heads tab: every layer x head of every attention kind at once (lib/grid.js), the hover line, "fit on
+// screen", the attention rollout under the grid (lib/rollout.js) and the ablated heads marked (lib/ablate.js).
+// A click opens a head in the detail dialog, or in ablate mode knocks it out (or back in) and runs the text again.
+import { el, elements } from '../lib/dom.js';
+import { drawGrids, headName, highlightRow, labelRoles } from '../lib/grid.js';
+import { drawRollout } from '../lib/rollout.js';
+import { ablate, markGrid, toggleHead } from '../lib/ablate.js';
+import { register } from '../lib/registry.js';
+
+const own = elements(['grids', 'hover-name', 'rollout']);
+
+// "fit on screen": thumbnails as large as lets every kind's whole grid fit below the controls, in
+// the viewport (with every kind side by side where the width allows).
+function fitGrids(page) {
+  document.body.classList.toggle('fit', page.state.fit);
+  if (!page.state.fit || !page.result) return;
+  const kinds = Object.values(page.result.kinds);
+  const top = own.grids.getBoundingClientRect().top + window.scrollY; // where the grids start on the page
+  const heading = 48, gap = 3, axis = 28;
+  const rows = Math.max(...kinds.map((k) => k.L));
+  const tall = (window.innerHeight - top - heading) / (rows + 1) - gap; // +1: the head-number row
+  const wide = (own.grids.clientWidth - kinds.length * (axis + 32)) / kinds.reduce((n, k) => n + k.H, 0) - gap;
+  own.grids.style.setProperty('--cell', `${Math.max(12, Math.floor(Math.min(tall, wide)))}px`);
+}
+
+function showHoverName(page, kind, layer, head) {
+  const r = page.roles(kind, layer, head);
+  own.hoverName.textContent = `${headName(layer, head)} (${kind})${r.length ? ': ' + r.join(', ') + ' (roles on this text)' : ''}`;
+}
+
+function openOrAblate(page, kind, layer, head) {
+  if (!ablate.mode) return page.openDetail(kind, layer, head);
+  toggleHead(kind, layer, head);
+  markGrid(own.grids);
+  return page.analyze();
+}
+
+function setup(page) {
+  el.optFit.addEventListener('change', () => { page.state.fit = el.optFit.checked; page.writeState(); fitGrids(page); });
+  window.addEventListener('resize', () => fitGrids(page));
+  el.optAblate.addEventListener('change', () => markGrid(own.grids));
+}
+
+function analysed(page) {
+  own.hoverName.textContent = '';
+  const { result, views } = page;
+  if (!result) { own.grids.replaceChildren(); own.rollout.replaceChildren(); own.rollout.hidden = true; return; }
+  drawGrids(own.grids, result, page.options, { views, roles: page.roles,
+    onOpen: (kind, layer, head) => openOrAblate(page, kind, layer, head),
+    onHover: (kind, layer, head) => showHoverName(page, kind, layer, head) });
+  markGrid(own.grids);
+  drawRollout(own.rollout, result, views);
+  fitGrids(page);
+}
+
+function headsArrived(page) {
+  labelRoles(own.grids, page.roles);
+  markGrid(own.grids); // the ablated heads' titles say so again
+}
+
+// Kinds whose rows are the decoder's output positions: the step slider highlights one of them.
+function stepped(page, row) {
+  for (const view of Object.values(page.views).filter((v) => v.layout.rows === 'output_tokens')) {
+    highlightRow(own.grids, view, Math.floor(row / view.pool[0]));
+  }
+  markGrid(own.grids); // repainting cleared the hatching of ablated heads
+}
+
+register(import.meta.url, { setup, analysed, headsArrived, stepped });
