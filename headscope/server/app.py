@@ -12,12 +12,24 @@ from headscope.server.files import STATIC
 from headscope.server.http.body_limits import BodyLimits
 from headscope.server.http.security import SecurityHeaders, TrustedHosts
 from headscope.server.recent_heads import RecentHeads
-from headscope.server.routes import attention, corpus, importance, mechanism, models, pages, playground, probes, study
+from headscope.server.routes import (
+    attention,
+    corpus,
+    detect,
+    importance,
+    mechanism,
+    models,
+    pages,
+    playground,
+    probes,
+    study,
+)
 from headscope.server.runner import ModelRunner
 from headscope.server.settings import Settings
 
 # one thin file per feature (headscope/server/routes/): the JSON API, then the page and the files it loads
-ROUTERS = [r.router for r in (models, attention, corpus, mechanism, playground, study, probes, importance, pages)]
+ROUTERS = [r.router for r in (models, attention, corpus, mechanism, playground, study, probes, importance, detect,
+                                pages)]
 
 
 def create_app(settings: Settings | None = None, models: dict[str, AttentionModel] | None = None) -> FastAPI:

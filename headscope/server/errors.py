@@ -73,6 +73,7 @@ class ErrorCode(str, Enum):
     invalid_pairs = "invalid_pairs", 422, "A line of the probe pairs is not a valid pair."
     no_usable_pairs = "no_usable_pairs", 422, "No probe pair can be scored on the model."
     not_probeable = "not_probeable", 422, "The model has no attention kind over its input tokens to probe."
+    not_detectable = "not_detectable", 422, "The model has no self-attention over its input tokens to score."
     no_texts = "no_texts", 422, "An empty list of texts."
     nothing_to_predict = "nothing_to_predict", 422, "Every text is a single token: nothing to predict."
     not_measurable = "not_measurable", 422, "Importance has no way to measure this model."

