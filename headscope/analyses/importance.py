@@ -35,6 +35,7 @@ in self-attention; transformers checkpoints and the dates model's teacher-forced
 so that padding never enters a head's mean over queries).
 """
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -142,6 +143,16 @@ def output_logprob(model: AttentionModel, texts: list[str]) -> Measure:
                    "higher_is_better", "nats per token", len(texts), evaluate)
 
 
+DEFAULT_TEXT_EVALUATIONS = 48 * 145  # the default run's texts x evaluations: all 48 varied texts on MiniLM's 72 heads
+
+
+def default_texts(model: AttentionModel) -> list[str]:
+    """The first varied texts, as many as keep the default run at about MiniLM's size (texts x evaluations), at
+    least 8: SmolLM2's 270 heads (541 evaluations) get 12."""
+    evaluations = 1 + 2 * model.info.layers * model.info.heads * len(model.info.kinds)
+    return list(VARIED_TEXTS[: max(8, min(len(VARIED_TEXTS), DEFAULT_TEXT_EVALUATIONS // evaluations))])
+
+
 def choose_measure(model: AttentionModel, texts: list[str] | None) -> Measure:
     """The model's own task (`own_task()`) when no texts are given; else the architecture's measure (from
     ModelInfo.generation) on the texts (headscope/data/varied_texts.py's when none are given)."""
@@ -149,7 +160,7 @@ def choose_measure(model: AttentionModel, texts: list[str] | None) -> Measure:
         task = model.own_task()
         if task is not None:
             return exact_match(model, task) if task.metric == "exact_match" else span_loss(model, task)
-        texts = list(VARIED_TEXTS)
+        texts = default_texts(model)
     generation = model.info.generation
     if generation is None:
         return embedding_cosine(model, texts)
@@ -256,15 +267,23 @@ def importance_steps(model: AttentionModel, mode: AblationMode = "zero", texts: 
         raise ValueError(f"ablation must be one of {', '.join(MODES)}, not {mode!r}")
     modules, heads = all_heads(model)
     total = 1 + 2 * len(heads)
+    started = time.perf_counter()
+
+    def progress(done: int) -> dict:
+        """{"done", "total", "seconds": so far, "remaining_s": at the pace so far}."""
+        seconds = time.perf_counter() - started
+        return {"done": done, "total": total, "seconds": round(seconds, 3),
+                "remaining_s": round(seconds / done * (total - done), 3)}
+
     measure = measure() if measure is not None else choose_measure(model, texts)
     baseline = measure.evaluate()
-    yield {"done": 1, "total": total}
+    yield progress(1)
 
     alone = []
     for head in heads:
         with ablating(modules, Ablation((head,), mode)):
             alone.append(measure.evaluate())
-        yield {"done": 1 + len(alone), "total": total}
+        yield progress(1 + len(alone))
     sign = 1.0 if measure.direction == "higher_is_better" else -1.0
     importance = [sign * (baseline - q) for q in alone]
     order = sorted(range(len(heads)), key=lambda i: importance[i])  # ascending; stable: ties in module order
@@ -273,7 +292,7 @@ def importance_steps(model: AttentionModel, mode: AblationMode = "zero", texts: 
     for k in range(1, len(heads) + 1):
         with ablating(modules, Ablation(tuple(heads[i] for i in order[:k]), mode)):
             curve.append(measure.evaluate())
-        yield {"done": 1 + len(heads) + k, "total": total}
+        yield progress(1 + len(heads) + k)
     yield {"result": result_dict(model, mode, measure, heads, baseline, alone, importance, order, curve)}
 
 

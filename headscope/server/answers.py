@@ -23,7 +23,7 @@ from typing import get_args
 
 import torch
 
-from headscope.analyses.heads import head_similarity, summarize_heads
+from headscope.analyses.heads import head_similarity, kind_sinks, summarize_heads
 from headscope.analyses.rollout import rollout_about, rollouts
 from headscope.analyses.value_norm import UNITS, NoValueNorms, check_value_norms, value_norms
 from headscope.models.analysis import DIMS, Analysis, AttentionModel
@@ -89,6 +89,7 @@ def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict |
         "selection": selection,
         "attention": None,  # filled in by the chosen encoding
         "heads": summarize_heads(analysis) if metrics else None,
+        "sinks": kind_sinks(analysis) if metrics else None,
         "roles_of": "one text",
         "similarity": head_similarity(analysis) if similarity else None,
         "output_text": analysis.output_text,
@@ -174,7 +175,7 @@ def heads_key(model: AttentionModel, text: str, cut: bool, truncate: bool, gener
 def heads_fields(analysis: Analysis, cut: bool) -> dict:
     """The /api/heads answer for one analysis."""
     return {"model": analysis.model, "tokens": analysis.tokens, "truncated": analysis.truncated or cut,
-            "heads": summarize_heads(analysis)}
+            "heads": summarize_heads(analysis), "sinks": kind_sinks(analysis)}
 
 
 def remember_heads(recent: RecentHeads, key: tuple, analysis: Analysis, cut: bool) -> None:

@@ -167,3 +167,40 @@ def test_corpus_spread_role_shares_and_similarity_equal_a_direct_computation(min
     similarity = sums.similarity()["encoder"]
     np.testing.assert_allclose(np.array(similarity["distance"]), expected, atol=2e-4)
     assert similarity["heads"][:3] == ["L0H0", "L0H1", "L0H2"] and sorted(similarity["order"]) == list(range(72))
+
+
+def test_a_model_without_bos_has_its_first_token_treated_as_the_sink(smollm2):
+    """SmolLM2 puts no BOS: position 0 takes the weight special tokens take elsewhere. Measured (numpy: the mean over
+    heads of the weight on key 0 from the text queries after it), said in kind_sinks, and counted as `sink`, so
+    first_token stops labelling most heads."""
+    from headscope.analyses.detect import repeated_texts
+    from headscope.analyses.heads import SINK_SHARE, kind_sinks
+    from headscope.analyses.metrics import MIN_KEPT
+
+    analysis = smollm2.analyze(repeated_texts(smollm2, 0, 2, 20)[1])
+    a = analysis.patterns["decoder"].double().numpy()  # (L, H, T, T)
+    on_first = a[:, :, 1:, 0].mean()  # every query after position 0 sees it
+    assert analysis.special[0] is False and on_first >= SINK_SHARE
+    assert kind_sinks(analysis) == {"decoder": [0]}
+    records = summarize_heads(analysis)["decoder"]
+    assert sum("sink" in r["roles"] for r in records) > 100
+    assert sum("first_token" in r["roles"] for r in records) < 10
+    # previous_token is judged without the sink: keys 1.. kept, rows renormalised (rows keeping < MIN_KEPT left
+    # out), over the queries 2.. (those with a kept previous token): R[q, q-1] is kept[:, :, r, r] for r = q - 2
+    kept = a[:, :, 2:, 1:]  # (L, H, T-2, T-1)
+    mass = kept.sum(-1)  # (L, H, T-2)
+    diagonal = np.diagonal(kept, axis1=2, axis2=3) / np.where(mass > 0, mass, 1)  # (L, H, T-2)
+    used = mass >= MIN_KEPT
+    counted = used.sum(-1)
+    previous = np.where(counted > 0, (diagonal * used).sum(-1) / np.maximum(counted, 1), np.nan)  # (L, H)
+    ours = np.array([[np.nan if r["metrics"]["previous_token"] is None else r["metrics"]["previous_token"]
+                      for r in records[layer * 9:(layer + 1) * 9]] for layer in range(30)])
+    np.testing.assert_allclose(ours, previous, atol=1e-5)  # nan (no row kept) where ours is null
+
+
+def test_models_with_special_tokens_measure_no_extra_sinks(minilm, models):
+    from headscope.analyses.heads import kind_sinks
+
+    for model in (minilm, models["induction"]):
+        for text in TEXTS:
+            assert all(not positions for positions in kind_sinks(model.analyze(text)).values()), (model.info.name, text)

@@ -281,3 +281,12 @@ def test_texts_beyond_the_limits_are_refused_with_the_limit_named(minilm, texts,
     with pytest.raises(BadTexts, match=words) as e:
         check_texts(minilm, texts, max_texts=4, max_tokens=50)
     assert e.value.code == code
+
+
+def test_the_default_sample_keeps_big_models_at_about_minilms_cost(minilm, smollm2):
+    from headscope.analyses.importance import DEFAULT_TEXT_EVALUATIONS, default_texts
+    from headscope.data.varied_texts import VARIED_TEXTS
+
+    assert default_texts(minilm) == list(VARIED_TEXTS)  # 145 evaluations x 48 texts: the budget itself
+    texts = default_texts(smollm2)  # 541 evaluations
+    assert texts == list(VARIED_TEXTS[:12]) and len(texts) * 541 <= DEFAULT_TEXT_EVALUATIONS

@@ -39,7 +39,11 @@ def test_streams_a_progress_line_per_evaluation_then_the_result(client, inductio
     with client.stream("POST", "/api/importance", json={"model": "induction", "stream": True}) as r:
         assert r.status_code == 200 and r.headers["content-type"].startswith("application/x-ndjson")
         lines = [json.loads(line) for line in r.iter_lines() if line]
-    assert lines[:-1] == [{"done": d, "total": 17} for d in range(1, 18)]
+    assert [(line["done"], line["total"]) for line in lines[:-1]] == [(d, 17) for d in range(1, 18)]
+    seconds = [line["seconds"] for line in lines[:-1]]
+    assert seconds == sorted(seconds) and lines[-2]["remaining_s"] == 0  # how long so far, and how long to go
+    for line in lines[:-1]:  # the estimate is the pace so far times the evaluations left
+        assert line["remaining_s"] == pytest.approx(line["seconds"] / line["done"] * (17 - line["done"]), abs=0.01)  # both rounded to ms
     assert lines[-1]["result"]["curve"] == induction_direct["curve"]
 
 
@@ -90,7 +94,8 @@ def test_a_client_that_goes_away_stops_the_run(live_server, app):
     with httpx.Client(timeout=60) as http:
         with http.stream("POST", f"{live_server.url}/api/importance", json={"model": "minilm", "stream": True}) as r:
             lines = r.iter_lines()
-            assert json.loads(next(lines)) == {"done": 1, "total": 145}
+            first = json.loads(next(lines))
+            assert (first["done"], first["total"]) == (1, 145)
         # closed after the first of 145 steps
     deadline = time.monotonic() + 30
     while runner.admitted_count and time.monotonic() < deadline:

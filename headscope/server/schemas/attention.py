@@ -4,6 +4,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
+from headscope.analyses.heads import SINK_SHARE
 from headscope.models.analysis import DIMS, Layout
 from headscope.models.interventions import AblationMode
 from headscope.server.encoding import BINARY_MEDIA_TYPE
@@ -217,6 +218,12 @@ class AttentionResponse(AblationAnswer):
         description="Per attention kind, every head's metrics and roles; null when the request said "
         "`metrics: false` (then POST /api/heads returns them)."
     )
+    sinks: dict[str, list[int]] | None = Field(
+        None, description="Per attention kind, the text positions its metrics treated as attention sinks although "
+        f"they are not special tokens (measured: on average over the kind's heads, at least {SINK_SHARE:.0%} of the "
+        "weight of the text queries after them; e.g. the first token of a model that puts no BOS). Like special tokens, they count "
+        "in `sink` and are removed, with rows renormalised, from the positional metrics. Null without `heads`."
+    )
     roles_of: Literal["one text"] = Field(
         "one text", description="`heads` holds the metrics and roles of this one text: an anecdote. Average a "
         "corpus (POST /api/corpus) before saying what a head does."
@@ -256,6 +263,12 @@ class HeadsResponse(BaseModel):
     tokens: list[str] = Field(description="Input tokens exactly as the model sees them, special tokens included.")
     truncated: bool = Field(description="True when the text was cut to the model's maximum tokens.")
     heads: dict[str, list[HeadSummary]] = Field(description="Per attention kind, every head's metrics and roles.")
+    sinks: dict[str, list[int]] | None = Field(
+        None, description="Per attention kind, the text positions its metrics treated as attention sinks although "
+        f"they are not special tokens (measured: on average over the kind's heads, at least {SINK_SHARE:.0%} of the "
+        "weight of the text queries after them; e.g. the first token of a model that puts no BOS). Like special tokens, they count "
+        "in `sink` and are removed, with rows renormalised, from the positional metrics. Null without `heads`."
+    )
 
 
 

@@ -65,8 +65,9 @@ class ImportanceResponse(BaseModel):
 
 IMPORTANCE_STREAM = {
     200: {
-        "description": "With `stream: true`: newline-delimited JSON, one `{\"done\": n, \"total\": N}` line per "
-        "evaluation of the measure, then `{\"result\": ImportanceResponse}`, or `{\"error\": code, \"detail\": "
+        "description": "With `stream: true`: newline-delimited JSON, one `{\"done\": n, \"total\": N, \"seconds\": s, "
+        "\"remaining_s\": r}` line per evaluation of the measure (seconds so far; the seconds left at the pace so "
+        "far), then `{\"result\": ImportanceResponse}`, or `{\"error\": code, \"detail\": "
         "words}` if it fails.",
         "content": {"application/x-ndjson": {}},
     }
