@@ -260,6 +260,7 @@ def explain_captured_analysis(analysis: Analysis, captured: CapturedLayer, kind:
         "query_tokens": analysis.axis(layout.rows), "key_tokens": analysis.axis(layout.columns),
         "heads": H, "d_model": C, "d_head": D, "scale": scale,
         "kv_heads": H_kv, "kv_group": g, "rotary": captured.rotary,
+        "kv_group_heads": list(range(g * (H // H_kv), (g + 1) * (H // H_kv))),  # the query heads sharing its k, v
         "notes": captured_notes(captured, scale, D, H, H_kv, head, steps["position_bias"] is not None),
         "x": captured.x, "context": captured.context,
         "q": steps["q"], "k": steps["k"], "v": steps["v"], "qk": steps["qk"],

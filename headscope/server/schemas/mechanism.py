@@ -42,6 +42,8 @@ class ExplainResponse(BaseModel):
     scale: float = Field(description="The factor of the scores: 1 / sqrt(D), or what the family uses (T5: 1).")
     kv_heads: int = Field(description="H_kv, key/value heads: H, or fewer with grouped-query attention (Llama).")
     kv_group: int = Field(description="The key/value head this head reads: head // (H / H_kv).")
+    kv_group_heads: list[int] = Field(description="The query heads that read that key/value head (this one "
+                                      "included): all H / H_kv of them share its k and v.")
     rotary: bool = Field(description="True where q and k are after rotary position embeddings (Llama): rotated "
                          "by position, so q_i · k_j depends on the distance between i and j.")
     notes: list[str] = Field(description="What this model's attention does beyond the textbook steps, in words "

@@ -28,7 +28,7 @@ const STEPS = [
   { key: 'q', title: (e) => `q_i = x_i W_Q + b_Q, this head's slice${e.rotary ? ', then rotated by position (RoPE)' : ''}`,
     about: 'The query of token i in this head: D numbers.',
     plot: (e) => ({ z: [e.q], rows: [e.query_tokens[e.query]], cols: dims(e.d_head), xTitle: 'd_head' }) },
-  { key: 'k', title: (e) => `k_j = x_j W_K + b_K, every key${e.rotary ? ', rotated by position (RoPE)' : ''}${e.kv_heads < e.heads ? ` (key/value head ${e.kv_group}, shared)` : ''}`,
+  { key: 'k', title: (e) => `k_j = x_j W_K + b_K, every key${e.rotary ? ', rotated by position (RoPE)' : ''}${e.kv_heads < e.heads ? ` (key/value head ${e.kv_group}, shared by query heads ${e.kv_group_heads.join(', ')})` : ''}`,
     about: 'One key per token of the columns: D numbers each.',
     plot: (e) => ({ z: e.k, rows: e.key_tokens, cols: dims(e.d_head), xTitle: 'd_head' }) },
   { key: 'qk', title: 'q_i ⊙ k_j: which dimensions make a score',
