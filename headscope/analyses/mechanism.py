@@ -108,6 +108,7 @@ class CapturedLayer:
     weight: torch.Tensor  # W_O (C_out, H·D) as nn.Linear holds it
     bias: torch.Tensor | None  # b_O (C_out,)
     rotary: bool  # the module was given rotary position embeddings: q and k are rotated by position
+    input_bias: bool = True  # whether the Q, K, V projections add biases
 
 
 @torch.no_grad()
@@ -135,7 +136,15 @@ def capture_layer(model: AttentionModel, text: str, truncate: bool, new_tokens: 
     weight, bias = linear_weight(projection)
     return analysis, CapturedLayer(
         record=records[(kind, layer)][-1], x=x[0], context=None if context is None else context[0],
-        output=outputs[-1][0], weight=weight, bias=bias, rotary=kwargs.get("position_embeddings") is not None)
+        output=outputs[-1][0], weight=weight, bias=bias, rotary=kwargs.get("position_embeddings") is not None,
+        input_bias=has_input_bias(module, projection))
+
+
+def has_input_bias(module, projection) -> bool:
+    """Whether the Q, K, V projections add a bias: any layer of the attention module but W_O with a bias (BERT,
+    GPT-2, our own: yes; Llama, T5: no)."""
+    return any(getattr(m, "bias", None) is not None and m is not projection and m is not module
+               for m in module.modules())
 
 
 def broadcast_row(tensor: torch.Tensor | None, H: int, Tq: int, Tk: int, query: int) -> torch.Tensor | None:
@@ -260,6 +269,7 @@ def explain_captured_analysis(analysis: Analysis, captured: CapturedLayer, kind:
         "query_tokens": analysis.axis(layout.rows), "key_tokens": analysis.axis(layout.columns),
         "heads": H, "d_model": C, "d_head": D, "scale": scale,
         "kv_heads": H_kv, "kv_group": g, "rotary": captured.rotary,
+        "biases": {"qkv": captured.input_bias, "output": captured.bias is not None},
         "kv_group_heads": list(range(g * (H // H_kv), (g + 1) * (H // H_kv))),  # the query heads sharing its k, v
         "notes": captured_notes(captured, scale, D, H, H_kv, head, steps["position_bias"] is not None),
         "x": captured.x, "context": captured.context,

@@ -117,6 +117,8 @@ def test_llama_notes_rotary_and_query_heads_reading_their_group(served):
     model = served["llama"]
     e = check(model, "llama", "decoder", 1, 3, 4)
     assert e["rotary"] and e["kv_heads"] == 2 and e["kv_group"] == 1 and e["kv_group_heads"] == [2, 3]
+    assert e["biases"] == {"qkv": False, "output": False}  # Llama's projections have none
+    assert check(served["bert"], "bert", "encoder", 0, 0, 0)["biases"] == {"qkv": True, "output": True}
     assert any("rotary" in n for n in e["notes"]) and any("grouped-query" in n for n in e["notes"])
     other = explain(model, TEXT, "decoder", 1, 2, 4, new_tokens=2)
     torch.testing.assert_close(other["k"], e["k"], atol=0, rtol=0)  # heads 2 and 3 share group 1

@@ -34,6 +34,8 @@ def test_llama_steps_say_rotary_and_shared_key_value_heads(hf_page, hf_server):
     assert steps == ["x", "q", "k", "qk", "scores", "weights", "v", "z", "heads_z", "output"]
     expect(hf_page.locator('figure[data-step="q"] strong')).to_contain_text("rotated by position (RoPE)")
     expect(hf_page.locator('figure[data-step="k"] strong')).to_contain_text("key/value head 1, shared by query heads 2, 3")
+    for step in ("q", "k", "v", "output"):  # Llama has no projection biases: none is named
+        assert "+ b_" not in hf_page.locator(f'figure[data-step="{step}"] strong').text_content()
     expect(hf_page.locator("#mech-status")).to_contain_text("grouped-query attention")
     assert shape_text(hf_page, "k").endswith("of key [1, 2, 8, 8] (batch, kv_head, key_pos, d_head); after the rotary position embedding")
     analysis = hf_server.models["tiny-llama"].analyze(TEXT)

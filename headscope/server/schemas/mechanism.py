@@ -42,6 +42,8 @@ class ExplainResponse(BaseModel):
     scale: float = Field(description="The factor of the scores: 1 / sqrt(D), or what the family uses (T5: 1).")
     kv_heads: int = Field(description="H_kv, key/value heads: H, or fewer with grouped-query attention (Llama).")
     kv_group: int = Field(description="The key/value head this head reads: head // (H / H_kv).")
+    biases: dict[str, bool] = Field(description="`qkv`: whether the Q, K, V projections add biases b_Q, b_K, b_V; "
+                                    "`output`: whether W_O adds b_O (Llama and T5: neither).")
     kv_group_heads: list[int] = Field(description="The query heads that read that key/value head (this one "
                                       "included): all H / H_kv of them share its k and v.")
     rotary: bool = Field(description="True where q and k are after rotary position embeddings (Llama): rotated "
