@@ -465,3 +465,14 @@ def test_cli_commands_exit_2_on_a_checkpoint_without_weights(checkpoints, tmp_pa
     assert line == f"headscope: error: {no_weights} has no weights (model.safetensors or pytorch_model.bin); " \
                    "save them with model.save_pretrained(PATH)"
     assert not (tmp_path / "heads.csv").exists()
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2"])
+def test_a_special_token_typed_in_the_text_is_special_as_when_added(served, built, family):
+    tokenizer, _ = built[family]
+    typed = tokenizer.eos_token or tokenizer.sep_token
+    analysis = served[family].analyze(f"The cat {typed} sat.")
+    ids = tokenizer(f"The cat {typed} sat.")["input_ids"]
+    expected = [i in tokenizer.all_special_ids for i in ids]
+    assert analysis.tokens.count(typed) >= 1 and analysis.special == expected
+    assert analysis.special[analysis.tokens.index(typed, 1 if family == "bert" else 0)]

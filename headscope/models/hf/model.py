@@ -456,7 +456,9 @@ class HFModel(Adapter):
         return {k: torch.tensor([enc[k]]) for k in self.tokenizer.model_input_names if k in enc}  # each (1, T)
 
     def token_fields(self, enc) -> dict:
-        special = [bool(s) for s in enc["special_tokens_mask"]]
+        # a special token typed in the text (BERT's [SEP], SmolLM2's <|im_end|>) is the same token the template adds
+        # or the model generates: special too, not only the ones the template added (special_tokens_mask)
+        special = [bool(s) or i in self.special_ids for s, i in zip(enc["special_tokens_mask"], enc["input_ids"])]
         return {
             "tokens": enc.tokens(),
             "offsets": [None if s else (a, b) for (a, b), s in zip(enc["offset_mapping"], special)],
