@@ -50,6 +50,17 @@ def rollouts(patterns: dict[str, torch.Tensor], layout: dict[str, Layout]) -> di
     return {kind: rollout(patterns[kind]) for kind in rollout_kinds(layout)}
 
 
+COLLAPSED = 0.9  # rollout "collapses" when, on average over its rows, one key holds at least this share
+
+
+def collapse(rollout_kind: torch.Tensor) -> dict | None:
+    """{"key", "mean_weight"} when one key holds at least COLLAPSED of the rollout's rows on average (deep causal
+    models without BOS: their first token, ~0.99996 in SmolLM2), where the rollout says little but that; else None."""
+    means = rollout_kind.double().mean(dim=0)  # (Tk,): each key's mean weight over the rows
+    key = int(means.argmax())
+    return {"key": key, "mean_weight": float(means[key])} if means[key] >= COLLAPSED else None
+
+
 def rollout_about(layout: dict[str, Layout]) -> dict:
     """What an answer's `rollout` holds, for its readers: the formula, the kinds it covers and skips."""
     kinds = rollout_kinds(layout)

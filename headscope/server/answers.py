@@ -24,7 +24,7 @@ from typing import get_args
 import torch
 
 from headscope.analyses.heads import head_similarity, kind_sinks, summarize_heads
-from headscope.analyses.rollout import rollout_about, rollouts
+from headscope.analyses.rollout import collapse, rollout_about, rollouts
 from headscope.analyses.value_norm import UNITS, NoValueNorms, check_value_norms, value_norms
 from headscope.models.analysis import DIMS, Analysis, AttentionModel
 from headscope.models.interventions import Ablation, BadAblation, check_ablation
@@ -233,8 +233,10 @@ def rollout_fields(analysis: Analysis, wanted: bool, pool_to: int | None) -> tup
     """(kind -> (Tq, Tk) rollout, max-pooled as the attention is; and its description), or (None, None)."""
     if not wanted:
         return None, None
-    pooled = {kind: max_pool(r[None, None], pool_to) for kind, r in rollouts(analysis.patterns, analysis.layout).items()}
+    full = rollouts(analysis.patterns, analysis.layout)
+    pooled = {kind: max_pool(r[None, None], pool_to) for kind, r in full.items()}
     about = rollout_about(analysis.layout)
+    about["collapsed"] = {kind: collapse(r) for kind, r in full.items()}  # one key taking (nearly) everything
     about["pool"] = {kind: block for kind, (_, block) in pooled.items()}
     about["rows_sum_to_one"] = all(block == [1, 1] for block in about["pool"].values())  # max-pooled cells do not
     return {kind: r[0, 0] for kind, (r, _) in pooled.items()}, about

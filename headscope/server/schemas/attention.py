@@ -5,6 +5,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from headscope.analyses.heads import SINK_SHARE
+from headscope.analyses.rollout import COLLAPSED
 from headscope.models.analysis import DIMS, Layout
 from headscope.models.interventions import AblationMode
 from headscope.server.encoding import BINARY_MEDIA_TYPE
@@ -128,6 +129,10 @@ class RolloutAbout(BaseModel):
     rows_sum_to_one: bool = Field(description="True unless max-pooled (pool_to): each pooled cell holds its block's "
                                   "largest value.")
     pool: dict[str, list[int]] = Field(description="Per kind, [rows, columns] max-pooled into one cell (pool_to).")
+    collapsed: dict[str, dict | None] = Field(
+        default_factory=dict, description=f"Per kind, {{key, mean_weight}} when one key position holds at least "
+        f"{COLLAPSED:.0%} of the rollout's rows on average (deep causal models without BOS collapse onto their first "
+        "token): then the rollout says little more than that; null otherwise.")
 
 
 class EffectMeasure(BaseModel):
