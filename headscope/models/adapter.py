@@ -4,11 +4,20 @@ An adapter (headscope/models/minilm.py, dates.py, induction.py, hf/model.py) say
   prepare(text, truncate, new_tokens)  tokenize, and for a model that generates, generate (greedily, with no
                                        edits): a `Prepared` text whose tokens are fixed from now on
   forward(batch)                       one teacher-forced pass over prepared texts, as the model runs at that
-                                       moment (inside whatever `editing` block): an `Outputs` per text
+                                       moment (inside whatever `editing` block): an `Outputs` per text. Texts of
+                                       the same shape run as one batched pass, row b of every place being batch[b]
+                                       (so edits with `rows` can make each row a different experiment)
   regenerate(batch)                    encoder–decoders: the output written again, under the current edits
   attention_modules()                  (kind, layer) -> the attention module that computes it: where edits and
                                        captures happen (headscope/models/interventions.py)
   output_projections()                 (kind, layer) -> the linear layer W_O that reads that module's heads
+  hook_points()                        (point, kind, layer) -> the HookPoint of the residual stream, attention and
+                                       MLP outputs (headscope/models/interventions.py): activation patching
+  mlp_projections()                    (stack, layer) -> the MLP's last linear layer (its output is mlp_out)
+  readout()                            how the stream becomes logits: the final norm and the unembedding
+                                       (models that predict tokens; direct logit attribution)
+  output_ids(text)                     how a text tokenizes as tokens the model writes next (patching's answers)
+  with_output(prepared, other)         encoder–decoders: one text's input with another's decoder positions
   own_task()                           optional: the model's own evaluation data (importance's default)
 and `Adapter` does the rest: `analyze` and `analyze_batch` run the text as it is and, with an ablation, again
 with the heads knocked out, on the same tokens, and measure what changed (headscope/models/effect.py).
@@ -19,6 +28,7 @@ Legend: T tokens, N scored rows, C model width, V vocabulary, L layers, H heads,
 from dataclasses import dataclass, field
 
 import torch
+from torch import nn
 
 from headscope.models.analysis import Analysis, ModelInfo, Task
 from headscope.models.effect import active_ablation, effect_of
@@ -45,6 +55,18 @@ class Outputs:
     patterns: dict[str, torch.Tensor]  # kind -> (L, H, Tq, Tk) float32 pattern
     hidden: torch.Tensor | None = None  # (T, C): an encoder's last hidden states of the text's tokens
     logits: torch.Tensor | None = None  # (N, V): row i is the model's prediction of Prepared.targets[i]
+    next_logits: torch.Tensor | None = None  # (V,): a causal LM's prediction of the token after the last one
+
+
+@dataclass
+class Readout:
+    """How a model turns its residual stream into logits: logits = norm(resid_final) @ weight.T + bias (up to a
+    constant factor some families apply in between, T5's d_model^-0.5, which direct logit attribution measures)."""
+
+    stack: str  # the stack whose stream the logits read: "decoder"
+    norm: nn.Module  # the final norm (LayerNorm or RMSNorm), applied to ("resid_final", stack, layers)
+    weight: torch.Tensor  # (V, C): the unembedding
+    bias: torch.Tensor | None = None  # (V,)
 
 
 class Adapter:
@@ -72,6 +94,26 @@ class Adapter:
     def output_projections(self) -> dict:
         """(kind, layer) -> W_O: for Headscope's own attention (headscope/models/attention.py), its out_proj."""
         return {key: module.out_proj for key, module in self.attention_modules().items()}
+
+    def hook_points(self) -> dict:
+        """(point, kind, layer) -> HookPoint (headscope/models/interventions.py)."""
+        raise NotImplementedError(f"{self.info.name} exposes no hook points of its residual stream")
+
+    def mlp_projections(self) -> dict:
+        """(stack, layer) -> the MLP's last linear layer, whose output is ("mlp_out", stack, layer)."""
+        raise NotImplementedError(f"{self.info.name}'s MLP output layers are not known")
+
+    def readout(self) -> Readout:
+        raise NotImplementedError(f"{self.info.name} has no unembedding: it predicts no tokens")
+
+    def output_ids(self, text: str) -> tuple[list[int], list[str]]:
+        """The ids and tokens of `text` as the model would write them next (no special tokens added)."""
+        raise NotImplementedError(f"{self.info.name} predicts no tokens")
+
+    def with_output(self, prepared: Prepared, other: Prepared) -> Prepared:
+        """Encoder–decoders: `prepared`'s input with `other`'s decoder positions and targets (teacher-forced on the
+        output `other` wrote)."""
+        raise NotImplementedError(f"{self.info.name} does not write an output")
 
     def own_task(self, n: int | None = None) -> Task | None:
         """The model's own evaluation data, if it has any (None: free text is measured); n: its first n examples

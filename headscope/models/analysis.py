@@ -198,6 +198,27 @@ class AttentionModel(Protocol):
         """(kind, layer) -> the linear layer W_O that reads that attention module's heads concatenated."""
         ...
 
+    def hook_points(self) -> dict:
+        """(point, kind, layer) -> the HookPoint of resid_pre, attn_out, mlp_out, resid_final
+        (headscope/models/interventions.py)."""
+        ...
+
+    def mlp_projections(self) -> dict:
+        """(stack, layer) -> the MLP's last linear layer (its output is mlp_out)."""
+        ...
+
+    def readout(self):
+        """The final norm and the unembedding: a headscope/models/adapter.py Readout (models that predict tokens)."""
+        ...
+
+    def output_ids(self, text: str) -> tuple[list[int], list[str]]:
+        """The ids and tokens of a text as the model would write them next."""
+        ...
+
+    def with_output(self, prepared, other):
+        """Encoder–decoders: one prepared text's input with another's decoder positions (teacher-forced)."""
+        ...
+
     def own_task(self, n: int | None = None) -> Task | None:
         """The model's own evaluation data (head importance's default measure), or None."""
         ...

@@ -16,7 +16,7 @@ import torch
 
 from headscope.data import WEIGHTS
 from headscope.data.calendar import FIRST, LAST, heldout_examples
-from headscope.models.adapter import Adapter, Outputs, Prepared
+from headscope.models.adapter import Adapter, Outputs, Prepared, Readout
 from headscope.models.analysis import CROSS, DECODER_SELF, SELF, ModelInfo, Task, TooManyTokens
 from headscope.models.nets.seq2seq import Seq2Seq, Seq2SeqConfig
 
@@ -144,6 +144,36 @@ class DatesModel(Adapter):
             **{("cross", i): block.cross_attn for i, block in enumerate(self.net.decoder)},
         }
 
+    def hook_points(self) -> dict:
+        """(point, kind, layer) -> the net's HookPoints (headscope/models/nets/seq2seq.py): both stacks' streams,
+        the cross-attention's output as ("attn_out", "cross", layer), and the decoder's resid_final."""
+        points = {}
+        for stack, blocks in (("encoder", self.net.encoder), ("decoder", self.net.decoder)):
+            for i, block in enumerate(blocks):
+                points |= {("resid_pre", stack, i): block.hook_resid_pre, ("attn_out", stack, i): block.hook_attn_out,
+                           ("mlp_out", stack, i): block.hook_mlp_out}
+        points |= {("attn_out", "cross", i): block.hook_cross_out for i, block in enumerate(self.net.decoder)}
+        return points | {("resid_final", "decoder", len(self.net.decoder)): self.net.hook_resid_final}
+
+    def mlp_projections(self) -> dict:
+        return {(stack, i): block.mlp.proj for stack, blocks in (("encoder", self.net.encoder),
+                                                                 ("decoder", self.net.decoder))
+                for i, block in enumerate(blocks)}
+
+    def readout(self) -> Readout:
+        return Readout("decoder", self.net.ln_f, self.net.token_emb.weight)  # tied: logits = ln_f(x) @ E.T
+
+    def output_ids(self, text: str) -> tuple[list[int], list[str]]:
+        """One token per character (<unk> for one outside printable ASCII)."""
+        ids = encode_chars(text)
+        return ids, [VOCAB[i] for i in ids]
+
+    def with_output(self, prepared: Prepared, other: Prepared) -> Prepared:
+        outputs = ("output_text", "output_tokens", "output_special", "output_words", "stopped", "output_check")
+        return Prepared(prepared.text, {**prepared.fields, **{k: other.fields[k] for k in outputs}},
+                        {**prepared.inputs, "target": other.inputs["target"], "steps": other.inputs["steps"]},
+                        targets=other.targets, target_tokens=other.target_tokens, targets_axis=other.targets_axis)
+
     def prepare(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Prepared:
         """The characters between `<s>` and `</s>`, and the greedy output (up to new_tokens; None: all positions)."""
         limit = self.info.max_tokens
@@ -183,12 +213,17 @@ class DatesModel(Adapter):
                         target_tokens=[VOCAB[i] for i in predictions], targets_axis="output_tokens")
 
     def forward(self, batch: list[Prepared]) -> list[Outputs]:
-        """One teacher-forced pass per text: alone, so that padding never enters a head's mean over queries."""
+        """One teacher-forced pass: of the whole batch when every text has the same source and target lengths
+        (nothing to pad), else one per text, so that padding never enters a head's mean over queries."""
+        shapes = {(len(p.inputs["source"]), len(p.inputs["target"])) for p in batch}
+        groups = [batch] if len(shapes) == 1 else [[p] for p in batch]
         out = []
-        for p in batch:
-            logits, patterns = self.net(torch.tensor([p.inputs["source"]]), torch.tensor([p.inputs["target"]]))
-            out.append(Outputs({kind: pattern[:, 0].float().contiguous() for kind, pattern in patterns.items()},
-                               logits=logits[0]))  # kind -> (L, H, Tq, Tk); (T, V)
+        for group in groups:
+            source = torch.tensor([p.inputs["source"] for p in group])  # (B, S)
+            target = torch.tensor([p.inputs["target"] for p in group])  # (B, T)
+            logits, patterns = self.net(source, target)  # (B, T, V), kind -> (L, B, H, Tq, Tk)
+            out += [Outputs({kind: pattern[:, b].float().contiguous() for kind, pattern in patterns.items()},
+                            logits=logits[b]) for b in range(len(group))]  # kind -> (L, H, Tq, Tk); (T, V)
         return out
 
     def regenerate(self, batch: list[Prepared]) -> list[str]:

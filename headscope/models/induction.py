@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from headscope.data import WEIGHTS
-from headscope.models.adapter import Adapter, Outputs, Prepared, padded
+from headscope.models.adapter import Adapter, Outputs, Prepared, Readout, padded
 from headscope.models.analysis import CAUSAL_SELF, MAX_NEW_TOKENS, ModelInfo, Task, TooManyTokens
 from headscope.models.dates import char_words
 from headscope.models.nets.causal import CausalLM, CausalLMConfig
@@ -131,6 +131,25 @@ class InductionModel(Adapter):
         """(kind, layer) -> the attention module that computes it (see headscope/models/interventions.py)."""
         return {("decoder", i): block.attn for i, block in enumerate(self.net.blocks)}
 
+    def hook_points(self) -> dict:
+        """(point, "decoder", layer) -> the net's HookPoints (headscope/models/nets/causal.py)."""
+        points = {}
+        for i, block in enumerate(self.net.blocks):
+            points |= {("resid_pre", "decoder", i): block.hook_resid_pre, ("attn_out", "decoder", i): block.hook_attn_out,
+                       ("mlp_out", "decoder", i): block.hook_mlp_out}
+        return points | {("resid_final", "decoder", len(self.net.blocks)): self.net.hook_resid_final}
+
+    def mlp_projections(self) -> dict:
+        return {("decoder", i): block.mlp.proj for i, block in enumerate(self.net.blocks)}
+
+    def readout(self) -> Readout:
+        return Readout("decoder", self.net.ln_f, self.net.token_emb.weight)  # tied: logits = ln_f(x) @ E.T
+
+    def output_ids(self, text: str) -> tuple[list[int], list[str]]:
+        """One token per UTF-8 byte."""
+        ids = list(text.encode("utf-8"))
+        return ids, [byte_token(b) for b in ids]
+
     def prepare(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Prepared:
         """`<s>`, the text's bytes and, with new_tokens n > 0, its greedy continuation of n bytes."""
         n = self.info.default_new_tokens if new_tokens is None else new_tokens
@@ -157,7 +176,8 @@ class InductionModel(Adapter):
         out = []
         for b, p in enumerate(batch):
             n = len(p.inputs["ids"])
-            out.append(Outputs({"decoder": patterns[:, b, :, :n, :n].contiguous()}, logits=logits[b, : n - 1]))  # (L, H, n, n), (n-1, V)
+            out.append(Outputs({"decoder": patterns[:, b, :, :n, :n].contiguous()}, logits=logits[b, : n - 1],
+                               next_logits=logits[b, n - 1]))  # (L, H, n, n), (n-1, V), (V,)
         return out
 
     def own_task(self, n: int | None = None) -> Task:

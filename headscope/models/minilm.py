@@ -62,6 +62,18 @@ class MiniLM(Adapter):
         """(kind, layer) -> the attention module that computes it (see headscope/models/interventions.py)."""
         return {("encoder", i): block.attn for i, block in enumerate(self.encoder.blocks)}
 
+    def hook_points(self) -> dict:
+        """(point, "encoder", layer) -> the encoder's HookPoints (headscope/models/nets/bert.py); no resid_final:
+        the stream is post-LayerNorm and no unembedding reads it."""
+        points = {}
+        for i, block in enumerate(self.encoder.blocks):
+            points |= {("resid_pre", "encoder", i): block.hook_resid_pre, ("attn_out", "encoder", i): block.hook_attn_out,
+                       ("mlp_out", "encoder", i): block.hook_mlp_out}
+        return points
+
+    def mlp_projections(self) -> dict:
+        return {("encoder", i): block.mlp.fc_out for i, block in enumerate(self.encoder.blocks)}
+
     def tokenize(self, text: str, truncate: bool = False) -> dict:
         """ids, tokens, offsets (None for specials), special flags and whether it was cut."""
         enc = self.tokenizer.encode(text)

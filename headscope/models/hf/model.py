@@ -42,7 +42,12 @@ Anything Headscope cannot serve raises CheckpointError with one line: the proble
 
 Heads one by one: `attention_modules()` (headscope/models/hf/attention.py's attention function, for ablation and
 capture) and `output_projections()`, each module's W_O, found at load by what it reads (value norms,
-headscope/analyses/value_norm.py; the mechanism view, headscope/analyses/mechanism.py).
+headscope/analyses/value_norm.py; the mechanism view, headscope/analyses/mechanism.py). The residual stream,
+attention and MLP outputs: `hook_points()`, driven by forward hooks (headscope/models/hf/hooks.py), and for models
+that predict tokens `readout()`, the final norm found there and `get_output_embeddings()`.
+
+Teacher-forced passes of texts of the same length run as one batch (no padding, so nothing a family does with it
+can change what a head sees); texts of different lengths run one at a time.
 
 Legend: B batch (always 1 here), L layers, H query heads, T tokens, Tq query positions, Tk key positions.
 """
@@ -56,7 +61,7 @@ from pathlib import Path
 
 import torch
 
-from headscope.models.adapter import Adapter, Outputs, Prepared
+from headscope.models.adapter import Adapter, Outputs, Prepared, Readout
 from headscope.models.analysis import (
     CAUSAL_SELF,
     CROSS,
@@ -68,6 +73,7 @@ from headscope.models.analysis import (
     TooManyTokens,
 )
 from headscope.models.hf import attention as hf_attention
+from headscope.models.hf import hooks as hf_hooks
 
 MAX_POSITIONS = 1024  # the most input positions we run, whatever the config allows
 NO_POSITIONS_LIMIT = 512  # for configs with no absolute positions (T5)
@@ -199,9 +205,9 @@ def position_limit(config) -> int:
     return min(limit, MAX_POSITIONS)
 
 
-def stack(attentions) -> torch.Tensor:
-    """transformers' per-layer tuple of (1, H, Tq, Tk) -> (L, H, Tq, Tk) float32."""
-    return torch.stack([a[0] for a in attentions]).float().contiguous()  # (L, H, Tq, Tk)
+def stack(attentions, row: int = 0) -> torch.Tensor:
+    """transformers' per-layer tuple of (B, H, Tq, Tk) -> batch row `row`'s (L, H, Tq, Tk) float32."""
+    return torch.stack([a[row] for a in attentions]).float().contiguous()  # (L, H, Tq, Tk)
 
 
 KINDS = {  # architecture -> attention kind -> its layout
@@ -282,6 +288,21 @@ def has_custom_code(path: Path) -> bool:
     return False
 
 
+def find_hook_points(net, tokenizer, arch: str, modules: dict | None, out_projs: dict | None):
+    """(hook points, MLP projections, final norm) of headscope/models/hf/hooks.py, the hooks registered; (None, None,
+    None) where the blocks or MLPs cannot be told apart."""
+    if modules is None or out_projs is None:
+        return None, None, None
+    run = lambda: probe(net, tokenizer, arch)  # noqa: E731
+    try:
+        blocks = hf_hooks.find_blocks(net, modules)
+        mlps = hf_hooks.find_mlp_projections(blocks, out_projs, run)
+        norm = hf_hooks.find_final_norm(net, blocks, run) if arch != "encoder" else None
+    except (ValueError, KeyError):
+        return None, None, None
+    return hf_hooks.attach(blocks, out_projs, mlps, norm), mlps, norm
+
+
 class HFModel(Adapter):
     """A transformers model and its fast tokenizer; `analyze` returns every head's pattern per kind."""
 
@@ -291,6 +312,9 @@ class HFModel(Adapter):
         self.arch = arch  # "encoder", "decoder" or "encoder-decoder"
         self.modules: dict | None = None  # (kind, layer) -> attention module, when it runs headscope/models/hf/attention.py's
         self.out_projs: dict | None = None  # (kind, layer) -> that module's output projection W_O, when found
+        self.points: dict | None = None  # (point, kind, layer) -> HookPoint (headscope/models/hf/hooks.py), when found
+        self.mlps: dict | None = None  # (stack, layer) -> the MLP's last linear layer, when found
+        self.final_norm = None  # the norm that reads the decoder's stream before the unembedding, when found
         config = net.config
         self.special_ids = set(tokenizer.all_special_ids)
         generation = getattr(net, "generation_config", None)  # encoders have none
@@ -378,6 +402,8 @@ class HFModel(Adapter):
         model = cls(name, net, tokenizer, arch, description, layers, heads)
         model.modules = headscope_modules(net, tokenizer, arch, {kind: len(a) for kind, a in attentions.items()})
         model.out_projs = find_output_projections(net, tokenizer, arch, model.modules)
+        model.points, model.mlps, model.final_norm = find_hook_points(net, tokenizer, arch, model.modules,
+                                                                      model.out_projs)
         return model
 
     # --- running it -----------------------------------------------------------------------------------------
@@ -398,6 +424,41 @@ class HFModel(Adapter):
             raise NotImplementedError(f"{self.info.name}'s attention output projections could not be found, so "
                                       "what its heads hand on cannot be computed")
         return self.out_projs
+
+    def hook_points(self) -> dict:
+        if self.points is None:
+            raise NotImplementedError(f"{self.info.name}'s layers, attention outputs and MLP outputs could not be "
+                                      "told apart, so its residual stream cannot be reached")
+        return self.points
+
+    def mlp_projections(self) -> dict:
+        if self.mlps is None:
+            raise NotImplementedError(f"{self.info.name}'s MLP output layers could not be found")
+        return self.mlps
+
+    def readout(self) -> Readout:
+        if self.arch == "encoder":
+            raise NotImplementedError(f"{self.info.name} is an encoder: it has no unembedding and predicts no tokens")
+        if self.final_norm is None:
+            raise NotImplementedError(f"{self.info.name} has no final norm that reads its residual stream before the "
+                                      "unembedding (a post-norm model such as BART normalises inside every layer)")
+        unembed = self.net.get_output_embeddings()
+        return Readout("decoder", self.final_norm, unembed.weight, getattr(unembed, "bias", None))
+
+    def output_ids(self, text: str) -> tuple[list[int], list[str]]:
+        """The tokenizer's ids of the text with no special tokens added, as a continuation would be written."""
+        if self.arch == "encoder":
+            raise NotImplementedError(f"{self.info.name} is an encoder: it predicts no tokens")
+        ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+        return ids, self.id_tokens(ids)
+
+    def with_output(self, prepared: Prepared, other: Prepared) -> Prepared:
+        if self.arch != "encoder-decoder":
+            raise NotImplementedError(f"{self.info.name} does not write an output")
+        outputs = ("output_text", "output_tokens", "output_special", "output_words", "stopped")
+        return Prepared(prepared.text, {**prepared.fields, **{k: other.fields[k] for k in outputs}},
+                        {**prepared.inputs, "decoder_ids": other.inputs["decoder_ids"], "steps": other.inputs["steps"]},
+                        targets=other.targets, target_tokens=other.target_tokens, targets_axis=other.targets_axis)
 
     def encode(self, text: str, limit: int, truncate: bool) -> tuple[dict, bool]:
         """The tokenizer's encoding of text (special tokens as it adds them by default), cut to `limit`
@@ -420,21 +481,38 @@ class HFModel(Adapter):
         return self.prepare_encoder_decoder(text, truncate, n)
 
     def forward(self, batch: list[Prepared]) -> list[Outputs]:
-        """One text at a time: a checkpoint's padding side and position handling for padded batches vary by
-        family, so padding could change what a head sees."""
-        return [self.forward_one(p) for p in batch]
+        """Texts of one shape as one pass; otherwise one text at a time: a checkpoint's padding side and position
+        handling for padded batches vary by family, so padding could change what a head sees."""
+        shapes = {self.shape(p) for p in batch}
+        if len(batch) > 1 and len(shapes) == 1:
+            return self.forward_same(batch)
+        return [out for p in batch for out in self.forward_same([p])]
 
-    def forward_one(self, p: Prepared) -> Outputs:
-        if self.arch == "encoder":
-            out = self.net(**p.inputs["model"], output_attentions=True)
-            return Outputs({"encoder": stack(out.attentions)}, hidden=out.last_hidden_state[0])  # (L, H, T, T), (T, C)
+    def shape(self, p: Prepared) -> tuple:
         if self.arch == "decoder":
-            ids = p.inputs["ids"]  # (1, T)
+            return tuple(p.inputs["ids"].shape)
+        decoder = tuple(p.inputs["decoder_ids"].shape) if self.arch == "encoder-decoder" else ()
+        return tuple((k, tuple(v.shape)) for k, v in p.inputs["model"].items()) + decoder
+
+    def forward_same(self, batch: list[Prepared]) -> list[Outputs]:
+        """One pass over texts whose inputs have the same shape, stacked: row b is batch[b]."""
+        B = len(batch)
+        if self.arch == "encoder":
+            inputs = {k: torch.cat([p.inputs["model"][k] for p in batch]) for k in batch[0].inputs["model"]}  # (B, T)
+            out = self.net(**inputs, output_attentions=True)
+            return [Outputs({"encoder": stack(out.attentions, b)}, hidden=out.last_hidden_state[b])
+                    for b in range(B)]  # (L, H, T, T), (T, C)
+        if self.arch == "decoder":
+            ids = torch.cat([p.inputs["ids"] for p in batch])  # (B, T)
             out = self.net(input_ids=ids, attention_mask=torch.ones_like(ids), output_attentions=True)
-            return Outputs({"decoder": stack(out.attentions)}, logits=out.logits[0, :-1])  # (L, H, T, T), (T-1, V)
-        out = self.net(**p.inputs["model"], decoder_input_ids=p.inputs["decoder_ids"], output_attentions=True)
-        return Outputs({"encoder": stack(out.encoder_attentions), "decoder": stack(out.decoder_attentions),
-                        "cross": stack(out.cross_attentions)}, logits=out.logits[0])  # kind -> (L, H, Tq, Tk); (T, V)
+            return [Outputs({"decoder": stack(out.attentions, b)}, logits=out.logits[b, :-1],
+                            next_logits=out.logits[b, -1]) for b in range(B)]  # (L, H, T, T), (T-1, V), (V,)
+        inputs = {k: torch.cat([p.inputs["model"][k] for p in batch]) for k in batch[0].inputs["model"]}  # (B, S)
+        decoder_ids = torch.cat([p.inputs["decoder_ids"] for p in batch])  # (B, T)
+        out = self.net(**inputs, decoder_input_ids=decoder_ids, output_attentions=True)
+        return [Outputs({"encoder": stack(out.encoder_attentions, b), "decoder": stack(out.decoder_attentions, b),
+                         "cross": stack(out.cross_attentions, b)}, logits=out.logits[b])
+                for b in range(B)]  # kind -> (L, H, Tq, Tk); (T, V)
 
     def regenerate(self, batch: list[Prepared]) -> list[str]:
         """Each output written again as the model runs now, greedily, without a cache: every step re-runs the whole

@@ -1,7 +1,9 @@
 """A BERT-family encoder built from our own MultiHeadAttention (post-LayerNorm, GELU MLP).
 
 It runs all-MiniLM-L6-v2 (6 layers x 12 heads, width 384) from its Hugging Face
-safetensors file; `load_bert_weights` maps those names onto ours.
+safetensors file; `load_bert_weights` maps those names onto ours. Each block has hook points
+(headscope/models/interventions.py `HookPoint`): hook_resid_pre (its input), hook_attn_out and hook_mlp_out (what
+each adds to the stream before its LayerNorm).
 
 Legend: B batch, T tokens, C model width, H heads, L layers, M MLP width.
 """
@@ -14,6 +16,7 @@ import torch
 from torch import nn
 
 from headscope.models.attention import MultiHeadAttention
+from headscope.models.interventions import HookPoint
 
 
 @dataclass(frozen=True)
@@ -78,11 +81,13 @@ class EncoderBlock(nn.Module):
         self.ln_attn = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
         self.mlp = MLP(config)
         self.ln_mlp = nn.LayerNorm(config.width, eps=config.layer_norm_eps)
+        self.hook_resid_pre, self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint(), HookPoint()
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None, pattern_out: torch.Tensor):
+        x = self.hook_resid_pre(x)  # (B, T, C)
         attn_out, _ = self.attn(x, key_padding_mask=key_padding_mask, pattern_out=pattern_out)  # (B, T, C)
-        x = self.ln_attn(x + attn_out)  # (B, T, C)
-        x = self.ln_mlp(x + self.mlp(x))  # (B, T, C)
+        x = self.ln_attn(x + self.hook_attn_out(attn_out))  # (B, T, C)
+        x = self.ln_mlp(x + self.hook_mlp_out(self.mlp(x)))  # (B, T, C)
         return x
 
 

@@ -4,7 +4,9 @@ Every position reads only itself and the positions before it (causal self-attent
 output at position t is a prediction of the token at t + 1. Blocks are pre-LayerNorm as in
 GPT-2; positions are learned embeddings; the output layer shares the token embeddings (weight
 tying). Every attention layer is headscope/models/attention.py's `MultiHeadAttention` with causal=True,
-and `forward` returns the patterns of all layers with the logits.
+and `forward` returns the patterns of all layers with the logits. The residual stream passes through
+TransformerLens-style hook points (headscope/models/interventions.py `HookPoint`): hook_resid_pre entering each
+block, hook_attn_out and hook_mlp_out before each is added to it, hook_resid_final entering ln_f.
 
 Legend: B batch, T tokens, C model width, H heads, L layers, V vocabulary size.
 """
@@ -15,6 +17,7 @@ import torch
 from torch import nn
 
 from headscope.models.attention import MultiHeadAttention
+from headscope.models.interventions import HookPoint
 
 
 @dataclass(frozen=True)
@@ -46,11 +49,13 @@ class Block(nn.Module):
         self.attn = MultiHeadAttention(config.width, config.heads)
         self.ln_2 = nn.LayerNorm(config.width)
         self.mlp = MLP(config)
+        self.hook_resid_pre, self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint(), HookPoint()
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None):
+        x = self.hook_resid_pre(x)  # (B, T, C)
         a, pattern = self.attn(self.ln_1(x), key_padding_mask=key_padding_mask, causal=True)  # (B, T, C), (B, H, T, T)
-        x = x + a  # (B, T, C)
-        x = x + self.mlp(self.ln_2(x))  # (B, T, C)
+        x = x + self.hook_attn_out(a)  # (B, T, C)
+        x = x + self.hook_mlp_out(self.mlp(self.ln_2(x)))  # (B, T, C)
         return x, pattern
 
 
@@ -62,6 +67,7 @@ class CausalLM(nn.Module):
         self.pos_emb = nn.Embedding(config.max_positions, config.width)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.layers))
         self.ln_f = nn.LayerNorm(config.width)
+        self.hook_resid_final = HookPoint()
         self.apply(self._init_weights)
 
     @staticmethod
@@ -87,7 +93,7 @@ class CausalLM(nn.Module):
         for block in self.blocks:
             x, pattern = block(x, key_padding_mask)  # (B, T, C), (B, H, T, T)
             patterns.append(pattern)
-        logits = self.ln_f(x) @ self.token_emb.weight.T  # (B, T, V)
+        logits = self.ln_f(self.hook_resid_final(x)) @ self.token_emb.weight.T  # (B, T, V)
         return logits, torch.stack(patterns)  # (B, T, V), (L, B, H, T, T)
 
     @torch.no_grad()

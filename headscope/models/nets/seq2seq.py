@@ -5,7 +5,10 @@ at a time: masked (causal) self-attention over what it has written so far, then 
 from its positions (queries) to the encoder output (keys and values), then an MLP. All three
 kinds of attention are the same `MultiHeadAttention`, and every one returns its pattern.
 Blocks are pre-LayerNorm, as in GPT-2. Token embeddings are shared by encoder, decoder and the
-output layer (weight tying).
+output layer (weight tying). Both stacks' residual streams pass through hook points
+(headscope/models/interventions.py `HookPoint`): hook_resid_pre entering each block, hook_attn_out (self-attention),
+hook_cross_out (cross-attention) and hook_mlp_out before each is added, and the decoder's hook_resid_final entering
+ln_f.
 
 Legend: B batch, S source (input) tokens, T target (decoder) tokens, C model width, H heads,
 L layers, V vocabulary size.
@@ -17,6 +20,7 @@ import torch
 from torch import nn
 
 from headscope.models.attention import MultiHeadAttention
+from headscope.models.interventions import HookPoint
 
 
 @dataclass(frozen=True)
@@ -50,11 +54,13 @@ class EncoderBlock(nn.Module):
         self.self_attn = MultiHeadAttention(config.width, config.heads)
         self.ln_2 = nn.LayerNorm(config.width)
         self.mlp = MLP(config)
+        self.hook_resid_pre, self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint(), HookPoint()
 
     def forward(self, x, source_pad_mask=None):
+        x = self.hook_resid_pre(x)  # (B, S, C)
         a, pattern = self.self_attn(self.ln_1(x), key_padding_mask=source_pad_mask)  # (B, S, C), (B, H, S, S)
-        x = x + a  # (B, S, C)
-        x = x + self.mlp(self.ln_2(x))  # (B, S, C)
+        x = x + self.hook_attn_out(a)  # (B, S, C)
+        x = x + self.hook_mlp_out(self.mlp(self.ln_2(x)))  # (B, S, C)
         return x, pattern
 
 
@@ -69,13 +75,16 @@ class DecoderBlock(nn.Module):
         self.cross_attn = MultiHeadAttention(config.width, config.heads)
         self.ln_3 = nn.LayerNorm(config.width)
         self.mlp = MLP(config)
+        self.hook_resid_pre, self.hook_attn_out, self.hook_mlp_out = HookPoint(), HookPoint(), HookPoint()
+        self.hook_cross_out = HookPoint()
 
     def forward(self, x, memory, source_pad_mask=None, target_pad_mask=None):
+        x = self.hook_resid_pre(x)  # (B, T, C)
         a, self_pattern = self.self_attn(self.ln_1(x), key_padding_mask=target_pad_mask, causal=True)  # (B, T, C), (B, H, T, T)
-        x = x + a  # (B, T, C)
+        x = x + self.hook_attn_out(a)  # (B, T, C)
         a, cross_pattern = self.cross_attn(self.ln_2(x), context=memory, key_padding_mask=source_pad_mask)  # (B, T, C), (B, H, T, S)
-        x = x + a  # (B, T, C)
-        x = x + self.mlp(self.ln_3(x))  # (B, T, C)
+        x = x + self.hook_cross_out(a)  # (B, T, C)
+        x = x + self.hook_mlp_out(self.mlp(self.ln_3(x)))  # (B, T, C)
         return x, self_pattern, cross_pattern
 
 
@@ -90,6 +99,7 @@ class Seq2Seq(nn.Module):
         self.ln_encoder = nn.LayerNorm(config.width)
         self.decoder = nn.ModuleList(DecoderBlock(config) for _ in range(config.decoder_layers))
         self.ln_f = nn.LayerNorm(config.width)
+        self.hook_resid_final = HookPoint()
         self.apply(self._init_weights)
 
     @staticmethod
@@ -124,7 +134,7 @@ class Seq2Seq(nn.Module):
             x, self_pattern, cross_pattern = block(x, memory, source_pad_mask, target_pad_mask)  # (B, T, C), (B, H, T, T), (B, H, T, S)
             self_patterns.append(self_pattern)
             cross_patterns.append(cross_pattern)
-        logits = self.ln_f(x) @ self.token_emb.weight.T  # (B, T, V)
+        logits = self.ln_f(self.hook_resid_final(x)) @ self.token_emb.weight.T  # (B, T, V)
         return logits, torch.stack(self_patterns), torch.stack(cross_patterns)  # (B, T, V), (L, B, H, T, T), (L, B, H, T, S)
 
     def forward(self, source, target, source_pad_mask=None, target_pad_mask=None):
