@@ -20,6 +20,7 @@ from headscope.server.routes import (
     mechanism,
     models,
     pages,
+    patching,
     playground,
     probes,
     study,
@@ -29,7 +30,7 @@ from headscope.server.settings import Settings
 
 # one thin file per feature (headscope/server/routes/): the JSON API, then the page and the files it loads
 ROUTERS = [r.router for r in (models, attention, corpus, mechanism, playground, study, probes, importance, detect,
-                                pages)]
+                              patching, pages)]
 
 
 def create_app(settings: Settings | None = None, models: dict[str, AttentionModel] | None = None) -> FastAPI:

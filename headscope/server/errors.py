@@ -78,6 +78,13 @@ class ErrorCode(str, Enum):
     nothing_to_predict = "nothing_to_predict", 422, "Every text is a single token: nothing to predict."
     not_measurable = "not_measurable", 422, "Importance has no way to measure this model."
     importance_failed = "importance_failed", 422, "The model refused a step of importance after the answer began."
+    # patching and attribution
+    token_count_mismatch = "token_count_mismatch", 422, "The clean and corrupted texts are not the same number of tokens."
+    not_one_token = "not_one_token", 422, "An answer or wrong token is not exactly one token of the model."
+    not_patchable = "not_patchable", 422, "Patching, or the metric asked for, has no meaning for the model."
+    not_attributable = "not_attributable", 422, "Direct logit attribution has no meaning for the model."
+    too_much_work = "too_much_work", 422, "The patching grid runs more positions than patch_max_work."
+    patching_failed = "patching_failed", 422, "The model refused a step of patching after the answer began."
 
 
 STATUS_CODES = {400: ErrorCode.bad_request, 404: ErrorCode.not_found, 405: ErrorCode.method_not_allowed,

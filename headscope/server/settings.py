@@ -51,6 +51,9 @@ class Settings:
     importance_max_texts: int = limit(64, "Most texts in one /api/importance request.")
     importance_max_tokens: int = limit(4096, "Most tokens in one /api/importance request, all texts together.")
     detect_max_sequences: int = limit(64, "Most random sequences in one /api/detect request.")
+    # POST /api/patch and `headscope patch`: every cell is one row of a batched forward pass of the prompt
+    patch_max_work: int = limit(100_000, "Most token positions one /api/patch request runs: (cells + 2) x the prompt's "
+                                "positions (input and decoder); each cell is one patched pass of the prompt.")
     # Long jobs (corpus, importance, probes: many model steps each), per client address (headscope/server/runner.py)
     long_jobs_per_client: int = limit(2, "Long jobs (/api/corpus, /api/importance, /api/probe) one client address "
                                       "may run at once; more get 429. Their steps wait for shorter requests.")

@@ -18,3 +18,10 @@ async def ndjson(events, refused: tuple[type[Exception], ...] = (), failed: Erro
     except refused as e:
         code = getattr(e, "code", None) or failed
         yield dumps({"error": ErrorCode(code).value, "detail": str(e)}) + b"\n"
+
+
+async def prepend(first: dict, events):
+    """`first`, then the rest of the events: a stream whose first step was taken before the answer began."""
+    yield first
+    async for event in events:
+        yield event

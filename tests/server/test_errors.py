@@ -13,18 +13,20 @@ PACKAGE = Path(__file__).resolve().parents[2] / "headscope"
 
 def written_codes() -> set[str]:
     """Every code written in the package: ErrorCode.NAME, and the codes of errors raised below the server
-    (CannotMeasure / BadTexts in headscope/analyses/importance.py)."""
+    (CannotMeasure / BadTexts in headscope/analyses/importance.py, CannotPatch / AttributionError in
+    headscope/analyses/patching.py and attribution.py)."""
     found = set()
     for path in PACKAGE.rglob("*.py"):
         text = path.read_text()
         found |= set(re.findall(r"ErrorCode\.([a-z_]+)", text))
-        found |= set(re.findall(r"(?:CannotMeasure|BadTexts)\(\s*\"([a-z_]+)\"", text))
+        found |= set(re.findall(r"(?:CannotMeasure|BadTexts|CannotPatch|AttributionError)\(\s*\"([a-z_]+)\"", text))
     return found
 
 
 def test_every_code_written_is_in_the_list():
     codes = written_codes()
     assert "no_texts" in codes and "too_many_heads" in codes  # the search finds both kinds
+    assert "not_one_token" in codes and "not_attributable" in codes
     assert codes - {c.value for c in ErrorCode} == set()
 
 

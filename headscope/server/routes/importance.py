@@ -16,7 +16,7 @@ from headscope.server.errors import ApiError, ErrorCode
 from headscope.server.runner import ModelRunner
 from headscope.server.schemas.common import ERROR_RESPONSES
 from headscope.server.schemas.importance import IMPORTANCE_STREAM, ImportanceRequest, ImportanceResponse
-from headscope.server.streams import ndjson
+from headscope.server.streams import ndjson, prepend
 
 router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 
@@ -64,10 +64,4 @@ async def importance_events(runner: ModelRunner, address: str | None, model: Att
             yield event
             if "result" in event:
                 return
-
-
-async def prepend(first: dict, events):
-    yield first
-    async for event in events:
-        yield event
 

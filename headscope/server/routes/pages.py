@@ -94,6 +94,7 @@ LINKED_DOCS = {
     "ablation": "what zero and mean ablation do, and each effect measure",
     "importance": "the measures and formulas of head importance",
     "probes": "the probes' file format and formulas",
+    "patching": "activation patching and direct logit attribution: the method, the metrics, the normalisation",
 }
 
 
