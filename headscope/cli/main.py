@@ -12,6 +12,11 @@
                                                                               each head's importance, the pruning curve
   headscope detect [--model NAME[=PATH]] [--seed N] [--json]                 previous-token, duplicate-token and
                                                                               induction heads (docs/detect.md)
+  headscope patch CLEAN CORRUPTED --answer A --wrong W [--patch heads|head_positions|residual|layers]
+            [--direction denoise|noise] [--metric M] [--step N] [--model NAME[=PATH]] [--json]
+                                                                              activation patching (docs/patching.md)
+  headscope attribute TEXT --answer A --wrong W [--step N] [--model NAME[=PATH]] [--json]
+                                                                              direct logit attribution
 
 `--model` names a built-in (minilm, dates, ...) or serves a local Hugging Face checkpoint
 directory or GGUF file as NAME=PATH; repeat it for several. Without it: every built-in. The first is the default.
@@ -22,10 +27,10 @@ analyses', so the numbers are the API's.
 import argparse
 import os
 
-from headscope.cli import ablate, attention, detect, heads, importance, probe, serve
+from headscope.cli import ablate, attention, attribute, detect, heads, importance, patch, probe, serve
 
-COMMANDS = (serve, heads, attention, probe, ablate, importance, detect)  # each module: add_parser(sub), one command
-ONE_MODEL = ("heads", "probe", "attention", "ablate", "importance", "detect")  # the commands that run one model
+COMMANDS = (serve, heads, attention, probe, ablate, importance, detect, patch, attribute)  # each: add_parser(sub)
+ONE_MODEL = ("heads", "probe", "attention", "ablate", "importance", "detect", "patch", "attribute")  # one model each
 
 
 def main(argv: list[str] | None = None) -> None:
