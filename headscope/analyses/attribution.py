@@ -31,7 +31,7 @@ from headscope.models.analysis import AttentionModel, cut_to_chars
 from headscope.models.hf.attention import linear_weight
 from headscope.models.interventions import capturing
 
-TOLERANCE = 1e-4  # |sum of the parts - the model's logit difference| allowed, relative to max(1, |difference|)
+TOLERANCE = 1e-5  # |sum of the parts - the model's logit difference| allowed, relative to max(1, |difference|)
 FIT = 1e-4  # how closely a norm form, or the readout scale, must reproduce the model's own numbers (relative)
 FROZEN = ("the final norm's scale s = 1/sqrt(var(x) + eps) (or, for RMSNorm, 1/sqrt(mean(x^2) + eps)) is taken from "
           "this run and held fixed, so that the norm is linear and the parts add up to the model's logit difference")

@@ -38,7 +38,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
-    from headscope.analyses.patching import CannotPatch, PatchSpec, activation_patching
+    from headscope.analyses.patching import CannotPatch, PatchSpec, patching_steps
     from headscope.models.analysis import TooManyCharacters, TooManyTokens
     from headscope.models.registry import load_model
     from headscope.server.settings import Settings
@@ -52,18 +52,20 @@ def run(args: argparse.Namespace) -> None:
         fail(e)
     spec = PatchSpec(args.clean, args.corrupted, args.answer, args.wrong, args.metric, args.patch, args.direction,
                      args.step)
-    try:
-        with tqdm(unit=" cells", file=sys.stderr) as bar:
-            def progress(done: int, total: int) -> None:
-                bar.total = total
-                bar.update(done - bar.n)
-
-            result = activation_patching(model, spec, Settings().patch_max_work, progress)
+    steps = patching_steps(model, spec, Settings().patch_max_work)
+    try:  # the first step checks everything: a refusal is one line, before any progress bar
+        first = next(steps)
     except CannotPatch as e:
         extra = e.extra.get("clean_tokens")
         fail(f"{e}" + (f": clean {extra}, corrupted {e.extra['corrupted_tokens']}" if extra else ""))
     except (TooManyTokens, TooManyCharacters) as e:
         fail(e)
+    with tqdm(total=first["total"], unit=" cells", file=sys.stderr) as bar:
+        for event in steps:
+            if "result" in event:
+                result = event["result"]
+                break
+            bar.update(event["done"] - bar.n)
     print(json.dumps(result, indent=1) if args.json else tables(result))
 
 
