@@ -20,7 +20,7 @@ client that has just been served queues behind those who have not. Nobody waits 
 as it is built, and a batch takes at most `max_batch_size` requests, so a newcomer at the head of
 the line waits for at most one batch before its own.
 
-Long jobs (a corpus, importance, a probe set: many model steps for one request) are fair to everyone else
+Long jobs (a corpus, importance, a probe set, patching: many model steps for one request) are fair to everyone else
 in two ways. Their steps queue behind short work: the model's next turn goes to a batch of waiting texts
 or a one-step request before the next step of any long job (`Turns`), so a newcomer waits for at most the
 step that is running. And each client address holds at most `long_jobs_per_client` long jobs at once
@@ -59,7 +59,7 @@ class TooManyJobs(Exception):
     """A client address already runs as many long jobs as it may."""
 
     def __init__(self, address: str, limit: int):
-        super().__init__(f"{address} already runs {limit} long jobs (corpus, importance, probes), the most one "
+        super().__init__(f"{address} already runs {limit} long jobs (corpus, importance, probes, patching), the most one "
                          f"client may run at once (long_jobs_per_client in GET /api/models); wait for one to finish")
         self.limit = limit
 

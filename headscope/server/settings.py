@@ -54,9 +54,10 @@ class Settings:
     # POST /api/patch and `headscope patch`: every cell is one row of a batched forward pass of the prompt
     patch_max_work: int = limit(100_000, "Most token positions one /api/patch request runs: (cells + 2) x the prompt's "
                                 "positions (input and decoder); each cell is one patched pass of the prompt.")
-    # Long jobs (corpus, importance, probes: many model steps each), per client address (headscope/server/runner.py)
-    long_jobs_per_client: int = limit(2, "Long jobs (/api/corpus, /api/importance, /api/probe) one client address "
-                                      "may run at once; more get 429. Their steps wait for shorter requests.")
+    # Long jobs (corpus, importance, probes, patching: many model steps each), per client address
+    # (headscope/server/runner.py)
+    long_jobs_per_client: int = limit(2, "Long jobs (/api/corpus, /api/importance, /api/probe, /api/patch) one client "
+                                      "address may run at once; more get 429. Their steps wait for shorter requests.")
     # Connections (headscope/server/http/connections.py)
     max_connections: int = limit(256, "Open connections; beyond it a new one closes the longest-idle one, or "
                                  "gets 503 if none is idle.")

@@ -16,7 +16,7 @@ from headscope.analyses.attribution import attribute
 from headscope.analyses.patching import CannotPatch
 from headscope.models.hf.model import HFModel
 from tests.analyses.test_patching import one_tokens
-from tests.models.test_hf import build, save
+from tests.checkpoints import build, save
 
 TOL = 1e-4
 TEXT = "k#9Qz.m>Ab k#9Qz.m>A"

@@ -20,7 +20,7 @@ import torch
 
 from headscope.analyses.patching import CannotPatch, Cell, Experiment, PatchSpec, activation_patching, patching_steps
 from headscope.models.hf.model import HFModel
-from tests.models.test_hf import build, save
+from tests.checkpoints import build, save
 from tests.models.test_hook_points import family_places, reference_places
 from tests.models.test_interventions import output_projection
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from headscope.models.interventions import BadAblation, HeadEdit, StreamEdit, capturing, editing
-from tests.models.test_hf import FAMILIES, build, save
+from tests.checkpoints import FAMILIES, build, save
 from tests.models.test_interventions import output_projection
 
 TEXT = "The cat sat on the mat."

@@ -1,8 +1,9 @@
 """POST /api/patch: activation patching between a clean and a corrupted prompt (headscope/analyses/patching.py),
 streamed like importance; POST /api/attribute: direct logit attribution (headscope/analyses/attribution.py).
 
-Patching is one model job per forward pass (the two recorded runs, then one per batch of cells), so other requests
-get the model in between, and a client that goes away stops the run at the next pass.
+Patching is a long job (headscope/server/runner.py): one model step per forward pass (the two recorded runs, then
+one per batch of cells), each after any shorter work waiting, so other requests get the model in between; a client
+address holds at most long_jobs_per_client of them, and a client that goes away stops the run at the next pass.
 """
 
 from fastapi import APIRouter, Request
@@ -11,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from headscope.analyses.attribution import attribute as direct_logit_attribution
 from headscope.analyses.patching import CannotPatch, PatchSpec, patching_steps
 from headscope.models.analysis import AttentionModel
-from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, pick_model
+from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, address_of, pick_model
 from headscope.server.encoding import json_response
 from headscope.server.errors import ApiError, ErrorCode
 from headscope.server.runner import ModelRunner
@@ -35,7 +36,7 @@ async def patch(req: PatchRequest, request: Request, models: ModelsDep, runner: 
     difference between the clean and the corrupted answer it carries (docs/patching.md)."""
     model = pick_model(models, req.model)
     spec = PatchSpec(req.clean, req.corrupted, req.answer, req.wrong, req.metric, req.patch, req.direction, req.step)
-    events = patch_events(runner, model, spec, settings.patch_max_work)
+    events = patch_events(runner, address_of(request), model, spec, settings.patch_max_work)
     try:  # the first step prepares and checks everything: what it refuses is a 422, not a line in a stream
         first = await anext(events)
     except CannotPatch as e:
@@ -51,12 +52,13 @@ async def patch(req: PatchRequest, request: Request, models: ModelsDep, runner: 
             raise ApiError(ErrorCode.client_disconnected, "the client went away before patching finished")
 
 
-async def patch_events(runner: ModelRunner, model: AttentionModel, spec: PatchSpec, max_work: int):
-    """Progress after every forward pass, then the result; each pass is its own model job."""
+async def patch_events(runner: ModelRunner, address: str | None, model: AttentionModel, spec: PatchSpec,
+                       max_work: int):
+    """Progress after every forward pass, then the result; each pass is its own model step, after shorter work."""
     steps = patching_steps(model, spec, max_work)  # no edit outlives a step: `editing` closes within each pass
-    async with runner.admitted():
+    async with runner.long_job(address):
         while True:
-            event = await runner.call(next, steps)  # the generator yields its result last: never exhausted
+            event = await runner.step(next, steps)  # the generator yields its result last: never exhausted
             yield event
             if "result" in event:
                 return
