@@ -205,3 +205,16 @@ def test_bad_requests_say_what_is_wrong(models, text, a, w, step, code, words):
 def test_minilm_is_not_attributable(minilm):
     with pytest.raises(CannotPatch, match="minilm has no unembedding"):
         attribute(minilm, "The cat sat.", "a", "b")
+
+
+def test_smollm2s_parts_add_up_and_its_name_mover_writes_the_name(smollm2):
+    text = "When Mary and John went to the store, John gave a drink to"
+    answer = attribute(smollm2, text, " Mary", " John")
+    ids = torch.tensor([smollm2.tokenizer(text)["input_ids"]])
+    with torch.no_grad():
+        logits = smollm2.net(input_ids=ids).logits[0, -1]
+    own = (logits[answer["answer"]["id"]] - logits[answer["wrong"]["id"]]).item()
+    assert answer["norm"]["form"] == "RMSNorm" and answer["total"] == pytest.approx(own, abs=1e-5)
+    assert abs(answer["sum"] - own) <= answer["tolerance"]
+    top = max(answer["components"], key=lambda c: c["value"])
+    assert (top["type"], top["layer"], top["head"]) == ("head", 23, 3)

