@@ -10,6 +10,8 @@ causal: each kind comes with a `Layout` that says so, and every consumer (metric
 page) reads it. The token lists a layout can name are the two sequences of an Analysis:
   "tokens"         the input text's tokens (and, for a causal LM asked to generate, its continuation)
   "output_tokens"  the positions of an encoder–decoder's decoder: the start token, then each output
+  "patches"        an image model's positions (ModelInfo.takes == "image"): the class token, then the image's
+                   patches row by row; `tokens` names them and `image` says the grid (headscope/models/digits.py)
 """
 
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ DEFAULT_MAX_NEW_TOKENS = 32  # what an encoder–decoder generates when the requ
 # of 32-character unknown words, which no tokenizer turns into many tokens, reach the limit.
 MAX_CHARS_PER_TOKEN = 32
 
-Axis = Literal["tokens", "output_tokens"]
+Axis = Literal["tokens", "output_tokens", "patches"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ SELF = Layout("tokens", "tokens", causal=False)  # an encoder's self-attention o
 CAUSAL_SELF = Layout("tokens", "tokens", causal=True)  # a decoder-only (causal) model's self-attention
 DECODER_SELF = Layout("output_tokens", "output_tokens", causal=True)  # an encoder–decoder's decoder
 CROSS = Layout("output_tokens", "tokens", causal=False)  # decoder positions reading the encoder's input
+PATCH_SELF = Layout("patches", "patches", causal=False)  # an image model's self-attention over class token + patches
 
 
 class TooManyTokens(ValueError):
@@ -80,6 +83,7 @@ class ModelInfo:
     # The most characters a text may have, checked before tokenizing; 0 (the default) becomes
     # max_tokens * MAX_CHARS_PER_TOKEN.
     max_chars: int = 0
+    takes: Literal["text", "image"] = "text"  # what the model reads: a text, or an image (headscope/models/digits.py)
 
     def __post_init__(self):
         if not self.max_chars:
@@ -132,10 +136,14 @@ class Analysis:
     # With an ablation (headscope/models/interventions.py): patterns are the ablated run's on the same tokens (and the same,
     # un-ablated output); effect says what the ablation changed (headscope/models/effect.py). None without one.
     effect: dict | None = None
+    # Image models: the image's size, patch_size and patch_grid ([rows, cols]), the class token's position, the
+    # classes, the prediction and each class's probability (headscope/models/digits.py); None for text models.
+    image: dict | None = None
 
     def axis(self, name: Axis) -> list[str]:
-        """The token list a layout names: `tokens` or `output_tokens`."""
-        return self.tokens if name == "tokens" else self.output_tokens
+        """The position list a layout names: `tokens`, `output_tokens`, or `patches` (an image model's positions,
+        which `tokens` names)."""
+        return self.output_tokens if name == "output_tokens" else self.tokens
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The models Headscope can serve, by name: the built-ins, Hugging Face checkpoints in local folders, GGUF files.
 
-A model is named by a `ModelSpec`: `minilm`, `dates`, `induction` or `smollm2` for a built-in, or `NAME=PATH`
+A model is named by a `ModelSpec`: `minilm`, `dates`, `induction`, `smollm2` or `digits` (an image model) for a
+built-in, or `NAME=PATH`
 for a checkpoint directory or a GGUF file loaded through `transformers` (headscope/models/hf/model.py, gguf.py).
 `smollm2` is there only where its weights package is installed (OPTIONAL); without it, naming it says how to get it.
 """
@@ -29,6 +30,12 @@ def _induction() -> AttentionModel:
     return InductionModel.load()
 
 
+def _digits() -> AttentionModel:
+    from headscope.models.digits import DigitsModel
+
+    return DigitsModel.load()
+
+
 def _smollm2() -> AttentionModel:
     from headscope.models.hf.gguf import load_gguf, smollm2_file
 
@@ -46,9 +53,12 @@ def _smollm2_missing() -> str | None:
 
 # name -> loader
 BUILTINS: dict[str, Callable[[], AttentionModel]] = {"minilm": _minilm, "dates": _dates, "induction": _induction,
-                                                     "smollm2": _smollm2}
+                                                     "smollm2": _smollm2, "digits": _digits}
 # built-ins that need a package installed apart: name -> why it cannot load here (None: it can)
 OPTIONAL: dict[str, Callable[[], str | None]] = {"smollm2": _smollm2_missing}
+# built-ins that read images, not text (ModelInfo.takes == "image"): loaded by name (load_model, the notebook), not
+# served by `serve` without --model, and refused by the server until it takes images (issue 19, item 2)
+IMAGE_BUILTINS = frozenset({"digits"})
 
 
 @dataclass(frozen=True)
@@ -80,10 +90,12 @@ class ModelSpec:
 
 def present_builtins() -> tuple[ModelSpec, ...]:
     """Every built-in that can load here: what `serve` without --model serves."""
-    return tuple(ModelSpec(name) for name in BUILTINS if name not in OPTIONAL or OPTIONAL[name]() is None)
+    return tuple(ModelSpec(name) for name in BUILTINS
+                 if name not in IMAGE_BUILTINS and (name not in OPTIONAL or OPTIONAL[name]() is None))
 
 
-DEFAULT_SPECS = tuple(ModelSpec(name) for name in BUILTINS if name not in OPTIONAL)  # the ones always here
+# the ones always here that the server serves
+DEFAULT_SPECS = tuple(ModelSpec(name) for name in BUILTINS if name not in OPTIONAL and name not in IMAGE_BUILTINS)
 
 
 def parse_specs(texts: list[str] | None) -> tuple[ModelSpec, ...]:
