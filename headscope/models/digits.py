@@ -22,7 +22,7 @@ import torch
 from headscope.data import WEIGHTS
 from headscope.models.adapter import Adapter, Outputs, Prepared
 from headscope.models.analysis import PATCH_SELF, ModelInfo
-from headscope.models.nets.vit import ViT, ViTConfig
+from headscope.models.nets.vit import ViT, ViTConfig, patchify
 
 DEFAULT_WEIGHTS = WEIGHTS / "digits.safetensors"
 CLASS_TOKEN = "[CLS]"
@@ -164,3 +164,21 @@ class DigitsModel(Adapter):
     def analyze_image(self, image: torch.Tensor, ablation=None):
         """Run one image (S, S) in [0, 1]: an Analysis over its patches (see the module docstring)."""
         return self.analyze_batch([image], ablation=ablation)[0]
+
+
+@torch.no_grad()
+def class_token_reads(net: ViT, images: torch.Tensor) -> dict:
+    """What the class token reads, averaged over `images` (B, S, S), per layer and head (lists [layer][head]):
+      self       its attention on itself
+      ink        its attention on the patches that hold any ink (a pixel > 0)
+      ink_share  the share of patches that hold ink (what `ink` would be if it spread evenly over the patches,
+                 scaled by 1 - self)
+    """
+    was_training = net.training
+    net.eval()
+    _, patterns = net(images)  # (L, B, H, T, T)
+    net.train(was_training)
+    cls = patterns[:, :, :, 0, :]  # (L, B, H, T): the class token's row
+    inked = (patchify(images, net.config.patch_size) > 0).any(-1).float()  # (B, N)
+    ink = (cls[..., 1:] * inked[None, :, None, :]).sum(-1).mean(1)  # (L, H)
+    return {"self": cls[..., 0].mean(1).tolist(), "ink": ink.tolist(), "ink_share": inked.mean().item()}

@@ -17,6 +17,7 @@ from headscope.models.digits import (
     SPLIT_SEED,
     DigitsModel,
     NotAnImage,
+    class_token_reads,
     held_out,
     load_images,
 )
@@ -208,3 +209,16 @@ def test_training_is_seeded_and_reproducible():
     for (name, p), (_, q) in zip(a.state_dict().items(), b.state_dict().items()):
         assert torch.equal(p, q), name
     assert ra["held_out"] == rb["held_out"]
+
+
+def test_what_the_class_token_reads_is_recomputed_in_numpy(model, data):
+    images = data[1][0]  # the held-out images
+    got = class_token_reads(model.net, images)
+    with torch.no_grad():
+        _, patterns = reference_forward(model.net, images)
+    p = patterns.numpy()[:, :, :, 0, :]  # (L, B, H, T)
+    a = images.numpy()
+    inked = np.stack([(a[:, 2 * r:2 * r + 2, 2 * c:2 * c + 2] > 0).any((1, 2)) for r in range(4) for c in range(4)], 1)
+    np.testing.assert_allclose(got["self"], p[..., 0].mean(1), atol=1e-5)
+    np.testing.assert_allclose(got["ink"], (p[..., 1:] * inked[None, :, None, :]).sum(-1).mean(1), atol=1e-5)
+    assert got["ink_share"] == pytest.approx(inked.mean())
