@@ -31,7 +31,8 @@ class ModelsResponse(BaseModel):
         "generate), or null. `kv_heads`: with grouped-query attention, query head h shares the keys "
         "and values of group h // (heads // kv_heads). `max_chars`: the most characters a text may have, "
         f"checked before it is tokenized: `max_tokens` times {MAX_CHARS_PER_TOKEN}, more than any real text "
-        "of `max_tokens` tokens needs."
+        "of `max_tokens` tokens needs. `takes`: what the model reads, `text` (every model served so far) or "
+        "`image`."
     )
     limits: Limits
     metrics: dict[str, MetricAbout] = Field(description="Every per-head metric of `heads` in an answer: what it is "
