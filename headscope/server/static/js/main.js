@@ -20,7 +20,7 @@
 import { config } from './lib/config.js';
 import { el, make } from './lib/dom.js';
 import { ApiError, fetchAttention, fetchHead, fetchHeads } from './lib/api.js';
-import { isPooled, makeView, makeViews } from './lib/views.js';
+import { codePoints, isPooled, makeView, makeViews, sliceCodePoints } from './lib/views.js';
 import { headName } from './lib/grid.js';
 import { drawHeatmap, loadPlotly } from './lib/heatmap.js';
 import { ablate, ablateFields, drawAblateError, drawEffect, readAblate, setupAblate, writeAblate } from './lib/ablate.js';
@@ -161,12 +161,16 @@ function clearResult() {
   hook('analysed', page);
 }
 
-// Where a cut text stopped: the end of the last input token that came from the text.
+// Where a cut text stopped: the end of the last input token that came from the text (offsets count code points).
+function cutEnd() {
+  const ends = result.offsets.filter(Boolean).map((o) => o[1]);
+  return ends.length ? Math.max(...ends) : 0;
+}
+
 function cutNote() {
   if (!result.truncated) return '';
-  const ends = result.offsets.filter(Boolean).map((o) => o[1]);
-  const end = ends.length ? Math.max(...ends) : 0;
-  return ` · text cut to fit: read up to character ${end} of ${state.text.length} (…${state.text.slice(Math.max(0, end - 20), end)})`;
+  const end = cutEnd(), chars = codePoints(result.text);
+  return ` · text cut to fit: read up to character ${end} of ${chars.length} (…${sliceCodePoints(chars, Math.max(0, end - 20), end)})`;
 }
 
 async function analyze() {
