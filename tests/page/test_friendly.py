@@ -42,3 +42,37 @@ def test_the_cut_to_fit_note_counts_characters_as_the_server_does(page, minilm):
     wait_ready(page)
     status = page.locator("#status").text_content()
     assert f"read up to character {end} of {len(text)} (…{text[end - 20:end]})" in status, status
+
+
+# ---- 19: ablation on the dates model -------------------------------------------------------------------------------
+
+DATE = "Wednesday, the 25th of November 2026"
+
+
+def test_the_output_line_shows_the_ablated_output_beside_the_original_and_the_link_ticks_ablate_mode(page, client):
+    heads = "cross:0:0,cross:0:1,cross:0:2,cross:0:3,cross:1:0,cross:1:1,cross:1:2,cross:1:3"
+    ablate = [dict(zip(("kind", "layer", "head"), (k, int(l), int(h)))) for k, l, h in (x.split(":") for x in heads.split(","))]
+    api = client.post("/api/attention", json={"text": DATE, "model": "dates", "ablate": ablate}).json()
+    assert api["effect"]["output_text"] != api["output_text"]  # the heads matter: the output changes
+    page.goto(f"{page.base_url}/?{urlencode({'text': DATE, 'model': 'dates', 'ablate': heads})}")
+    page.wait_for_function("() => document.body.dataset.state === 'ready' && !document.querySelector('#effect').hidden",
+                           timeout=60_000)
+    expect(page.locator("#opt-ablate")).to_be_checked()
+    expect(page.locator("#output-text")).to_have_text(api["output_text"])
+    expect(page.locator("#output-ablated")).to_be_visible()
+    expect(page.locator("#output-ablated")).to_contain_text(api["effect"]["output_text"])
+    expect(page.locator("#output-valid")).to_contain_text("without ablation")  # the badge checks the original
+
+
+def test_no_stale_date_badge_on_the_induction_model_after_dates(page):
+    page.goto(f"{page.base_url}/?model=dates&text=31%2F02%2F2024")
+    wait_ready(page)
+    expect(page.locator("#output-valid")).to_have_text("not a valid date")
+    page.select_option("#model", "induction")
+    page.fill("#text", "k#9Qz.m>Ab k#9Qz")
+    page.fill("#gen", "4")
+    page.click("#analyze")
+    wait_ready(page)
+    expect(page.locator("#output")).to_be_visible()  # the continuation
+    expect(page.locator("#output-valid")).to_be_hidden()
+    expect(page.locator("#output-ablated")).to_be_hidden()

@@ -270,7 +270,8 @@ function drawOutput() {
     el.outputText.replaceChildren(...result.tokens.map((t, i) =>
       make('span', { text: t, className: result.generated[i] ? 'generated' : 'prompt' })));
   }
-  if (!rows) { state.step = null; return; }
+  drawAblatedOutput();
+  if (!rows) { state.step = null; el.outputValid.hidden = true; el.outputValid.textContent = ''; return; }
   el.step.max = rows.length;
   if (state.step === null || state.step > rows.length) state.step = rows.length;
   el.step.value = state.step;
@@ -294,11 +295,22 @@ function showStep() {
   }));
   const check = result.output_check; // a model-specific check, as data: {name, ok, label, description}
   el.outputValid.hidden = !check;
-  el.outputValid.textContent = check ? check.label : '';
+  const ablated = result.effect && typeof result.effect.output_text === 'string';
+  el.outputValid.textContent = check ? `${check.label}${ablated ? ' (without ablation)' : ''}` : '';
   el.outputValid.title = check ? check.description : '';
   el.outputValid.dataset.valid = String(check ? check.ok : null);
   hook('stepped', page, row);
   if (el.detail.open && views[state.kind]?.layout.rows === 'output_tokens') drawDetail();
+}
+
+// With heads ablated, an encoder–decoder writes its output again (the effect's `output_text`): show it beside the
+// original, whose tokens the grid and the validity badge describe.
+function drawAblatedOutput() {
+  const ablated = result.effect && typeof result.effect.output_text === 'string' ? result.effect.output_text : null;
+  el.outputAblated.hidden = ablated === null;
+  el.outputAblated.textContent = ablated === null ? ''
+    : `with ${result.ablate.length === 1 ? 'the head' : 'the heads'} ablated: ${ablated}${ablated === result.output_text ? ' (unchanged)' : ''}`;
+  el.outputAblated.dataset.changed = String(ablated !== null && ablated !== result.output_text);
 }
 
 // ---- detail view -------------------------------------------------------------------------------

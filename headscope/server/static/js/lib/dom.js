@@ -28,7 +28,7 @@
 // tab finds its own with `elements` (static/js/tabs/*.js).
 const ids = [
   'input-form', 'text', 'example', 'model', 'truncate', 'analyze', 'status', 'tabs',
-  'opt-words', 'opt-nospecial', 'opt-fit', 'transform-label', 'output', 'output-label', 'output-text', 'output-valid', 'step', 'step-label', 'step-control',
+  'opt-words', 'opt-nospecial', 'opt-fit', 'transform-label', 'output', 'output-label', 'output-text', 'output-valid', 'output-ablated', 'step', 'step-label', 'step-control',
   'gen-label', 'gen-what', 'gen', 'opt-weights', 'opt-rollout', 'weights-label',
   'detail', 'detail-title', 'detail-roles', 'detail-note',
   'heatmap', 'prev-layer', 'prev-head', 'next-head', 'next-layer', 'detail-close',
