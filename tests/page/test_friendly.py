@@ -76,3 +76,80 @@ def test_no_stale_date_badge_on_the_induction_model_after_dates(page):
     expect(page.locator("#output")).to_be_visible()  # the continuation
     expect(page.locator("#output-valid")).to_be_hidden()
     expect(page.locator("#output-ablated")).to_be_hidden()
+
+
+# ---- 14 and 20: links of long texts, and the words of a refusal -----------------------------------------------------
+
+LONG = "word " * 2000  # 10,000 characters, 2,000 tokens: more than MiniLM's 512
+
+
+def query(page):
+    return parse_qs(urlparse(page.url).query)
+
+
+def test_a_cut_text_keeps_in_the_link_only_the_part_read_and_the_link_opens_it(page, minilm):
+    read = minilm.analyze(LONG, truncate=True)
+    end = max(o[1] for o in read.offsets if o)
+    page.goto(page.base_url)
+    page.fill("#text", LONG)
+    page.check("#truncate")
+    page.click("#analyze")
+    wait_ready(page)
+    assert query(page)["text"] == [LONG[:end]]  # what the model read, not all 10,000 characters
+    expect(page.locator("#link-note")).to_contain_text(f"({end} of {len(LONG)} characters)")
+    page.goto(page.url)  # the shared link
+    wait_ready(page)
+    assert page.locator("#status").text_content().startswith(f"minilm: {len(read.tokens)} tokens")
+
+
+def test_a_refused_long_text_says_what_to_do_and_the_link_drops_it(page):
+    page.goto(f"{page.base_url}/?{urlencode({'text': 'A short first text.', 'model': 'minilm'})}")
+    wait_ready(page)
+    page.fill("#text", LONG)
+    page.click("#analyze")
+    wait_settled(page)
+    expect(page.locator("#status")).to_contain_text('This text has 2002 tokens; minilm reads at most 512')
+    expect(page.locator("#status")).to_contain_text('tick "cut to fit"')
+    assert "text" not in query(page)  # neither the refused text nor the one before
+    expect(page.locator("#link-note")).to_contain_text('Tick "cut to fit"')
+    page.console_errors.clear()  # the browser logs the 422
+
+
+def test_too_many_characters_reads_as_the_page_words_not_the_api(page, minilm):
+    text = "a" * (minilm.info.max_chars + 1)
+    page.goto(page.base_url)
+    page.fill("#text", text)
+    page.click("#analyze")
+    wait_settled(page)
+    status = page.locator("#status").text_content()
+    assert f"This text has {len(text):,} characters; minilm reads at most {minilm.info.max_chars:,}" in status
+    assert 'tick "cut to fit"' in status and "truncate" not in status, status
+    assert "text" not in query(page)
+    page.console_errors.clear()
+
+
+@pytest.fixture(scope="module")
+def small_headers_server(models):
+    """A server with a small max_header_bytes: a link of a text the model reads whole is already too long."""
+    from headscope.server.app import create_app
+    from headscope.server.settings import Settings
+    from tests.conftest import LiveServer
+
+    with LiveServer(create_app(Settings(max_header_bytes=4096), models=models)) as server:
+        yield server
+
+
+def test_a_link_too_long_for_the_server_keeps_no_text_and_says_so(browser, small_headers_server):
+    from tests.conftest import watched_page
+
+    text = "the cat " * 150  # 1,200 characters, 302 tokens: MiniLM reads it whole; its URL is over 4096 / 4
+    with watched_page(browser, small_headers_server) as page:
+        page.goto(small_headers_server.url)
+        page.fill("#text", text)
+        page.click("#analyze")
+        wait_ready(page)
+        assert "text" not in query(page) and query(page)["model"] == ["minilm"]
+        assert len(page.url) < 4096 // 4
+        expect(page.locator("#link-note")).to_contain_text("too long for a link")
+        page.click('canvas.head[data-layer="0"][data-head="1"]')  # the page still works: its requests fit
+        page.wait_for_selector("#heatmap .xtick text")

@@ -36,6 +36,11 @@ let result = null; // the last /api/attention answer, decoded
 let views = {}; // kind -> view of the answer (after the word / special-token options)
 let controller = null;
 let summary = ''; // the status line of the result on screen, shown again after other messages
+let linkText = null; // the text the URL keeps when it is not state.text: the part read of a cut text, '' for none
+// A link's URL travels twice in every request the page makes (the request line, and the Referer of its scripts and
+// API calls), and the server refuses request lines and headers over max_header_bytes: a link holds a text only
+// while its URL stays under a quarter of that.
+const URL_BUDGET = Math.floor(config.limits.max_header_bytes / 4);
 const LOW_PROB = 0.9; // output tokens the model gave less than this probability are marked unsure
 
 // What every tab hook gets: the answer on screen, the state, and what the page can do.
@@ -87,7 +92,8 @@ function readState() {
 
 function writeState() {
   const q = new URLSearchParams();
-  if (state.text) q.set('text', state.text);
+  const text = linkText ?? state.text;
+  if (text) q.set('text', text);
   q.set('model', state.model);
   if (state.truncate) q.set('truncate', '1');
   if (state.tab !== DEFAULT_TAB) q.set('tab', state.tab);
@@ -105,7 +111,32 @@ function writeState() {
   if (state.rollout) q.set('rollout', '1');
   writeAblate(q);
   shownTab()?.module.writeUrl?.(q, page);
-  history.replaceState(null, '', `${location.pathname}?${q}`);
+  let url = `${location.pathname}?${q}`;
+  const tooLong = text && url.length > URL_BUDGET;
+  if (tooLong) {
+    q.delete('text');
+    url = `${location.pathname}?${q}`;
+  }
+  drawLinkNote(text, tooLong);
+  history.replaceState(null, '', url);
+}
+
+// What the link in the address bar keeps of the text, when it is not the whole text.
+function drawLinkNote(text, tooLong) {
+  let note = '';
+  const kb = (n) => `${Math.ceil(n / 1000)} KB`;
+  if (tooLong) {
+    note = `This text is too long for a link (${kb(new URLSearchParams({ text }).toString().length)} in a URL; a link `
+      + `holds at most ${kb(URL_BUDGET)}), so the address bar keeps everything but the text. `
+      + (state.truncate ? 'Share the text itself, or a shorter part of it.'
+        : 'Tick "cut to fit" to keep the part the model reads, or share the text itself.');
+  } else if (linkText === '' && state.text) {
+    note = 'The link does not keep this text: it is longer than the model reads. Tick "cut to fit" to keep the part it reads.';
+  } else if (linkText && linkText !== state.text) {
+    note = `The link keeps the part of the text the model read (${codePoints(linkText).length} of ${codePoints(state.text).length} characters).`;
+  }
+  el.linkNote.textContent = note;
+  el.linkNote.hidden = !note;
 }
 
 function setStatus(text, kind = 'info') {
@@ -145,6 +176,10 @@ function errorMessage(e) {
   const body = e.body || {};
   if (body.error === config.errors.too_many_tokens && body.count) {
     return `This text has ${body.count} tokens; ${state.model} reads at most ${body.limit}. Shorten it, or tick "cut to fit" to analyze its first ${body.limit}.`;
+  }
+  if (body.error === config.errors.too_many_characters && body.count) {
+    return `This text has ${body.count.toLocaleString('en')} characters; ${state.model} reads at most ${body.limit.toLocaleString('en')}. `
+      + `Shorten it, or tick "cut to fit" to analyze its beginning.`;
   }
   return e.message;
 }
@@ -196,10 +231,14 @@ async function analyze() {
     clearResult(); // what was on screen belonged to the previous input
     document.body.dataset.state = 'error';
     setStatus(errorMessage(e), 'error');
+    const tooLong = [config.errors.too_many_tokens, config.errors.too_many_characters].includes(e.body?.error);
+    linkText = tooLong ? '' : null; // a link to a text the model refuses would only be refused again
+    writeState();
     if (ablate.heads.length && e.body?.field === 'ablate') drawAblateError(e.body.detail); // the server names the field
     return;
   }
   fetchedHeads.clear();
+  linkText = result.truncated ? sliceCodePoints(codePoints(result.text), 0, cutEnd()) : null; // the part read
   drawAll();
   const ms = performance.now() - started;
   document.body.dataset.paintMs = ms.toFixed(1); // Analyze to every head painted, for bench/page.py
