@@ -153,3 +153,40 @@ def test_a_link_too_long_for_the_server_keeps_no_text_and_says_so(browser, small
         expect(page.locator("#link-note")).to_contain_text("too long for a link")
         page.click('canvas.head[data-layer="0"][data-head="1"]')  # the page still works: its requests fit
         page.wait_for_selector("#heatmap .xtick text")
+
+
+# ---- 21: the URL keeps Compare's heads and the Head map's colouring -------------------------------------------------
+
+SENTENCE = "The keys to the cabinet are on the table."
+
+
+def test_the_link_keeps_the_heads_compared(page):
+    page.goto(f"{page.base_url}/?{urlencode({'text': SENTENCE, 'model': 'minilm', 'tab': 'compare'})}")
+    wait_ready(page)
+    page.fill("#compare-a", "L0H2")
+    page.fill("#compare-b", "L3H7")
+    page.click("#compare-heads")
+    expect(page.locator("#compare-plots")).to_have_attribute("data-compared", "L0H2 L3H7")
+    assert query(page)["compare"] == ["L0H2,L3H7"] and query(page)["compare_kind"] == ["encoder"]
+    page.goto(page.url)  # the shared link draws the same comparison
+    wait_ready(page)
+    expect(page.locator("#compare-plots")).to_have_attribute("data-compared", "L0H2 L3H7")
+    expect(page.locator("#compare-a")).to_have_value("L0H2")
+
+
+def test_the_link_keeps_the_head_maps_metric(page, client):
+    page.goto(f"{page.base_url}/?{urlencode({'text': SENTENCE, 'model': 'minilm', 'tab': 'map'})}")
+    wait_ready(page)
+    page.wait_for_selector("button.map-cell")
+    metrics = page.locator("#map-metric option").all_text_contents()
+    other = next(m for m in metrics if m != page.locator("#map-metric").input_value())
+    page.select_option("#map-metric", other)
+    assert query(page)["metric"] == [other]
+    page.goto(page.url)
+    wait_ready(page)
+    page.wait_for_selector("button.map-cell")
+    expect(page.locator("#map-metric")).to_have_value(other)
+    heads = client.post("/api/heads", json={"text": SENTENCE, "model": "minilm"}).json()["heads"]["encoder"]
+    cell = page.locator('button.map-cell[data-layer="1"][data-head="3"]').get_attribute("data-value")
+    value = next(h for h in heads if h["layer"] == 1 and h["head"] == 3)["metrics"][other]
+    assert (cell == "" and value is None) or float(cell) == pytest.approx(value, abs=1e-9)
