@@ -190,3 +190,22 @@ def test_the_link_keeps_the_head_maps_metric(page, client):
     cell = page.locator('button.map-cell[data-layer="1"][data-head="3"]').get_attribute("data-value")
     value = next(h for h in heads if h["layer"] == 1 and h["head"] == 3)["metrics"][other]
     assert (cell == "" and value is None) or float(cell) == pytest.approx(value, abs=1e-9)
+
+
+# ---- 17: the dates step slider starts with every row shown --------------------------------------------------------
+
+
+def test_the_step_slider_starts_with_every_row_shown_alike(page):
+    page.goto(f"{page.base_url}/?{urlencode({'text': DATE, 'model': 'dates'})}")
+    wait_ready(page)
+    rows = 11  # <s> and the 10 characters of 2026-11-25
+    assert page.input_value("#step") == str(rows)
+    expect(page.locator("#step-label")).to_contain_text("every row")
+    expect(page.locator("#output-text .todo")).to_have_count(0)
+    heads = page.evaluate("""() => [...document.querySelectorAll('canvas.head[data-kind="cross"]')].map(c =>
+        ({width: c.width, data: Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data)}))""")
+    for head in heads:
+        w = head["width"]
+        dark_rows = [r for r in range(rows) if min(head["data"][r * w * 4:(r + 1) * w * 4][0::4]) < 190]
+        assert len(dark_rows) > 1, dark_rows  # not only the last step's row at full strength
+    assert "step" not in query(page)

@@ -312,19 +312,20 @@ function drawOutput() {
   drawAblatedOutput();
   if (!rows) { state.step = null; el.outputValid.hidden = true; el.outputValid.textContent = ''; return; }
   el.step.max = rows.length;
-  if (state.step === null || state.step > rows.length) state.step = rows.length;
-  el.step.value = state.step;
+  if (state.step !== null && state.step > rows.length) state.step = rows.length;
+  el.step.value = state.step ?? rows.length; // no step chosen yet: the slider at the end, every row shown alike
   showStep();
 }
 
 function showStep() {
   const rows = result.output_tokens;
-  const row = state.step - 1;
+  const row = state.step === null ? -1 : state.step - 1; // -1: no step chosen, no row highlighted
   const produced = state.step < rows.length ? rows[state.step] : '</s>';
-  el.stepLabel.textContent = `${state.step}/${rows.length}: row ${row} (${rows[row]}) produced ${produced}`;
+  el.stepLabel.textContent = row < 0 ? `every row (${rows.length}): move the slider to follow one output token`
+    : `${state.step}/${rows.length}: row ${row} (${rows[row]}) produced ${produced}`;
   const probs = result.output_probs || [];
   el.outputText.replaceChildren(...rows.slice(1).map((t, i) => {
-    const span = make('span', { text: t, className: i === row ? 'current' : i < row ? 'done' : 'todo' });
+    const span = make('span', { text: t, className: row < 0 ? 'done' : i === row ? 'current' : i < row ? 'done' : 'todo' });
     if (probs[i] !== undefined) {
       span.title = `p = ${probs[i].toFixed(3)}`;
       span.dataset.prob = probs[i].toFixed(4);
