@@ -209,3 +209,57 @@ def test_the_step_slider_starts_with_every_row_shown_alike(page):
         dark_rows = [r for r in range(rows) if min(head["data"][r * w * 4:(r + 1) * w * 4][0::4]) < 190]
         assert len(dark_rows) > 1, dark_rows  # not only the last step's row at full strength
     assert "step" not in query(page)
+
+
+# ---- 16: Mechanism: readable cell numbers, the projections' shapes -------------------------------------------------
+
+
+def wcag_luminance(rgb):
+    def linear(c):
+        c /= 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+    r, g, b = (linear(c) for c in rgb)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def scale_colour(scale, t):
+    """The colour of a Plotly colorscale ([[t, '#rrggbb'], ...]) at t, interpolated in RGB as Plotly does."""
+    for (t0, c0), (t1, c1) in zip(scale, scale[1:]):
+        if t <= t1:
+            f = 0 if t1 == t0 else (t - t0) / (t1 - t0)
+            a, b = ([int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in (c0, c1))
+            return [x + (y - x) * f for x, y in zip(a, b)]
+    return [int(scale[-1][1][i:i + 2], 16) for i in (1, 3, 5)]
+
+
+def test_every_number_on_the_softmax_and_score_rows_is_readable(page):
+    page.goto(f"{page.base_url}/?{urlencode({'tab': 'mechanism', 'text': 'The cat sat on the mat; the cat saw it.', 'model': 'minilm', 'kind': 'encoder', 'layer': 2, 'head': 5, 'query': 3})}")
+    page.wait_for_function("() => document.getElementById('mech-steps').dataset.state === 'ready'", timeout=60_000)
+    for step in ("weights", "scores"):
+        plot = page.evaluate(f"""() => {{ const d = document.querySelector('figure[data-step="{step}"] .mech-plot');
+            return {{ trace: d.data[0], annotations: d.layout.annotations }}; }}""")
+        trace, notes = plot["trace"], plot["annotations"]
+        assert len(notes) == len(trace["z"][0])
+        for value, note in zip(trace["z"][0], notes, strict=True):
+            if value is None:
+                continue
+            t = (value - trace["zmin"]) / (trace["zmax"] - trace["zmin"])
+            cell = wcag_luminance(scale_colour(trace["colorscale"], t))
+            text = wcag_luminance([int(note["font"]["color"][i], 16) * 17 for i in (1, 2, 3)] if len(note["font"]["color"]) == 4
+                                  else [int(note["font"]["color"][i:i + 2], 16) for i in (1, 3, 5)])
+            contrast = (max(cell, text) + 0.05) / (min(cell, text) + 0.05)
+            assert contrast >= 4.5, (step, value, note["font"]["color"])  # WCAG AA for small text
+
+
+def test_the_projections_shapes_are_those_of_the_models_weights(page, minilm):
+    page.goto(f"{page.base_url}/?{urlencode({'tab': 'mechanism', 'text': 'The cat sat on the mat.', 'model': 'minilm', 'kind': 'encoder', 'layer': 2, 'head': 5, 'query': 1})}")
+    page.wait_for_function("() => document.getElementById('mech-steps').dataset.state === 'ready'", timeout=60_000)
+    attn = minilm.attention_modules()[("encoder", 2)]
+    C = attn.qkv.in_features
+    w_q = attn.qkv.weight[:C].T  # x W_Q: (C, H·D), the first third of the packed projection
+    w_o = attn.out_proj.weight.T  # (H·D, C)
+    shapes = dict(page.locator("#mech-params [data-param]").evaluate_all(
+        "cs => cs.map(c => [c.dataset.param, c.dataset.shape])"))
+    assert shapes["W_Q"] == shapes["W_K"] == shapes["W_V"] == ",".join(map(str, w_q.shape))
+    assert shapes["W_O"] == ",".join(map(str, w_o.shape))
+    expect(page.locator('#mech-params [data-param="W_Q"]')).to_contain_text(f"this head's columns: [{C}, {C // 12}]")
