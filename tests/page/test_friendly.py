@@ -263,3 +263,47 @@ def test_the_projections_shapes_are_those_of_the_models_weights(page, minilm):
     assert shapes["W_Q"] == shapes["W_K"] == shapes["W_V"] == ",".join(map(str, w_q.shape))
     assert shapes["W_O"] == ",".join(map(str, w_o.shape))
     expect(page.locator('#mech-params [data-param="W_Q"]')).to_contain_text(f"this head's columns: [{C}, {C // 12}]")
+
+
+# ---- 13 and 24: a phone, 390 px wide ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def phone(browser, live_server):
+    """A touch screen 390 px wide (an iPhone 12-14), on the live server; fails on any console error."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.base_url = live_server.url
+    yield page
+    context.close()
+    assert errors == [], errors
+
+
+@pytest.mark.parametrize("layer,head", [(2, 3), (0, 2)])
+def test_the_first_tap_on_a_head_opens_that_head(phone, layer, head):
+    phone.goto(f"{phone.base_url}/?{urlencode({'text': SENTENCE, 'model': 'minilm'})}")
+    wait_ready(phone)
+    canvas = phone.locator(f'canvas.head[data-kind="encoder"][data-layer="{layer}"][data-head="{head}"]')
+    canvas.scroll_into_view_if_needed()
+    before = canvas.bounding_box()
+    canvas.tap()
+    expect(phone.locator("#detail-title")).to_have_text(f"L{layer}H{head} · encoder")
+    phone.keyboard.press("Escape")
+    assert canvas.bounding_box()["y"] == pytest.approx(before["y"], abs=0.5)  # the hover line moved nothing
+
+
+@pytest.mark.parametrize("tab", ["grid", "table", "playground", "heads-experiment", "mechanism", "compare", "map"])
+def test_no_tab_scrolls_sideways_on_a_phone(phone, tab):
+    phone.goto(f"{phone.base_url}/?{urlencode({'text': SENTENCE, 'model': 'minilm', 'tab': tab})}")
+    wait_settled(phone)
+    phone.wait_for_load_state("networkidle")
+    assert phone.evaluate("() => document.documentElement.scrollWidth") <= 390
+
+
+def test_the_tabs_take_at_most_three_rows_on_a_phone(phone):
+    phone.goto(phone.base_url)
+    tops = phone.locator("nav#tabs button").evaluate_all("bs => bs.map(b => Math.round(b.getBoundingClientRect().top))")
+    assert len(set(tops)) <= 3, sorted(set(tops))

@@ -26,6 +26,7 @@ function fitGrids(page) {
 function showHoverName(page, kind, layer, head) {
   const r = page.roles(kind, layer, head);
   own.hoverName.textContent = `${headName(layer, head)} (${kind})${r.length ? ': ' + r.join(', ') + ' (roles on this text)' : ''}`;
+  own.hoverName.title = own.hoverName.textContent; // the line is cut to one line on a narrow screen
 }
 
 function openOrAblate(page, kind, layer, head) {
