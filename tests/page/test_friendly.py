@@ -307,3 +307,16 @@ def test_the_tabs_take_at_most_three_rows_on_a_phone(phone):
     phone.goto(phone.base_url)
     tops = phone.locator("nav#tabs button").evaluate_all("bs => bs.map(b => Math.round(b.getBoundingClientRect().top))")
     assert len(set(tops)) <= 3, sorted(set(tops))
+
+
+def test_the_effect_of_an_ablation_does_not_move_the_grid(page):
+    page.goto(f"{page.base_url}/?{urlencode({'text': SENTENCE, 'model': 'minilm'})}")
+    wait_ready(page)
+    page.check("#opt-ablate")
+    head = page.locator('canvas.head[data-kind="encoder"][data-layer="2"][data-head="5"]')
+    before = head.bounding_box()
+    head.click()
+    page.wait_for_function("() => document.body.dataset.state === 'ready' && !document.querySelector('#effect').hidden",
+                           timeout=60_000)
+    expect(page.locator('#effect table[data-axis="tokens"]')).to_be_visible()
+    assert head.bounding_box()["y"] == pytest.approx(before["y"], abs=0.5)  # the next click lands where it aims
