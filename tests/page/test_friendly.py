@@ -320,3 +320,20 @@ def test_the_effect_of_an_ablation_does_not_move_the_grid(page):
                            timeout=60_000)
     expect(page.locator('#effect table[data-axis="tokens"]')).to_be_visible()
     assert head.bounding_box()["y"] == pytest.approx(before["y"], abs=0.5)  # the next click lands where it aims
+
+
+# ---- 23: a starting point -----------------------------------------------------------------------------------------
+
+
+def test_before_the_first_analyze_the_page_says_what_a_square_is_and_starts_an_example(page):
+    page.goto(page.base_url)
+    intro = page.locator("#intro")
+    expect(intro).to_be_visible()
+    expect(intro).to_contain_text("row i, column j is how much token i (the query) reads from token j (the key)")
+    example = page.locator("#model option:checked").get_attribute("data-example")
+    expect(page.locator("#intro-text")).to_contain_text(example)
+    page.click("#intro-example")
+    wait_ready(page)
+    expect(page.locator("#text")).to_have_value(example)
+    expect(page.locator('canvas.head[data-kind="encoder"]')).to_have_count(72)
+    expect(intro).to_be_hidden()
