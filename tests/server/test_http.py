@@ -274,6 +274,19 @@ def test_headers_over_the_limit_get_431_before_the_server_buffers_them(quick_ser
     assert sent < 16_000_000
 
 
+def test_a_90_kb_url_gets_431_naming_the_limit_at_once(quick_server):
+    """A shared link of a long text (issue 18): httptools failed to parse the URL and the browser showed
+    {"error": "bad_request"}; the answer names the limit the URL passed. (The page keeps its links under it.)"""
+    path = "/?text=" + "%C3%A9" * 15_000  # 90 KB, "é" 15,000 times
+    with connect(quick_server.url) as s:
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/html\r\n\r\n".encode())
+        status, headers, body = read_answer(s)
+    assert status == 431
+    answer = json.loads(body)
+    assert answer["error"] == "headers_too_large" and str(Settings().max_header_bytes) in answer["detail"]
+    assert headers["connection"] == "close"
+
+
 def test_a_silent_connection_is_closed_after_the_header_timeout(quick_server):
     silent, partial = connect(quick_server.url), connect(quick_server.url)
     partial.sendall(b"GET /api/models HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line

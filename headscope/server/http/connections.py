@@ -144,7 +144,9 @@ class HeadscopeProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def data_received(self, data: bytes) -> None:
+        self.reading = len(data)  # a parser error in this read may be a head over the limit: send_400_response
         super().data_received(data)
+        self.reading = 0
         if self.in_head and not self.transport.is_closing():
             # counted after parsing, when on_message_begin has reset the count; a read that also held
             # the end of the previous request's body counts whole, so a head may look a little larger
@@ -158,6 +160,12 @@ class HeadscopeProtocol(HttpToolsProtocol):
         self.idle_since = self.loop.time()
 
     def send_400_response(self, msg: str) -> None:  # uvicorn's answer to a malformed request, in JSON
+        if self.head_bytes + getattr(self, "reading", 0) > self.limits.max_header_bytes:
+            # httptools fails to parse a very long URL (90 KB: at the end of the head, in uvicorn's
+            # on_headers_complete) before the check in data_received sees the read: say which limit it passed
+            self.refuse(ErrorCode.headers_too_large, "the request line and headers are larger than the "
+                        f"limit of {self.limits.max_header_bytes} bytes")
+            return
         self.refuse(ErrorCode.bad_request, msg)
 
     def refuse(self, code: ErrorCode, detail: str) -> None:

@@ -20,7 +20,7 @@
 import { config } from './lib/config.js';
 import { el, make } from './lib/dom.js';
 import { ApiError, fetchAttention, fetchHead, fetchHeads } from './lib/api.js';
-import { isPooled, makeView, makeViews } from './lib/views.js';
+import { codePoints, isPooled, makeView, makeViews, sliceCodePoints } from './lib/views.js';
 import { headName } from './lib/grid.js';
 import { drawHeatmap, loadPlotly } from './lib/heatmap.js';
 import { ablate, ablateFields, drawAblateError, drawEffect, readAblate, setupAblate, writeAblate } from './lib/ablate.js';
@@ -36,6 +36,11 @@ let result = null; // the last /api/attention answer, decoded
 let views = {}; // kind -> view of the answer (after the word / special-token options)
 let controller = null;
 let summary = ''; // the status line of the result on screen, shown again after other messages
+let linkText = null; // the text the URL keeps when it is not state.text: the part read of a cut text, '' for none
+// A link's URL travels twice in every request the page makes (the request line, and the Referer of its scripts and
+// API calls), and the server refuses request lines and headers over max_header_bytes: a link holds a text only
+// while its URL stays under a quarter of that.
+const URL_BUDGET = Math.floor(config.limits.max_header_bytes / 4);
 const LOW_PROB = 0.9; // output tokens the model gave less than this probability are marked unsure
 
 // What every tab hook gets: the answer on screen, the state, and what the page can do.
@@ -87,7 +92,8 @@ function readState() {
 
 function writeState() {
   const q = new URLSearchParams();
-  if (state.text) q.set('text', state.text);
+  const text = linkText ?? state.text;
+  if (text) q.set('text', text);
   q.set('model', state.model);
   if (state.truncate) q.set('truncate', '1');
   if (state.tab !== DEFAULT_TAB) q.set('tab', state.tab);
@@ -105,7 +111,32 @@ function writeState() {
   if (state.rollout) q.set('rollout', '1');
   writeAblate(q);
   shownTab()?.module.writeUrl?.(q, page);
-  history.replaceState(null, '', `${location.pathname}?${q}`);
+  let url = `${location.pathname}?${q}`;
+  const tooLong = text && url.length > URL_BUDGET;
+  if (tooLong) {
+    q.delete('text');
+    url = `${location.pathname}?${q}`;
+  }
+  drawLinkNote(text, tooLong);
+  history.replaceState(null, '', url);
+}
+
+// What the link in the address bar keeps of the text, when it is not the whole text.
+function drawLinkNote(text, tooLong) {
+  let note = '';
+  const kb = (n) => `${Math.ceil(n / 1000)} KB`;
+  if (tooLong) {
+    note = `This text is too long for a link (${kb(new URLSearchParams({ text }).toString().length)} in a URL; a link `
+      + `holds at most ${kb(URL_BUDGET)}), so the address bar keeps everything but the text. `
+      + (state.truncate ? 'Share the text itself, or a shorter part of it.'
+        : 'Tick "cut to fit" to keep the part the model reads, or share the text itself.');
+  } else if (linkText === '' && state.text) {
+    note = 'The link does not keep this text: it is longer than the model reads. Tick "cut to fit" to keep the part it reads.';
+  } else if (linkText && linkText !== state.text) {
+    note = `The link keeps the part of the text the model read (${codePoints(linkText).length} of ${codePoints(state.text).length} characters).`;
+  }
+  el.linkNote.textContent = note;
+  el.linkNote.hidden = !note;
 }
 
 function setStatus(text, kind = 'info') {
@@ -146,6 +177,10 @@ function errorMessage(e) {
   if (body.error === config.errors.too_many_tokens && body.count) {
     return `This text has ${body.count} tokens; ${state.model} reads at most ${body.limit}. Shorten it, or tick "cut to fit" to analyze its first ${body.limit}.`;
   }
+  if (body.error === config.errors.too_many_characters && body.count) {
+    return `This text has ${body.count.toLocaleString('en')} characters; ${state.model} reads at most ${body.limit.toLocaleString('en')}. `
+      + `Shorten it, or tick "cut to fit" to analyze its beginning.`;
+  }
   return e.message;
 }
 
@@ -161,12 +196,16 @@ function clearResult() {
   hook('analysed', page);
 }
 
-// Where a cut text stopped: the end of the last input token that came from the text.
+// Where a cut text stopped: the end of the last input token that came from the text (offsets count code points).
+function cutEnd() {
+  const ends = result.offsets.filter(Boolean).map((o) => o[1]);
+  return ends.length ? Math.max(...ends) : 0;
+}
+
 function cutNote() {
   if (!result.truncated) return '';
-  const ends = result.offsets.filter(Boolean).map((o) => o[1]);
-  const end = ends.length ? Math.max(...ends) : 0;
-  return ` · text cut to fit: read up to character ${end} of ${state.text.length} (…${state.text.slice(Math.max(0, end - 20), end)})`;
+  const end = cutEnd(), chars = codePoints(result.text);
+  return ` · text cut to fit: read up to character ${end} of ${chars.length} (…${sliceCodePoints(chars, Math.max(0, end - 20), end)})`;
 }
 
 async function analyze() {
@@ -192,10 +231,14 @@ async function analyze() {
     clearResult(); // what was on screen belonged to the previous input
     document.body.dataset.state = 'error';
     setStatus(errorMessage(e), 'error');
+    const tooLong = [config.errors.too_many_tokens, config.errors.too_many_characters].includes(e.body?.error);
+    linkText = tooLong ? '' : null; // a link to a text the model refuses would only be refused again
+    writeState();
     if (ablate.heads.length && e.body?.field === 'ablate') drawAblateError(e.body.detail); // the server names the field
     return;
   }
   fetchedHeads.clear();
+  linkText = result.truncated ? sliceCodePoints(codePoints(result.text), 0, cutEnd()) : null; // the part read
   drawAll();
   const ms = performance.now() - started;
   document.body.dataset.paintMs = ms.toFixed(1); // Analyze to every head painted, for bench/page.py
@@ -266,21 +309,23 @@ function drawOutput() {
     el.outputText.replaceChildren(...result.tokens.map((t, i) =>
       make('span', { text: t, className: result.generated[i] ? 'generated' : 'prompt' })));
   }
-  if (!rows) { state.step = null; return; }
+  drawAblatedOutput();
+  if (!rows) { state.step = null; el.outputValid.hidden = true; el.outputValid.textContent = ''; return; }
   el.step.max = rows.length;
-  if (state.step === null || state.step > rows.length) state.step = rows.length;
-  el.step.value = state.step;
+  if (state.step !== null && state.step > rows.length) state.step = rows.length;
+  el.step.value = state.step ?? rows.length; // no step chosen yet: the slider at the end, every row shown alike
   showStep();
 }
 
 function showStep() {
   const rows = result.output_tokens;
-  const row = state.step - 1;
+  const row = state.step === null ? -1 : state.step - 1; // -1: no step chosen, no row highlighted
   const produced = state.step < rows.length ? rows[state.step] : '</s>';
-  el.stepLabel.textContent = `${state.step}/${rows.length}: row ${row} (${rows[row]}) produced ${produced}`;
+  el.stepLabel.textContent = row < 0 ? `every row (${rows.length}): move the slider to follow one output token`
+    : `${state.step}/${rows.length}: row ${row} (${rows[row]}) produced ${produced}`;
   const probs = result.output_probs || [];
   el.outputText.replaceChildren(...rows.slice(1).map((t, i) => {
-    const span = make('span', { text: t, className: i === row ? 'current' : i < row ? 'done' : 'todo' });
+    const span = make('span', { text: t, className: row < 0 ? 'done' : i === row ? 'current' : i < row ? 'done' : 'todo' });
     if (probs[i] !== undefined) {
       span.title = `p = ${probs[i].toFixed(3)}`;
       span.dataset.prob = probs[i].toFixed(4);
@@ -290,11 +335,22 @@ function showStep() {
   }));
   const check = result.output_check; // a model-specific check, as data: {name, ok, label, description}
   el.outputValid.hidden = !check;
-  el.outputValid.textContent = check ? check.label : '';
+  const ablated = result.effect && typeof result.effect.output_text === 'string';
+  el.outputValid.textContent = check ? `${check.label}${ablated ? ' (without ablation)' : ''}` : '';
   el.outputValid.title = check ? check.description : '';
   el.outputValid.dataset.valid = String(check ? check.ok : null);
   hook('stepped', page, row);
   if (el.detail.open && views[state.kind]?.layout.rows === 'output_tokens') drawDetail();
+}
+
+// With heads ablated, an encoder–decoder writes its output again (the effect's `output_text`): show it beside the
+// original, whose tokens the grid and the validity badge describe.
+function drawAblatedOutput() {
+  const ablated = result.effect && typeof result.effect.output_text === 'string' ? result.effect.output_text : null;
+  el.outputAblated.hidden = ablated === null;
+  el.outputAblated.textContent = ablated === null ? ''
+    : `with ${result.ablate.length === 1 ? 'the head' : 'the heads'} ablated: ${ablated}${ablated === result.output_text ? ' (unchanged)' : ''}`;
+  el.outputAblated.dataset.changed = String(ablated !== null && ablated !== result.output_text);
 }
 
 // ---- detail view -------------------------------------------------------------------------------

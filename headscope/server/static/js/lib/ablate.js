@@ -15,6 +15,7 @@ const HEAD = /^([^:,]+):(\d+):(\d+)$/;
 export function readAblate(q) {
   ablate.heads = (q.get('ablate') || '').split(',').filter((h) => HEAD.test(h));
   ablate.heads = [...new Set(ablate.heads)];
+  ablate.mode = ablate.heads.length > 0; // a link with heads knocked out opens in ablate mode, as it was made
   ablate.ablation = config.ablation.modes.includes(q.get('ablation')) ? q.get('ablation') : config.ablation.default;
 }
 

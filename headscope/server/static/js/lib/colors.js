@@ -32,3 +32,14 @@ export function sequentialColor(value) {
   const c = SEQUENTIAL_LUT[Math.max(0, Math.min(255, Math.round(value * 255)))];
   return `rgb(${c & 255}, ${(c >> 8) & 255}, ${(c >> 16) & 255})`;
 }
+
+// Black or white text, whichever has more contrast on the colour `scale` (as SEQUENTIAL: [[t, hex], ...] evenly
+// spaced) gives t in [0, 1]: by WCAG relative luminance, whose crossover is 0.179.
+export function textColorOn(scale, t) {
+  const x = Math.max(0, Math.min(1, t)) * (scale.length - 1);
+  const i = Math.min(Math.floor(x), scale.length - 2), f = x - i;
+  const [a, b] = [scale[i][1], scale[i + 1][1]].map(rgb);
+  const linear = (c) => { const v = c / 255; return v <= 0.04045 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; };
+  const luminance = [0.2126, 0.7152, 0.0722].reduce((sum, w, c) => sum + w * linear(a[c] * (1 - f) + b[c] * f), 0);
+  return luminance > 0.179 ? '#000' : '#fff';
+}

@@ -27,8 +27,8 @@
 // The page's own elements (the form, the view options, the output, the effect panel, the detail dialog); each
 // tab finds its own with `elements` (static/js/tabs/*.js).
 const ids = [
-  'input-form', 'text', 'example', 'model', 'truncate', 'analyze', 'status', 'tabs',
-  'opt-words', 'opt-nospecial', 'opt-fit', 'transform-label', 'output', 'output-label', 'output-text', 'output-valid', 'step', 'step-label', 'step-control',
+  'input-form', 'text', 'link-note', 'example', 'model', 'truncate', 'analyze', 'status', 'tabs',
+  'opt-words', 'opt-nospecial', 'opt-fit', 'transform-label', 'output', 'output-label', 'output-text', 'output-valid', 'output-ablated', 'step', 'step-label', 'step-control',
   'gen-label', 'gen-what', 'gen', 'opt-weights', 'opt-rollout', 'weights-label',
   'detail', 'detail-title', 'detail-roles', 'detail-note',
   'heatmap', 'prev-layer', 'prev-head', 'next-head', 'next-layer', 'detail-close',

@@ -70,13 +70,18 @@ function groups(ax, nospecial, words) {
 const WHITESPACE = { ' ': '␣', '\t': '⇥', '\n': '↵' };
 export const visible = (token) => (/^\s+$/.test(token) ? [...token].map((c) => WHITESPACE[c] || '·').join('') : token);
 
-// A group's label: the token itself, or for a merged word the text it spans (from the offsets),
-// else its pieces joined.
-function label(ax, group, text) {
+// The server's offsets count Unicode code points (Python's str), JavaScript strings count UTF-16 units: an emoji is one
+// of the first and two of the second. Cut a text by code points: sliceCodePoints(chars, a, b) with chars = [...text].
+export const codePoints = (text) => Array.from(text || '');
+export const sliceCodePoints = (chars, start, end) => chars.slice(start, end).join('');
+
+// A group's label: the token itself, or for a merged word the text it spans (from the offsets, in code points: `chars`
+// is the text's code points), else its pieces joined.
+function label(ax, group, chars) {
   const mark = ax.generated && ax.generated[group[0]] ? GENERATED_MARK : '';
   if (group.length === 1) return mark + visible(ax.tokens[group[0]]);
   const first = ax.offsets?.[group[0]], last = ax.offsets?.[group[group.length - 1]];
-  if (first && last && text) return mark + text.slice(first[0], last[1]);
+  if (first && last && chars.length) return mark + sliceCodePoints(chars, first[0], last[1]);
   return mark + group.map((i) => ax.tokens[i]).join('');
 }
 
@@ -97,6 +102,7 @@ export function makeView(kd, result, { words = false, nospecial = false } = {}) 
   else if (words) notes.push('words: every word is a single token here, nothing to merge');
   if ((rowAxis.generated || colAxis.generated || []).some(Boolean)) notes.push(`${GENERATED_MARK} marks tokens the model generated`);
   const R = rowGroups.length, C = colGroups.length;
+  const chars = merged ? codePoints(result.text) : [];
 
   function matrix(layer, head) {
     const raw = rawMatrix(kd, layer, head);
@@ -120,8 +126,8 @@ export function makeView(kd, result, { words = false, nospecial = false } = {}) 
 
   return {
     kind: kd.kind, layout: kd.layout, L: kd.L, H: kd.H, R, C, pool: kd.pool,
-    rows: rowGroups.map((g) => label(rowAxis, g, result.text)),
-    cols: colGroups.map((g) => label(colAxis, g, result.text)),
+    rows: rowGroups.map((g) => label(rowAxis, g, chars)),
+    cols: colGroups.map((g) => label(colAxis, g, chars)),
     note: notes.join('; '),
     matrix,
   };

@@ -11,13 +11,40 @@ import { register } from '../lib/registry.js';
 
 const el = elements(['compare-kind', 'compare-a', 'compare-b', 'compare-heads', 'compare-text', 'compare-texts', 'compare-plots']);
 
+// The URL keeps the two heads compared and their kind: &compare=L0H2,L1H4&compare_kind=encoder.
+let fromUrl = null; // {a, b, kind} a link asked for, drawn once an answer is on screen
+let compared = null; // {a, b, kind} on screen
+
 function setup(page) {
   el.compareHeads.addEventListener('click', () => drawCompareHeads(page));
   el.compareTexts.addEventListener('click', () => drawCompareTexts(page));
 }
 
+function readUrl(q) {
+  const heads = (q.get('compare') || '').split(',');
+  if (heads.length !== 2) return false;
+  fromUrl = { a: heads[0], b: heads[1], kind: q.get('compare_kind') };
+  el.compareA.value = fromUrl.a;
+  el.compareB.value = fromUrl.b;
+  return false;
+}
+
+function writeUrl(q) {
+  if (!compared) return;
+  q.set('compare', `${compared.a},${compared.b}`);
+  q.set('compare_kind', compared.kind);
+}
+
 function analysed(page) {
-  if (page.result) fillKindSelect(el.compareKind, Object.keys(page.result.kinds));
+  if (!page.result) { compared = null; return; }
+  fillKindSelect(el.compareKind, Object.keys(page.result.kinds));
+  if (fromUrl?.kind && Object.hasOwn(page.result.kinds, fromUrl.kind)) el.compareKind.value = fromUrl.kind;
+}
+
+function draw(page) {
+  if (!fromUrl || !page.result) return;
+  fromUrl = null;
+  drawCompareHeads(page);
 }
 
 function parseHead(text, view) {
@@ -34,7 +61,8 @@ function plotBox(title) {
   return { div, title };
 }
 
-async function drawCompareHeads({ result, views, state, setStatus }) {
+async function drawCompareHeads(page) {
+  const { result, views, setStatus } = page;
   if (!result) return setStatus('Analyze a text first.', 'error');
   const kind = el.compareKind.value || Object.keys(views)[0];
   const view = views[kind];
@@ -57,6 +85,8 @@ async function drawCompareHeads({ result, views, state, setStatus }) {
       zmin: -dmax, zmax: dmax, colorscale: DIVERGING, colorbarTitle: 'difference' }),
   ]);
   el.comparePlots.dataset.compared = `${na} ${nb}`;
+  compared = { a: na, b: nb, kind };
+  page.writeState();
   setStatus(`Comparing ${na} and ${nb}${view.note ? ` (${view.note})` : ''}.`);
 }
 
@@ -91,4 +121,4 @@ async function drawCompareTexts({ result, views, state, request, setStatus }) {
   setStatus(`${name} on two sentences.`);
 }
 
-register(import.meta.url, { setup, analysed });
+register(import.meta.url, { setup, readUrl, writeUrl, analysed, draw });

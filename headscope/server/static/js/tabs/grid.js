@@ -7,7 +7,7 @@ import { drawRollout } from '../lib/rollout.js';
 import { ablate, markGrid, toggleHead } from '../lib/ablate.js';
 import { register } from '../lib/registry.js';
 
-const own = elements(['grids', 'hover-name', 'rollout']);
+const own = elements(['grids', 'hover-name', 'rollout', 'intro', 'intro-example', 'intro-text']);
 
 // "fit on screen": thumbnails as large as lets every kind's whole grid fit below the controls, in
 // the viewport (with every kind side by side where the width allows).
@@ -26,6 +26,7 @@ function fitGrids(page) {
 function showHoverName(page, kind, layer, head) {
   const r = page.roles(kind, layer, head);
   own.hoverName.textContent = `${headName(layer, head)} (${kind})${r.length ? ': ' + r.join(', ') + ' (roles on this text)' : ''}`;
+  own.hoverName.title = own.hoverName.textContent; // the line is cut to one line on a narrow screen
 }
 
 function openOrAblate(page, kind, layer, head) {
@@ -35,7 +36,16 @@ function openOrAblate(page, kind, layer, head) {
   return page.analyze();
 }
 
+// Before the first answer: what a square is, and the chosen model's own example (its <option>'s data-example).
+function showIntro(page) {
+  own.intro.hidden = !!page.result;
+  own.introText.textContent = `“${el.model.selectedOptions[0]?.dataset.example || ''}” on ${el.model.value}`;
+}
+
 function setup(page) {
+  own.introExample.addEventListener('click', () => el.example.click());
+  el.model.addEventListener('change', () => showIntro(page));
+  showIntro(page);
   el.optFit.addEventListener('change', () => { page.state.fit = el.optFit.checked; page.writeState(); fitGrids(page); });
   window.addEventListener('resize', () => fitGrids(page));
   el.optAblate.addEventListener('change', () => markGrid(own.grids));
@@ -43,6 +53,7 @@ function setup(page) {
 
 function analysed(page) {
   own.hoverName.textContent = '';
+  showIntro(page);
   const { result, views } = page;
   if (!result) { own.grids.replaceChildren(); own.rollout.replaceChildren(); own.rollout.hidden = true; return; }
   drawGrids(own.grids, result, page.options, { views, roles: page.roles,

@@ -7,8 +7,22 @@ import { register } from '../lib/registry.js';
 
 const el = elements(['map-metric', 'map-kind', 'map-source', 'head-map', 'map-basis']);
 
+// The URL keeps the metric the map is coloured by: &metric=previous_token.
+let metricFromUrl = null;
+
 function setup(page) {
-  for (const select of [el.mapMetric, el.mapKind, el.mapSource]) select.addEventListener('change', page.redraw);
+  for (const select of [el.mapMetric, el.mapKind, el.mapSource]) {
+    select.addEventListener('change', () => { page.writeState(); page.redraw(); });
+  }
+}
+
+function readUrl(q) {
+  metricFromUrl = q.get('metric');
+  return false;
+}
+
+function writeUrl(q) {
+  if (el.mapMetric.value) q.set('metric', el.mapMetric.value);
 }
 
 const ready = (page) => !!page.result || hasCorpus();
@@ -25,7 +39,9 @@ function draw({ result, openDetail, options }) {
   const names = metricNames(list);
   if (el.mapMetric.options.length !== names.length) {
     el.mapMetric.replaceChildren(...names.map((m) => make('option', { text: m, attrs: { value: m } })));
-    el.mapMetric.value = names.includes('previous_token') ? 'previous_token' : names[0];
+    el.mapMetric.value = names.includes(metricFromUrl) ? metricFromUrl
+      : names.includes('previous_token') ? 'previous_token' : names[0];
+    metricFromUrl = null;
   }
   const metric = el.mapMetric.value;
   const values = list.map((r) => r.metrics[metric]).filter((v) => v !== null);
@@ -58,4 +74,4 @@ function draw({ result, openDetail, options }) {
   showBasis(el.mapBasis, el.mapSource.value, options, currentCorpus());
 }
 
-register(import.meta.url, { setup, ready, analysed, draw });
+register(import.meta.url, { setup, readUrl, writeUrl, ready, analysed, draw });

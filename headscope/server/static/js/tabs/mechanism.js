@@ -4,12 +4,12 @@
 // detail dialog, whose Mechanism button opens this tab.
 import { el as shell, elements, make } from '../lib/dom.js';
 import { ApiError, fetchExplain } from '../lib/api.js';
-import { DIVERGING, SEQUENTIAL } from '../lib/colors.js';
+import { DIVERGING, SEQUENTIAL, textColorOn } from '../lib/colors.js';
 import { escapeLabel, loadPlotly, thinTicks } from '../lib/heatmap.js';
 import { visible } from '../lib/views.js';
 import { register } from '../lib/registry.js';
 
-const el = elements(['mech-kind', 'mech-layer', 'mech-head', 'mech-query', 'mech-status', 'mech-steps']);
+const el = elements(['mech-kind', 'mech-layer', 'mech-head', 'mech-query', 'mech-status', 'mech-params', 'mech-steps']);
 const mech = { kind: null, layer: null, head: null, query: null };
 let controller = null;
 let drawn = ''; // the selection last drawn, so a redraw of the tab does not refetch it
@@ -63,6 +63,18 @@ function shapeText(key, s) {
     + `(${s.of_axes.join(', ')})${s.note ? `; ${s.note}` : ''}`;
 }
 
+// The projections themselves, as the steps use them (x W): their shapes from the answer's sizes, and this head's part.
+function drawParams(e) {
+  const C = e.d_model, D = e.d_head, H = e.heads, G = e.kv_heads, out = e.output.length;
+  const kv = G < H ? `key/value head ${e.kv_group}'s columns, shared by ${H / G} heads` : 'this head\'s columns';
+  el.mechParams.replaceChildren(
+    make('span', { text: 'The projections (x W, no transpose): ' }),
+    ...[['W_Q', C, H * D, `this head's columns: [${C}, ${D}]`], ['W_K', C, G * D, `${kv}: [${C}, ${D}]`],
+      ['W_V', C, G * D, `${kv}: [${C}, ${D}]`], ['W_O', H * D, out, `this head's rows: [${D}, ${out}]`]]
+      .map(([name, rows, cols, part]) => make('code', { text: `${name} [${rows}, ${cols}] (${part})`,
+        className: 'mech-param', attrs: { 'data-param': name, 'data-shape': `${rows},${cols}` } })));
+}
+
 async function drawArray(div, { z, rows, cols, sequential = false, masked = null, highlightRow = -1, band = null, xTitle, cellText = false }) {
   const Plotly = await loadPlotly();
   const R = z.length, C = z[0].length;
@@ -80,7 +92,7 @@ async function drawArray(div, { z, rows, cols, sequential = false, masked = null
   const annotations = [];
   if (cellText && C <= 40) {
     z[0].forEach((v, j) => annotations.push({ x: j, y: 0, text: v === null ? '−∞' : v.toFixed(2), showarrow: false,
-      font: { size: 10, color: v !== null && Math.abs(v - (lo + hi) / 2) > (hi - lo) * 0.3 ? '#fff' : '#000' } }));
+      font: { size: 10, color: v === null ? '#000' : textColorOn(trace.colorscale, (v - lo) / (hi - lo)) } }));
   }
   const shapes = [];
   if (highlightRow >= 0) shapes.push({ type: 'rect', xref: 'paper', x0: 0, x1: 1, yref: 'y', y0: highlightRow - 0.5, y1: highlightRow + 0.5, line: { color: '#d62728', width: 2 } });
@@ -198,6 +210,7 @@ async function draw({ result, state, generation, writeState }) {
     + `${Math.abs(e.scale - 1 / Math.sqrt(e.d_head)) < 1e-6 ? '1/√D' : 'scale'} = ${e.scale.toFixed(4)}`
     + `${masked ? `; ${masked} of ${e.key_tokens.length} keys masked` : ''}.`
     + `${(e.notes || []).length ? ` Notes: ${e.notes.join('; ')}.` : ''}`;
+  drawParams(e);
   const figures = [];
   for (const step of STEPS) {
     if (step.when && !step.when(e)) continue;
