@@ -41,6 +41,7 @@ TABS: tuple[Tab, ...] = (
     Tab("heads-experiment", "One head or many?"),
     Tab("probes", "Probes", docs="probes"),
     Tab("importance", "Importance", docs="importance"),
+    Tab("patching", "Patching", docs="patching"),
 )
 
 

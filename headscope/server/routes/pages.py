@@ -16,6 +16,8 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
 
 from headscope.analyses.metrics import METRICS_ABOUT
+from headscope.analyses.patching import DIRECTION_ABOUT, DIRECTIONS as PATCH_DIRECTIONS, METRICS as PATCH_METRICS
+from headscope.analyses.patching import MODES as PATCH_MODES
 from headscope.analyses.roles import ROLE_RULES
 from headscope.models.interventions import MODES
 from headscope.server import tabs
@@ -24,6 +26,7 @@ from headscope.server.deps import ModelsDep, SettingsDep
 from headscope.server.errors import ErrorCode
 from headscope.server.files import TEMPLATES, docs_dir
 from headscope.server.schemas.attention import AblationRequest, AttentionRequest
+from headscope.server.schemas.patching import PatchRequest
 from headscope.server.settings import Settings, public_limits
 
 templates = Jinja2Templates(directory=TEMPLATES)
@@ -41,7 +44,7 @@ def plotly_path() -> Path:
 def page_config(request: Request, settings: Settings, tab: tabs.Tab, model: str) -> dict:
     """What the page's scripts read instead of copies (static/js/lib/config.js): the tab and model the URL
     asked for (checked here), every tab with its script's URL, the ablation modes, the `weights` kinds, the
-    limits, the error codes and each metric's basis."""
+    limits, the error codes, each metric's basis and the patching modes, directions and metrics."""
     return {
         "tab": tab.name,
         "model": model,
@@ -53,6 +56,9 @@ def page_config(request: Request, settings: Settings, tab: tabs.Tab, model: str)
         "limits": public_limits(settings),
         "errors": {code.name: code.value for code in ErrorCode},
         "metrics": METRICS_ABOUT,
+        "patching": {"modes": list(PATCH_MODES), "directions": list(PATCH_DIRECTIONS), "metrics": list(PATCH_METRICS),
+                     "direction_about": DIRECTION_ABOUT,
+                     "defaults": {name: PatchRequest.model_fields[name].default for name in ("patch", "direction")}},
     }
 
 
