@@ -129,3 +129,29 @@ def test_errors_are_shown_in_the_422s_words(page, client, case):
     assert page.locator("#pt-maps .pt-map").count() == 0
     assert page.console_errors == ["Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"]
     page.console_errors.clear()
+
+
+def test_clicking_a_head_shows_its_pattern_on_both_prompts(page, client):
+    import numpy as np
+
+    fields = {"tab": "patching", "model": "induction", "clean": CLEAN, "corrupted": CORRUPTED, "answer": ANSWER,
+              "wrong": WRONG}
+    page.goto(f"{page.base_url}/?{urlencode(fields)}")
+    wait_for(page, "done")
+    m = client.post("/api/patch", json={k: v for k, v in fields.items() if k != "tab"}).json()["maps"][0]
+    assert m["dims"] == ["layer", "head"] and m["point"] == "z"
+    L, H = len(m["labels"]["layer"]), len(m["labels"]["head"])
+    box = page.locator(f'#pt-maps [data-map="{m["name"]}"] .nsewdrag').bounding_box()
+    layer, head = L - 1, 1  # rows are layers from the top (reversed axis), columns heads
+    page.mouse.click(box["x"] + box["width"] * (head + 0.5) / H, box["y"] + box["height"] * (layer + 0.5) / L)
+    end = time.monotonic() + 60
+    while page.evaluate("() => document.getElementById('pt-patterns').dataset.head || ''") != f"{m['kind']}:{layer}:{head}":
+        assert time.monotonic() < end, page.inner_text("#pt-pattern-note")
+        time.sleep(0.1)
+    for which, text in (("clean", CLEAN), ("corrupted", CORRUPTED)):
+        api = client.post("/api/attention", json={"text": text, "model": "induction"}).json()
+        assert api["dims"] == ["layer", "head", "query_pos", "key_pos"]
+        want = np.array(api["attention"][m["kind"]])[layer, head]
+        z = np.array(page.evaluate(f"() => document.getElementById('pt-pattern-{which}').data[0].z"), dtype=float)
+        np.testing.assert_allclose(z, want, atol=1e-6)  # float32 weights, as the API's JSON
+    expect(page.locator("#pt-pattern-note")).to_contain_text(f"L{layer}H{head} ({m['kind']})")
