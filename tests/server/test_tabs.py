@@ -168,3 +168,21 @@ def test_no_script_runs_inline_the_config_is_data(client):
     assert all("src" in s["attrs"] or s["attrs"].get("type") == "application/json" for s in scripts)
     assert [s["attrs"]["id"] for s in scripts if "src" not in s["attrs"]] == ["page-config"]
     assert "script-src" not in client.get("/").headers["content-security-policy"]  # default-src 'self' governs
+
+
+def test_the_patching_controls_offer_the_analysis_own_lists_and_defaults(client):
+    from headscope.analyses import patching
+    from headscope.server.schemas.patching import PatchRequest
+
+    page, config = render(client, "?tab=patching")
+    p = config["patching"]
+    assert p["modes"] == list(patching.MODES) and p["directions"] == list(patching.DIRECTIONS)
+    assert p["metrics"] == list(patching.METRICS) and p["direction_about"] == patching.DIRECTION_ABOUT
+    assert p["defaults"] == {"patch": PatchRequest.model_fields["patch"].default,
+                             "direction": PatchRequest.model_fields["direction"].default}
+    for select, offered in (("pt-patch", p["modes"]), ("pt-direction", p["directions"]), ("pt-metric", [""] + p["metrics"])):
+        options = page.find("option", inside=select)
+        assert [o["attrs"]["value"] for o in options] == offered
+        if select != "pt-metric":  # the request's default is the one selected
+            default = p["defaults"]["patch" if select == "pt-patch" else "direction"]
+            assert [o["attrs"]["value"] for o in options if "selected" in o["attrs"]] == [default]
