@@ -46,7 +46,18 @@ def drawn(page, name):
                          ".find((d) => d.dataset.map === name); return d && d.data[0]; }", name)
 
 
-@pytest.mark.parametrize("patch", ["heads", "residual"])
+def flattened(m, key):
+    """A map's `key` as the page's rows x columns: [layer, X] stays; [layer, head, position] -> layer·head rows
+    (read by the names in dims, layer outer), positions as columns."""
+    values, dims = m[key], m["dims"]
+    if len(dims) == 2:
+        assert dims[0] == "layer"
+        return values
+    assert dims == ["layer", "head", "position"]
+    return [row for per_layer in values for row in per_layer]
+
+
+@pytest.mark.parametrize("patch", ["heads", "residual", "head_positions"])
 def test_a_link_runs_and_draws_the_apis_recovery(page, client, patch):
     fields = {"tab": "patching", "model": "induction", "clean": CLEAN, "corrupted": CORRUPTED, "answer": ANSWER,
               "wrong": WRONG, "patch": patch, "direction": "denoise", "metric": "logit_diff"}
@@ -58,14 +69,15 @@ def test_a_link_runs_and_draws_the_apis_recovery(page, client, patch):
     assert names == [m["name"] for m in api["maps"]]
     for m in api["maps"]:
         trace = drawn(page, m["name"])
-        rows = m["dims"][0]
-        assert m["dims"][1] == ("head" if patch == "heads" else "position") and rows == "layer"
-        assert trace["z"] == m["recovery"] and trace["customdata"] == m["patched"]  # layer rows, as the API's dims
+        assert m["dims"][-1] == ("head" if patch == "heads" else "position") and m["dims"][0] == "layer"
+        assert trace["z"] == flattened(m, "recovery") and trace["customdata"] == flattened(m, "patched")
         assert trace["zmin"] == -trace["zmax"]  # centred on zero
         layout = page.evaluate("(name) => [...document.querySelectorAll('#pt-maps .pt-map')]"
                                ".find((d) => d.dataset.map === name).layout", m["name"])
-        assert layout["yaxis"]["ticktext"] == m["labels"]["layer"]
-        assert layout["xaxis"]["ticktext"] == [escaped(t) for t in m["labels"][m["dims"][1]]]  # tokens as text
+        rows = m["labels"]["layer"] if len(m["dims"]) == 2 else [
+            f"{la}{he}" for la in m["labels"]["layer"] for he in m["labels"]["head"]]
+        assert layout["yaxis"]["ticktext"] == rows
+        assert layout["xaxis"]["ticktext"] == [escaped(t) for t in m["labels"][m["dims"][-1]]]  # tokens as text
     assert page.locator("#pt-maps .pt-map .hm").count() == len(api["maps"])  # Plotly drew them
     summary = page.inner_text("#pt-summary")
     assert f"Clean {api['clean_metric']:.4f}" in summary and f"corrupted {api['corrupted_metric']:.4f}" in summary
