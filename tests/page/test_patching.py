@@ -57,10 +57,15 @@ def flattened(m, key):
     return [row for per_layer in values for row in per_layer]
 
 
-@pytest.mark.parametrize("patch", ["heads", "residual", "head_positions"])
-def test_a_link_runs_and_draws_the_apis_recovery(page, client, patch):
-    fields = {"tab": "patching", "model": "induction", "clean": CLEAN, "corrupted": CORRUPTED, "answer": ANSWER,
-              "wrong": WRONG, "patch": patch, "direction": "denoise", "metric": "logit_diff"}
+INDUCTION = {"model": "induction", "clean": CLEAN, "corrupted": CORRUPTED, "answer": ANSWER, "wrong": WRONG}
+# an encoder-decoder: maps for its encoder, decoder and cross-attention, read at the first step the outputs differ
+DATES = {"model": "dates", "clean": "25/11/2026", "corrupted": "24/11/2026", "answer": "5", "wrong": "4"}
+
+
+@pytest.mark.parametrize("prompts, patch", [(INDUCTION, "heads"), (INDUCTION, "residual"),
+                                            (INDUCTION, "head_positions"), (DATES, "heads")])
+def test_a_link_runs_and_draws_the_apis_recovery(page, client, prompts, patch):
+    fields = {"tab": "patching", **prompts, "patch": patch, "direction": "denoise", "metric": "logit_diff"}
     page.goto(f"{page.base_url}/?{urlencode(fields)}")
     wait_for(page, "done")
     request = {k: fields[k] for k in ("model", "clean", "corrupted", "answer", "wrong", "patch", "direction", "metric")}
