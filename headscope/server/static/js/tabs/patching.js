@@ -4,6 +4,8 @@
 // `labels` (layer x head, layer x position, or layer·head x position), the colour scale centred on zero, the recovery
 // on hover with the patched metric. Everything it asks is in the URL (&clean=&corrupted=&answer=&wrong=&metric=
 // &patch=&direction=); a link with a clean and a corrupted prompt runs on arrival.
+// What the browser tests read: body[data-patching] (running | done | cancelled | error), #pt-maps .pt-map[data-map]
+// (one Plotly div per map, data-map = its name), #pt-maps[data-model], #pt-patterns[data-head] (kind:layer:head).
 import { el as shell, elements, make } from '../lib/dom.js';
 import { fetchHead, fetchStream } from '../lib/api.js';
 import { DIVERGING } from '../lib/colors.js';
