@@ -338,23 +338,30 @@ def test_unread_answers_are_bounded_in_total_not_per_answer(unread_server):
     of them, dropping the readers that stalled first; the last one keeps its answer."""
     body = json.dumps({"text": LONG, "format": "compact"}).encode()
     readers, sockets = [], []
-    for _ in range(4):
-        s = connect(unread_server.url)
-        sockets.append(s)  # kept open, unread
-        s.sendall(b"POST /api/attention HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                  b"Accept-Encoding: identity\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
-        assert b"200 OK" in s.recv(100)  # its answer starts to arrive; we read no more of it
-        mine = s.getsockname()
-        wait_until(lambda: any(c.client == mine and c.send_timer is not None for c in connections(unread_server))
-                   or all(c.client != mine for c in connections(unread_server)), "the server to see it stall")
-        readers.append(mine)
-    open_now = {c.client: c for c in connections(unread_server)}
-    held = sum(c.transport.get_write_buffer_size() for c in open_now.values() if c.send_timer is not None)
-    assert held <= 30_000_000
-    assert readers[0] not in open_now and readers[-1] in open_now  # the first to stall went, the last kept its answer
-    assert httpx.get(f"{unread_server.url}/api/models", timeout=HUNG_S).json()["limits"]["max_unread_bytes"] == 30_000_000
-    for s in sockets:
-        s.close()
+
+    def held() -> int:
+        return sum(c.transport.get_write_buffer_size() for c in connections(unread_server)
+                   if c.send_timer is not None and not c.transport.is_closing())
+
+    try:
+        for _ in range(4):
+            s = connect(unread_server.url)
+            sockets.append(s)  # kept open, unread
+            s.sendall(b"POST /api/attention HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Accept-Encoding: identity\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            assert b"200 OK" in s.recv(100)  # its answer starts to arrive; we read no more of it
+            mine = s.getsockname()
+            wait_until(lambda: any(c.client == mine and c.send_timer is not None for c in connections(unread_server))
+                       or all(c.client != mine for c in connections(unread_server)), "the server to see it stall")
+            readers.append(mine)
+        wait_until(lambda: held() <= 30_000_000, "the unread bytes to come under the limit")
+        open_now = {c.client for c in connections(unread_server) if not c.transport.is_closing()}
+        assert readers[0] not in open_now and readers[-1] in open_now  # the first to stall went, the last kept its answer
+        limits = httpx.get(f"{unread_server.url}/api/models", timeout=HUNG_S).json()["limits"]
+        assert limits["max_unread_bytes"] == 30_000_000
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def test_idle_connections_do_not_lock_out_a_real_request(quick_server):

@@ -185,6 +185,7 @@ class HeadscopeProtocol(HttpToolsProtocol):
             self.stalled_since = self.loop.time()
             self.send_timer = self.loop.call_later(self.limits.send_timeout_s, self.transport.abort)
         self.bound_unread()
+        self.loop.call_soon(self.bound_unread)  # again once the write that paused it has queued all it had
 
     def bound_unread(self) -> None:
         """Drop the connections that stalled first while the unread bytes of all of them exceed the limit."""
