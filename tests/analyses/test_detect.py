@@ -102,6 +102,8 @@ def test_the_api_and_the_command_line_give_the_same_answer(client, minilm):
     limit = client.get("/api/models").json()["limits"]["detect_max_sequences"]
     r = client.post("/api/detect", json={"model": "minilm", "sequences": limit + 1})
     assert r.status_code == 422 and r.json()["error"] == "too_many_texts" and str(limit) in r.json()["detail"]
+    r = client.post("/api/detect", json={"model": "minilm", "sequences": 2477642966200934727680})  # found by Schemathesis
+    assert r.status_code == 422 and r.json()["error"] == "too_many_texts"
     done = subprocess.run([sys.executable, "-m", "headscope", "detect", "--model", "minilm", "--seed", "1",
                            "--sequences", "3", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -19,7 +19,7 @@ async def detect(req: DetectRequest, request: Request, models: ModelsDep, runner
     model = pick_model(models, req.model)
     if req.sequences > settings.detect_max_sequences:
         raise ApiError(ErrorCode.too_many_texts, f"sequences is {req.sequences}; the limit is "
-                       f"{settings.detect_max_sequences}", count=req.sequences, limit=settings.detect_max_sequences)
+                       f"{settings.detect_max_sequences}", limit=settings.detect_max_sequences)  # no count: it may not fit JSON
     async with runner.long_job(address_of(request)):
         try:
             answer = await runner.step(detect_heads, model, req.seed, req.sequences, req.words, req.natural)
