@@ -12,9 +12,8 @@ from headscope.models.analysis import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS
 from headscope.server.errors import ErrorCode
 
 
-def _check_text(text: str) -> str:
-    if not text.strip():
-        raise PydanticCustomError("empty_text", "text is empty or only whitespace")
+def check_unicode(text: str) -> str:
+    """text, or the validation error naming its first lone surrogate."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError as e:
@@ -22,6 +21,12 @@ def _check_text(text: str) -> str:
             "invalid_unicode", "text is not valid Unicode: lone surrogate at character {position}", {"position": e.start}
         ) from None
     return text
+
+
+def _check_text(text: str) -> str:
+    if not text.strip():
+        raise PydanticCustomError("empty_text", "text is empty or only whitespace")
+    return check_unicode(text)
 
 
 # minLength: says in the OpenAPI schema part of what _check_text enforces (a constraint here would change

@@ -6,8 +6,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
 from headscope.analyses.patching import DIRECTION_ABOUT, RECOVERY, Direction, Metric, Mode
-from headscope.server.schemas.common import Request, Text
-
+from headscope.server.schemas.common import Request, Text, check_unicode
 
 MAX_TOKEN_CHARS = 256  # an answer is one token: this bounds the tokenizing of one that is not
 
@@ -15,13 +14,7 @@ MAX_TOKEN_CHARS = 256  # an answer is one token: this bounds the tokenizing of o
 def _check_token(text: str) -> str:
     if not 1 <= len(text) <= MAX_TOKEN_CHARS:
         raise PydanticCustomError("string_length", "a token's text has 1 to {most} characters", {"most": MAX_TOKEN_CHARS})
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as e:
-        raise PydanticCustomError(
-            "invalid_unicode", "text is not valid Unicode: lone surrogate at character {position}", {"position": e.start}
-        ) from None
-    return text
+    return check_unicode(text)
 
 
 # One token as text: may be only whitespace (" " is a token of byte-level models); longer texts get a 422 that says
