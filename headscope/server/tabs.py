@@ -42,6 +42,7 @@ TABS: tuple[Tab, ...] = (
     Tab("probes", "Probes", docs="probes"),
     Tab("importance", "Importance", docs="importance"),
     Tab("patching", "Patching", docs="patching"),
+    Tab("detect", "Detect", docs="detect"),
 )
 
 

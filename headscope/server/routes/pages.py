@@ -26,6 +26,7 @@ from headscope.server.deps import ModelsDep, SettingsDep
 from headscope.server.errors import ErrorCode
 from headscope.server.files import TEMPLATES, docs_dir
 from headscope.server.schemas.attention import AblationRequest, AttentionRequest
+from headscope.server.schemas.detect import DetectRequest
 from headscope.server.schemas.patching import PatchRequest
 from headscope.server.settings import Settings, public_limits
 
@@ -44,7 +45,7 @@ def plotly_path() -> Path:
 def page_config(request: Request, settings: Settings, tab: tabs.Tab, model: str) -> dict:
     """What the page's scripts read instead of copies (static/js/lib/config.js): the tab and model the URL
     asked for (checked here), every tab with its script's URL, the ablation modes, the `weights` kinds, the
-    limits, the error codes, each metric's basis and the patching modes, directions and metrics."""
+    limits, the error codes, each metric's basis and the patching modes, directions and metrics, the detectors' defaults."""
     return {
         "tab": tab.name,
         "model": model,
@@ -59,6 +60,7 @@ def page_config(request: Request, settings: Settings, tab: tabs.Tab, model: str)
         "patching": {"modes": list(PATCH_MODES), "directions": list(PATCH_DIRECTIONS), "metrics": list(PATCH_METRICS),
                      "direction_about": DIRECTION_ABOUT,
                      "defaults": {name: PatchRequest.model_fields[name].default for name in ("patch", "direction")}},
+        "detect": {"defaults": {name: DetectRequest.model_fields[name].default for name in ("seed", "sequences")}},
     }
 
 
@@ -101,6 +103,7 @@ LINKED_DOCS = {
     "importance": "the measures and formulas of head importance",
     "probes": "the probes' file format and formulas",
     "patching": "activation patching and direct logit attribution: the method, the metrics, the normalisation",
+    "detect": "how previous-token, duplicate-token and induction heads are found, on which inputs",
 }
 
 

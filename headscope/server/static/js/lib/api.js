@@ -206,3 +206,8 @@ export async function fetchProbeInfo() {
 export async function runProbe(body, signal) {
   return (await post('/api/probe', body, signal)).json();
 }
+
+// Heads found the standard way: every head's detector scores on seeded inputs (POST /api/detect).
+export async function runDetect(body, signal) {
+  return (await post('/api/detect', body, signal)).json();
+}
