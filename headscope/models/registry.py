@@ -115,8 +115,12 @@ def load_model(spec: ModelSpec | str) -> AttentionModel:
     from headscope.models.hf.gguf import is_gguf_path, load_gguf
     from headscope.models.hf.model import HFModel
 
+    from headscope.models.hf.vision import HFVisionModel, is_vision_checkpoint
+
     if is_gguf_path(spec.path):
         return load_gguf(spec.name, spec.path)
+    if is_vision_checkpoint(spec.path):
+        return HFVisionModel.load(spec.name, spec.path)
     return HFModel.load(spec.name, spec.path)
 
 

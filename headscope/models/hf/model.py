@@ -254,25 +254,26 @@ def check_patterns(path: Path, arch: str, kinds: dict, attentions: dict, shapes:
                                   "Headscope cannot say which tokens its rows see")
 
 
-def headscope_modules(net, tokenizer, arch: str, layers: dict[str, int]) -> dict | None:
+def headscope_modules(net, run, arch: str, layers: dict[str, int]) -> dict | None:
     """Switch `net` to headscope/models/hf/attention.py's attention and return (kind, layer) -> module; None (and
-    eager attention kept) for a family whose modules do not run through transformers' attention interface."""
+    eager attention kept) for a family whose modules do not run through transformers' attention interface.
+    run(): one short probe pass of `net` (a text's, or an image model's)."""
     hf_attention.register()
     try:
         net.set_attn_implementation(hf_attention.NAME)
-        return hf_attention.attention_modules(net, arch, lambda: probe(net, tokenizer, arch), layers)
+        return hf_attention.attention_modules(net, arch, run, layers)
     except Exception:  # noqa: BLE001 - any family that does not fit: patterns still come from eager
         net.set_attn_implementation("eager")
         return None
 
 
-def find_output_projections(net, tokenizer, arch: str, modules: dict | None) -> dict | None:
+def find_output_projections(net, run, modules: dict | None) -> dict | None:
     """(kind, layer) -> output projection W_O of each attention module (headscope/models/hf/attention.py); None where
     the modules are not reachable or some module's W_O cannot be told apart."""
     if modules is None:
         return None
     try:
-        return hf_attention.output_projections(net, modules, lambda: probe(net, tokenizer, arch))
+        return hf_attention.output_projections(net, modules, run)
     except ValueError:
         return None
 
@@ -288,12 +289,11 @@ def has_custom_code(path: Path) -> bool:
     return False
 
 
-def find_hook_points(net, tokenizer, arch: str, modules: dict | None, out_projs: dict | None):
+def find_hook_points(net, run, arch: str, modules: dict | None, out_projs: dict | None):
     """(hook points, MLP projections, final norm) of headscope/models/hf/hooks.py, the hooks registered; (None, None,
     None) where the blocks or MLPs cannot be told apart."""
     if modules is None or out_projs is None:
         return None, None, None
-    run = lambda: probe(net, tokenizer, arch)  # noqa: E731
     try:
         blocks = hf_hooks.find_blocks(net, modules)
         mlps = hf_hooks.find_mlp_projections(blocks, out_projs, run)
@@ -400,9 +400,10 @@ class HFModel(Adapter):
         description = (f"{arch_name} ({arch}, {params:,} parameters) from {source or f'the folder {path.name}'}, "
                        "run by transformers")
         model = cls(name, net, tokenizer, arch, description, layers, heads)
-        model.modules = headscope_modules(net, tokenizer, arch, {kind: len(a) for kind, a in attentions.items()})
-        model.out_projs = find_output_projections(net, tokenizer, arch, model.modules)
-        model.points, model.mlps, model.final_norm = find_hook_points(net, tokenizer, arch, model.modules,
+        run = lambda: probe(net, tokenizer, arch)  # noqa: E731
+        model.modules = headscope_modules(net, run, arch, {kind: len(a) for kind, a in attentions.items()})
+        model.out_projs = find_output_projections(net, run, model.modules)
+        model.points, model.mlps, model.final_norm = find_hook_points(net, run, arch, model.modules,
                                                                       model.out_projs)
         return model
 
