@@ -85,9 +85,10 @@ function decodeKind(kind, entry, tensors, answer) {
 
 // `ablate` ([{kind, layer, head}]) and `ablation` (one of the page config's ablation modes): heads to knock out
 // (see ablate.js).
-function attentionRequest({ text, model, truncate, generation = null, newTokens = null, weights = null, ablate,
-  ablation }) {
-  const request = { text, model, truncate };
+// `image` (base64 PNG or JPEG, for a model that takes an image) is sent instead of `text`.
+function attentionRequest({ text, image = null, model, truncate, generation = null, newTokens = null, weights = null,
+  ablate, ablation }) {
+  const request = image ? { image, model } : { text, model, truncate };
   if (ablate && ablate.length) Object.assign(request, { ablate, ablation });
   if (generation === 'continuation' && newTokens) request.generate = newTokens;
   if (generation === 'output' && newTokens) request.max_new_tokens = newTokens;
@@ -123,6 +124,7 @@ async function fetchBinary(request, signal) {
   const response = await post('/api/attention', request, signal);
   const answer = decodeAnswer(await response.arrayBuffer());
   answer.text = request.text; // offsets index into it: word labels are cut from it
+  answer.imageSent = request.image; // an image model's input, sent again to fetch one head or the metrics
   return answer;
 }
 
@@ -178,8 +180,9 @@ export async function fetchStream(path, body, onProgress, signal) {
 }
 
 // One head's steps for one query (POST /api/explain), for the same text and generation as the analysis.
-export async function fetchExplain({ text, model, truncate, generation = null, newTokens = null, kind, layer, head, query }, signal) {
-  const request = { text, model, truncate, kind, layer, head, query };
+export async function fetchExplain({ text, image = null, model, truncate, generation = null, newTokens = null, kind, layer,
+  head, query }, signal) {
+  const request = image ? { image, model, kind, layer, head, query } : { text, model, truncate, kind, layer, head, query };
   if (generation === 'continuation' && newTokens) request.generate = newTokens;
   if (generation === 'output' && newTokens) request.max_new_tokens = newTokens;
   return (await post('/api/explain', request, signal)).json();
