@@ -296,3 +296,19 @@ def test_at_phone_width_nothing_scrolls_sideways(browser, image_server):
         assert wide[0] <= wide[1], wide
     finally:
         context.close()
+
+
+def test_a_tab_that_reads_texts_says_why_it_does_not_apply_to_an_image_model(ipage):
+    from headscope.server.tabs import TABS
+
+    page = ipage
+    not_here = [t for t in TABS if t.not_for_images]
+    assert not_here  # the registry names them; each says why in words, and its controls are hidden
+    page.goto(f"{page.base_url}/?model=digits&tab={not_here[0].name}")
+    note = page.locator(f"#tab-{not_here[0].name} [data-not-here]")
+    expect(note).to_be_visible()
+    expect(note).to_contain_text(not_here[0].not_for_images)
+    assert page.locator(f"#tab-{not_here[0].name} > :not([data-not-here]):not(.tab-error):visible").count() == 0
+    page.select_option("#model", "minilm")  # a text model: the tab is back
+    expect(note).to_be_hidden()
+    assert page.locator(f"#tab-{not_here[0].name} > :not([data-not-here]):not(.tab-error):visible").count() > 0

@@ -514,8 +514,25 @@ function showTab(name) {
   return true;
 }
 
+// A tab that does not apply to the chosen model's input (the config's `not_for_images` for a model that takes an
+// image) says why in words instead of its content.
+function markTabsForInput() {
+  const image = takesImage();
+  for (const tab of config.tabs) {
+    const section = document.getElementById(`tab-${tab.name}`);
+    const note = section?.querySelector('[data-not-here]');
+    if (!note) continue;
+    const why = image && tab.not_for_images ? `The ${tab.label} tab does not apply to ${el.model.value}: ${tab.not_for_images}.` : '';
+    note.textContent = why;
+    note.hidden = !why;
+    for (const child of section.children) if (child !== note && !child.matches('.tab-error')) child.classList.toggle('not-here', !!why);
+  }
+}
+
 function drawTab() {
+  markTabsForInput();
   const shown = shownTab();
+  if (takesImage() && shown?.tab.not_for_images) return;
   if (!shown?.module.draw || (shown.module.ready && !shown.module.ready(page))) return;
   shown.module.draw(page);
 }
@@ -584,6 +601,7 @@ function reanalyze() {
 // model that has an example.
 async function showInput() {
   el.example.hidden = !el.model.selectedOptions[0]?.dataset.example;
+  markTabsForInput();
   try {
     await showInputFor(el.model.value);
     return true;
