@@ -30,7 +30,7 @@ export function drawImageGrids(container, result, { onOpen, onHover }) {
       + `patch (its row without itself, on the ${map.rows} × ${map.cols} patch grid), orange over the picture, shaded to `
       + 'the row\'s own maximum. Hover a patch to see that patch\'s row instead; click to open the head.' }), status);
     const grid = make('div', { className: 'grid overlays' });
-    grid.style.gridTemplateColumns = `auto repeat(${kd.H}, minmax(40px, 1fr))`;
+    grid.style.gridTemplateColumns = `auto repeat(${kd.H}, minmax(40px, 96px))`;
     grid.append(make('span'));
     for (let h = 0; h < kd.H; h++) grid.append(make('span', { text: `H${h}`, className: 'axis' }));
     const cells = [];

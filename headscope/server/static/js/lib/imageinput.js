@@ -45,6 +45,7 @@ export async function showInputFor(name) {
   const image = takesImage(name);
   own.textInput.hidden = image;
   own.imageInput.hidden = !image;
+  el.truncate.closest('label').hidden = image; // "cut to fit" cuts texts; a picture is fitted by the server
   if (!image) return null;
   const info = await modelInfo(name);
   const size = info?.image?.size;
