@@ -288,6 +288,9 @@ def test_at_phone_width_nothing_scrolls_sideways(browser, image_server):
         page = context.new_page()
         page.goto(f"{image_server.url}/?{urlencode({'model': 'digits', 'rollout': '1'})}")
         expect(page.locator("#pad")).to_be_visible()
+        box = page.locator("#pad").bounding_box()
+        page.touchscreen.tap(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)  # a finger inks too
+        assert set(pad_pixels(page)) != {"0"}
         draw_seven(page)
         page.click("#analyze")
         wait_ready(page)
