@@ -266,6 +266,11 @@ class Tally:
         return Tally(self.pairs + other.pairs, self.sentences + other.sentences, correct,
                      self.offsets + other.offsets, self.skipped + other.skipped)
 
+    @property
+    def later(self) -> int:
+        """Pairs whose to-word comes after the from-word: no head of a causal kind can predict them."""
+        return sum(count for offset, count in self.offsets.items() if offset > 0)
+
 
 def tally_analysis(analysis: Analysis, pairs: list[Pair], kinds: list[str]) -> Tally:
     """Each head's hits on the pairs of one analysed sentence, and their word offsets."""
@@ -368,11 +373,17 @@ def summarize(tally: Tally, info: ModelInfo, best: int = BEST_HEADS) -> dict:
     }
     kinds, heads = {}, []
     for kind, correct in tally.correct.items():
+        causal = info.kinds[kind].causal
+        reachable = n - tally.later if causal else n
         kinds[kind] = {
-            "layout": {"rows": info.kinds[kind].rows, "columns": info.kinds[kind].columns,
-                       "causal": info.kinds[kind].causal},
+            "layout": {"rows": info.kinds[kind].rows, "columns": info.kinds[kind].columns, "causal": causal},
             "accuracy": (correct / n).tolist(),  # [layer][head]
             "correct": correct.tolist(),
+            "reachable": reachable,  # pairs a head of this kind can predict at all
+            "note": (f"{kind} is causal: a word sees only itself and earlier words, so the {n - reachable} of {n} "
+                     f"pairs whose to-word comes later cannot be predicted by any of its heads (the best accuracy "
+                     f"possible is {reachable / n:.3f}); probe relations that point backwards, e.g. noun -> "
+                     "determiner") if reachable < n else None,
         }
         for layer, head in np.ndindex(correct.shape):
             heads.append({"kind": kind, "layer": layer, "head": head, "name": head_name(layer, head),

@@ -69,18 +69,22 @@ def value_norms(model: AttentionModel, text: str, truncate: bool = False, new_to
     modules = model.attention_modules()
     with capturing(modules) as records:
         analysis = model.analyze(text, truncate, new_tokens, ablation)
-    norms: dict[str, list[torch.Tensor]] = {kind: [] for kind in analysis.patterns}
+    # kind -> (L, H, Tq, Tk), filled layer by layer; each layer's records are let go once read, so a long text's
+    # captured patterns are not held beside the analysis's and the norms (SmolLM2 at 540 tokens: 315 MB each)
+    norms = {kind: torch.empty(patterns.shape, dtype=torch.float32) for kind, patterns in analysis.patterns.items()}
     for (kind, layer), module in sorted(modules.items(), key=lambda item: item[0][1]):
         expected = analysis.patterns[kind][layer]  # (H, Tq, Tk)
         record = next((r for r in reversed(records[(kind, layer)]) if r["pattern"][0].shape == expected.shape
                        and torch.allclose(r["pattern"][0].float(), expected, atol=PATTERN_TOL, rtol=0)), None)
         if record is None:
             raise RuntimeError(f"{model.info.name} {kind} layer {layer}: no captured pattern is the analysis's")
+        records[(kind, layer)].clear()
         pattern = record["pattern"][0].float()  # (H, Tq, Tk)
         weight, _ = output_projection(model, (kind, layer))
         sizes = value_sizes(record["value"][0], weight, pattern.shape[0])  # (H, Tk)
-        norms[kind].append((pattern.double() * sizes[:, None, :]).float())  # (H, Tq, Tk)
-    return analysis, {kind: torch.stack(layers) for kind, layers in norms.items()}  # kind -> (L, H, Tq, Tk)
+        del record
+        norms[kind][layer] = pattern.double() * sizes[:, None, :]  # (H, Tq, Tk), rounded to float32
+    return analysis, norms  # kind -> (L, H, Tq, Tk)
 
 
 def check_value_norms(model: AttentionModel) -> None:

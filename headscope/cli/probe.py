@@ -65,5 +65,8 @@ def probe_command(args: argparse.Namespace) -> None:
         fail(e)
     for s in result["skipped"]:
         print(f"skipped line {s['line']}: {s['reason']}", file=sys.stderr)
+    for kind in result["kinds"].values():
+        if kind["note"]:
+            print(f"note: {kind['note']}", file=sys.stderr)
     print(json.dumps(result, indent=1) if args.json else table(result, args.top))
 

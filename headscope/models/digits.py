@@ -22,6 +22,7 @@ import torch
 from headscope.data import WEIGHTS
 from headscope.models.adapter import Adapter, Outputs, Prepared
 from headscope.models.analysis import PATCH_SELF, ModelInfo
+from headscope.models.images import ImageInfo, NotAnImage, png_data_url
 from headscope.models.nets.vit import ViT, ViTConfig, patchify
 
 DEFAULT_WEIGHTS = WEIGHTS / "digits.safetensors"
@@ -29,6 +30,7 @@ CLASS_TOKEN = "[CLS]"
 PIXEL_MAX = 16  # load_digits' pixels are integers 0..16
 SPLIT_SEED = 0  # the permutation that holds out the test images
 TEST_SHARE = 0.2  # the share of images held out
+GREY = (0.299, 0.587, 0.114)  # RGB -> grey, ITU-R BT.601 luma (what Pillow's convert("L") weighs)
 
 
 def load_images() -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,20 +64,13 @@ def position_names(grid: int) -> list[str]:
     return [CLASS_TOKEN, *(f"r{r}c{c}" for r in range(grid) for c in range(grid))]
 
 
-class NotAnImage(ValueError):
-    """An image model was given something that is not an image of its size (a text, another shape)."""
-
-
-@dataclass(frozen=True)
-class ImageInfo:
-    """What an image model takes and how it cuts the image (ModelInfo.image)."""
-
-    size: tuple[int, int]  # (height, width) in pixels the network reads
-    channels: int  # 1: grey
-    patch_size: tuple[int, int]  # (height, width) of a patch in pixels
-    patch_grid: tuple[int, int]  # (rows, cols) of patches
-    class_token: int  # the position of the class token (patches follow, row by row)
-    classes: tuple[str, ...]  # the label of each output class
+# what an ablation's effect adds for an image model (headscope/models/effect.py's `measures`)
+IMAGE_MEASURES = {
+    "prediction": {"axis": None, "meaning": "The class the model predicts with the heads ablated (compare "
+                   "image.prediction, the un-ablated one)."},
+    "probabilities": {"axis": "classes", "meaning": "Per class (image.classes): its probability with the heads "
+                      "ablated (compare image.probabilities)."},
+}
 
 
 class DigitsModel(Adapter):
@@ -123,18 +118,42 @@ class DigitsModel(Adapter):
         return {("encoder", i): block.attn for i, block in enumerate(self.net.blocks)}
 
     def prepare(self, image, truncate: bool = False, new_tokens: int | None = None) -> Prepared:
-        """An image: a (S, S) tensor of grey pixels in [0, 1] (ink bright). Anything else: NotAnImage."""
-        S = self.net.config.image_size
-        if not isinstance(image, torch.Tensor):
-            raise NotAnImage(f"{self.info.name} takes an image ({S} x {S} grey pixels), not {type(image).__name__}")
-        if tuple(image.shape) != (S, S):
-            raise NotAnImage(f"{self.info.name} takes {S} x {S} grey pixels; got shape {tuple(image.shape)}")
-        image = image.detach().float().clamp(0, 1)  # (S, S)
+        """A picture: an (H, W, 3) RGB or (H, W) grey tensor in [0, 1] of any size (headscope/models/images.py's
+        read_image gives the first), fitted by `fit`. Anything else: NotAnImage."""
+        pixels, inverted = self.fit(image)  # (S, S)
         tokens = position_names(self.net.config.grid)
         fields = {"tokens": tokens, "offsets": [None] * len(tokens), "special": [True] + [False] * (len(tokens) - 1),
                   "words": [None] + list(range(len(tokens) - 1)), "truncated": False, "generated": None,
                   "stopped": None}
-        return Prepared("", fields, {"image": image})
+        return Prepared("", fields, {"image": pixels, "inverted": inverted})
+
+    def fit(self, image) -> tuple[torch.Tensor, bool]:
+        """A picture -> (the (S, S) grey pixels the network reads, whether it was inverted). As scikit-learn's
+        digits: grey (BT.601 luma of RGB), ink bright (a picture whose mean is above 0.5 is mostly bright paper,
+        so it is inverted), padded with dark to a square (centred), then area-averaged to S x S (an S x S grey
+        picture with dark paper passes unchanged)."""
+        S = self.net.config.image_size
+        name = self.info.name
+        if not isinstance(image, torch.Tensor):
+            raise NotAnImage(f"{name} takes an image (a picture, fitted to {S} x {S} grey pixels), not "
+                             f"{type(image).__name__}")
+        shape = tuple(image.shape)
+        if not (len(shape) == 2 or (len(shape) == 3 and shape[2] == 3)) or min(shape[:2]) < 1:
+            raise NotAnImage(f"{name} takes an (H, W, 3) RGB or (H, W) grey picture ({S} x {S} is what it reads); "
+                             f"got shape {shape}")
+        x = image.detach().float().clamp(0, 1)
+        if x.ndim == 3:
+            x = x @ torch.tensor(GREY)  # (H, W)
+        inverted = bool(x.mean() > 0.5)
+        if inverted:
+            x = 1 - x
+        H, W = x.shape
+        side = max(H, W)
+        top, left = (side - H) // 2, (side - W) // 2
+        x = torch.nn.functional.pad(x, (left, side - W - left, top, side - H - top))  # (side, side), dark padding
+        if side != S:
+            x = torch.nn.functional.interpolate(x[None, None], size=(S, S), mode="area")[0, 0]  # (S, S)
+        return x.contiguous(), inverted
 
     def forward(self, batch: list[Prepared]) -> list[Outputs]:
         images = torch.stack([p.inputs["image"] for p in batch])  # (B, S, S)
@@ -147,10 +166,13 @@ class DigitsModel(Adapter):
         """The Adapter's Analysis, with `image`: the grid, the prediction and each class's probability (from the
         un-ablated pass; with an ablation, `effect` holds the ablated one's)."""
         a = super().analysis(prepared, outputs, base, effect)
-        a.image = self.image_fields(base.logits[0])
+        a.image = {**self.image_fields(base.logits[0]), "inverted": prepared.inputs["inverted"],
+                   "seen": png_data_url(prepared.inputs["image"])}
         if effect is not None:
             after = self.image_fields(outputs.logits[0])
-            a.effect = {**effect, "prediction": after["prediction"], "probabilities": after["probabilities"]}
+            measures = {**effect.get("measures", {}), **IMAGE_MEASURES}
+            a.effect = {**effect, "prediction": after["prediction"], "probabilities": after["probabilities"],
+                        "measures": measures}
         return a
 
     def image_fields(self, logits: torch.Tensor) -> dict:
@@ -162,7 +184,7 @@ class DigitsModel(Adapter):
                 "prediction": info.classes[int(probs.argmax())], "probabilities": probs.tolist()}
 
     def analyze_image(self, image: torch.Tensor, ablation=None):
-        """Run one image (S, S) in [0, 1]: an Analysis over its patches (see the module docstring)."""
+        """Run one picture ((H, W, 3) or (H, W) in [0, 1], fitted by `fit`): an Analysis over its patches."""
         return self.analyze_batch([image], ablation=ablation)[0]
 
 

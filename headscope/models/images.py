@@ -1,4 +1,5 @@
-"""Reading an uploaded picture safely: PNG or JPEG bytes -> grey pixels in [0, 1], or BadImage saying why.
+"""Reading an uploaded picture safely: PNG or JPEG bytes -> RGB pixels in [0, 1], or BadImage saying why; and what
+every image model shares: ImageInfo (what it takes, how it cuts the picture), NotAnImage, and the PNG of what it saw.
 
 The pixel size is read from the file's header (Pillow's `Image.open` is lazy: it parses the header only) and
 checked against `max_pixels` BEFORE any pixel is decoded, so a decompression bomb (a 30,000 x 30,000 PNG of a
@@ -6,11 +7,14 @@ few KB) is refused without memory growing. Refused too: anything that is not a P
 animated one (APNG), CMYK, 16-bit and other modes than 8-bit grey, RGB(A) and palette, and a truncated file
 (Pillow raises while decoding; LOAD_TRUNCATED_IMAGES stays off).
 
-Not wired into the server yet (issue 19, item 2): the route will pass its `max_image_pixels` limit.
+The server (headscope/server/inputs.py) passes its `max_image_pixels` limit; each image adapter's `prepare` fits the
+(H, W, 3) picture to what its network reads (headscope/models/digits.py).
 """
 
+import base64
 import io
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -24,14 +28,39 @@ class BadImage(ValueError):
     """An upload that is not a picture Headscope reads; the message says why and what it takes."""
 
 
+class ImageTooLarge(BadImage):
+    """An image with more pixels than allowed, said by its header (its pixels were never decoded)."""
+
+    def __init__(self, message: str, count: int | None, limit: int):
+        self.count, self.limit = count, limit
+        super().__init__(message)
+
+
+class NotAnImage(ValueError):
+    """An image model was given something that is not a picture it can fit (a text, another shape)."""
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What an image model takes and how it cuts the image (an image adapter's `.image`; GET /api/models `image`)."""
+
+    size: tuple[int, int]  # (height, width) in pixels the network reads
+    channels: int  # 1: grey, 3: RGB
+    patch_size: tuple[int, int]  # (height, width) of a patch in pixels
+    patch_grid: tuple[int, int]  # (rows, cols) of patches
+    class_token: int  # the position of the class token (patches follow, row by row)
+    classes: tuple[str, ...]  # the label of each output class
+
+
 def read_image(data: bytes, max_pixels: int) -> torch.Tensor:
-    """PNG or JPEG bytes -> (H, W) float32 grey pixels in [0, 1] (alpha composited on black)."""
+    """PNG or JPEG bytes -> (H, W, 3) float32 RGB pixels in [0, 1] of the picture's own size (alpha composited on
+    black)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)  # the header only
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # Pillow's own, larger limit
-        raise BadImage(f"image is too large ({e}); max_image_pixels is {max_pixels}") from None
+        raise ImageTooLarge(f"image is too large ({e}); max_image_pixels is {max_pixels}", None, max_pixels) from None
     except UnidentifiedImageError:  # Pillow also refuses a 0 x 0 PNG here
         raise BadImage("not a PNG or JPEG image Headscope can read; send a PNG or JPEG") from None
     except (OSError, SyntaxError, ValueError) as e:
@@ -39,7 +68,8 @@ def read_image(data: bytes, max_pixels: int) -> torch.Tensor:
     with image:
         width, height = image.size
         if width * height > max_pixels:
-            raise BadImage(f"image is {width} x {height} = {width * height} pixels; max_image_pixels is {max_pixels}")
+            raise ImageTooLarge(f"image is {width} x {height} = {width * height} pixels; max_image_pixels is "
+                                f"{max_pixels}", width * height, max_pixels)
         if width == 0 or height == 0:
             raise BadImage(f"image is {width} x {height}: it has no pixels")
         if getattr(image, "n_frames", 1) > 1:
@@ -55,5 +85,14 @@ def read_image(data: bytes, max_pixels: int) -> torch.Tensor:
             image = image.convert("RGBA")
             black = Image.new("RGBA", image.size, (0, 0, 0, 255))
             image = Image.alpha_composite(black, image)
-        grey = np.asarray(image.convert("L"), dtype=np.float32) / 255.0  # (H, W)
-    return torch.from_numpy(grey.copy())
+        rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0  # (H, W, 3)
+    return torch.from_numpy(rgb.copy())
+
+
+def png_data_url(pixels: torch.Tensor) -> str:
+    """(H, W) grey or (H, W, 3) RGB pixels in [0, 1] -> a "data:image/png;base64,..." PNG of exactly those pixels
+    (rounded to 8 bits): what an Analysis's `image.seen` holds."""
+    array = (pixels.detach().float().clamp(0, 1).numpy() * 255).round().astype(np.uint8)  # (H, W) or (H, W, 3)
+    out = io.BytesIO()
+    Image.fromarray(array, "L" if array.ndim == 2 else "RGB").save(out, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")

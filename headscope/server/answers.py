@@ -99,6 +99,7 @@ def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict |
         "stopped": analysis.stopped,
         "output_probs": analysis.output_probs,
         "output_check": analysis.output_check,
+        "image": analysis.image,
     }
 
 
@@ -166,7 +167,7 @@ def ablation_fields(analysis: Analysis, req: AttentionRequest) -> dict:
     }
 
 
-def heads_key(model: AttentionModel, text: str, cut: bool, truncate: bool, generate: int | None,
+def heads_key(model: AttentionModel, text: str | tuple, cut: bool, truncate: bool, generate: int | None,
               ablation: Ablation | None) -> tuple:
     """What determines a text's per-head metrics: the same for /api/attention and /api/heads."""
     return (model.info.name, text, cut, truncate, generate, ablation)

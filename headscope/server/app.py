@@ -49,10 +49,6 @@ def create_app(settings: Settings | None = None, models: dict[str, AttentionMode
                                    settings.newcomer_lead_s, settings.long_jobs_per_client)
     app.state.recent_heads = RecentHeads()  # metrics computed after an answer that left them out
     app.state.models = models if models is not None else app.state.runner.run_now(load_models, settings.models)
-    for name, model in app.state.models.items():
-        if model.info.takes != "text":  # every route reads text; image input is issue 19's next step
-            raise ValueError(f"model {name!r} takes an {model.info.takes}, not a text: the server serves text models "
-                             "only so far (use it from Python: headscope.models.registry.load_model)")
 
     install_error_handlers(app)
     # the last added runs first: security headers on every answer, then the Host check, then body limits

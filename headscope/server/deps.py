@@ -44,6 +44,15 @@ def pick_model(models: dict[str, AttentionModel], name: str | None) -> Attention
     return models[name]
 
 
+def pick_text_model(models: dict[str, AttentionModel], name: str | None, feature: str) -> AttentionModel:
+    """pick_model, for a feature that reads texts: an image model gets 422 not_for_images naming why."""
+    model = pick_model(models, name)
+    if model.info.takes != "text":
+        raise ApiError(ErrorCode.not_for_images, f"{feature}, so it has no meaning for {model.info.name}, which "
+                       f"takes an {model.info.takes}, not a text (GET /api/models `takes`)", takes=model.info.takes)
+    return model
+
+
 def address_of(request: Request) -> str | None:
     """Who asks, by address: what the per-client limits count (long_jobs_per_client); None if unknown."""
     return request.client.host if request.client else None

@@ -54,7 +54,10 @@ class ErrorCode(str, Enum):
     unknown_kind = "unknown_kind", 422, "The attention kind is not one of the model's."
     no_such_head = "no_such_head", 422, "The layer or head is out of the model's range."
     out_of_range = "out_of_range", 422, "A kind, layer, head or query position the model or text does not have."
+    wrong_input = "wrong_input", 422, "A text sent to a model that takes an image, or an image to one that takes text."
+    bad_image = "bad_image", 422, "The image is not a PNG or JPEG Headscope reads (broken, animated, CMYK, 16-bit ...)."
     # sizes
+    image_too_large = "image_too_large", 422, "The image has more bytes than max_image_bytes or pixels than max_image_pixels."
     too_many_characters = "too_many_characters", 422, "A text has more characters than the model's max_chars."
     too_many_tokens = "too_many_tokens", 422, "A text (or all texts together) has more tokens than allowed."
     too_many_texts = "too_many_texts", 422, "More texts than the request's limit."
@@ -66,6 +69,7 @@ class ErrorCode(str, Enum):
     not_generating = "not_generating", 422, "A generation field sent to a model that does not generate that way."
     bad_ablation = "bad_ablation", 422, "The heads to knock out are not the model's, or repeat."
     not_ablatable = "not_ablatable", 422, "The model's heads cannot be reached one by one."
+    not_for_images = "not_for_images", 422, "The feature reads texts and has no meaning for an image model."
     no_value_norms = "no_value_norms", 422, "Value norms need every attention module and its W_O."
     not_explainable = "not_explainable", 422, "The model's attention modules cannot be captured."
     invalid_config = "invalid_config", 422, "A playground configuration nn.MultiheadAttention refuses."

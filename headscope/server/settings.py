@@ -39,6 +39,12 @@ class Settings:
     # 2M floats are ~26 MB of JSON, about the size of the largest compact answer (MiniLM at 512 tokens: 19 MB).
     max_json_floats: int = limit(2_000_000, "Most attention weights (layers x heads x query x key, all kinds) in a "
                                  "`format: json` answer; larger gets 422: ask for `format: compact`.")
+    # Image models (ModelInfo.takes == "image"): the upload's size is checked before base64 is decoded, its pixel
+    # count from the file's header before any pixel is (a decompression bomb is refused without memory growing)
+    max_image_bytes: int = limit(1_000_000, "Largest image file (PNG or JPEG, after base64 decoding) in bytes; larger "
+                                 "gets 422 before it is decoded.")
+    max_image_pixels: int = limit(4_194_304, "Most pixels (width x height, from the file's header) of an image; more "
+                                  "gets 422 before its pixels are decoded (2048 x 2048).")
     corpus_max_texts: int = limit(2000, "Most sentences in one /api/corpus request.")
     corpus_max_tokens: int = limit(100_000, "Most tokens in one /api/corpus request, all sentences together.")
     corpus_batch_size: int = 32  # sentences run through the model together (corpus and probe)

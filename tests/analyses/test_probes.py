@@ -332,6 +332,29 @@ def test_builtin_character_models_probe_their_input_kind(models, name):
         np.testing.assert_array_equal(result["kinds"][kind]["correct"], reference_for(analysis, kind, pairs))
 
 
+def test_a_causal_kind_says_which_pairs_no_head_can_predict(models):
+    """On a causal kind a word sees only earlier words: pairs whose to-word comes later count as unreachable, no
+    head gets more than the reachable ones right, and the answer says so in words; an encoder's kinds do not."""
+    text = "On the 25th of November 2026 the cat sat on the mat"
+    pairs = parse_pairs(jsonl({"sentence": text, "from": "the", "from_occurrence": 1, "to": "November"},  # later
+                              {"sentence": text, "from": "cat", "to": "sat"},  # later
+                              {"sentence": text, "from": "mat", "to": "cat"}))  # earlier
+    causal = probe(models["induction"], pairs)["kinds"]
+    (kind, data), = causal.items()
+    assert models["induction"].info.kinds[kind].causal
+    assert data["reachable"] == 1 and np.max(data["correct"]) <= 1
+    assert "2 of 3 pairs" in data["note"] and "0.333" in data["note"]
+    for data in probe(models["dates"], pairs)["kinds"].values():  # the encoder's self-attention sees every word
+        assert data["reachable"] == 3 and data["note"] is None
+
+
+def test_cli_says_why_a_causal_model_scores_low(tmp_path):
+    path = tmp_path / "pairs.jsonl"
+    path.write_text(DET_NOUN.read_text())
+    r = headscope("probe", path, "--model", "induction")
+    assert r.returncode == 0 and "note: " in r.stderr and "is causal" in r.stderr, r.stderr
+
+
 @pytest.mark.parametrize("family", ["gpt2", "t5", "roberta"])
 def test_hugging_face_checkpoints_equal_transformers(family, tmp_path):
     from headscope.models.registry import ModelSpec, load_model

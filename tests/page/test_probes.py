@@ -77,3 +77,17 @@ def test_phone_width_keeps_the_tab_within_the_screen(browser, live_server):
     expect(page.locator("#probe-table tbody tr")).to_have_count(11)
     assert page.evaluate("document.documentElement.scrollWidth") <= 390  # the table scrolls in its own box
     context.close()
+
+
+def test_a_causal_model_says_why_pairs_pointing_forward_score_zero(page, client):
+    open_tab(page)
+    page.select_option("#model", "induction")
+    run(page)
+    expected = client.post("/api/probe", json={"pairs": DET_NOUN.read_text(), "model": "induction"}).json()
+    notes = [k["note"] for k in expected["kinds"].values() if k["note"]]
+    assert notes  # determiner -> noun points forward: a causal head cannot look there
+    expect(page.locator("#probe-notes")).to_be_visible()
+    expect(page.locator("#probe-notes")).to_have_text(" ".join(notes))
+    page.select_option("#model", "minilm")
+    run(page)
+    expect(page.locator("#probe-notes")).to_be_hidden()

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 
-from headscope.models.analysis import MAX_NEW_TOKENS, cut_to_chars
+from headscope.models.analysis import MAX_NEW_TOKENS
 from headscope.models.interventions import AblationMode
 from headscope.server.answers import (
     attention_body,
@@ -27,6 +27,7 @@ from headscope.server.answers import (
 from headscope.server.deps import ModelsDep, RecentHeadsDep, RunnerDep, SettingsDep, client_of, pick_model
 from headscope.server.encoding import BINARY_MEDIA_TYPE, choose_encoding, encoded_response, json_response
 from headscope.server.errors import ApiError, ErrorCode
+from headscope.server.inputs import model_input
 from headscope.server.runner import Pending
 from headscope.server.schemas.attention import (
     BINARY_RESPONSE,
@@ -52,7 +53,8 @@ async def attention(req: AttentionRequest, request: Request, models: ModelsDep, 
 @router.get("/attention", response_model=AttentionResponse, responses=BINARY_RESPONSE)
 async def attention_twin(
     request: Request, models: ModelsDep, runner: RunnerDep, settings: SettingsDep, recent: RecentHeadsDep,
-    text: str = Query(description="The text, as the page's `text`."),
+    text: str | None = Query(None, description="The text, as the page's `text` (text models)."),
+    image: str | None = Query(None, description="Image models: the picture, as POST's `image` (base64 PNG or JPEG)."),
     model: str | None = Query(None, description="A model name from GET /api/models; omitted: the default."),
     truncate: bool = Query(False, description="Cut a text that is too long (the page writes `truncate=1`)."),
     gen: int | None = Query(None, ge=0, le=MAX_NEW_TOKENS, description="Tokens to generate: `generate` for a "
@@ -70,7 +72,7 @@ async def attention_twin(
     """The JSON twin of the page: `/?text=…&model=…` is the page, `/api/attention?text=…&model=…` its data, the
     same answer as POST /api/attention with the same fields. View-only parameters of the page are ignored."""
     chosen = pick_model(models, model)
-    fields = dict(text=text, model=model, truncate=truncate, weights=weights, rollout=rollout, ablation=ablation,
+    fields = dict(text=text, image=image, model=model, truncate=truncate, weights=weights, rollout=rollout, ablation=ablation,
                   format=format, metrics=metrics, similarity=similarity, pool_to=pool_to, ablate=parse_heads(ablate))
     if gen is not None:
         fields["generate" if chosen.info.generation == "continuation" else "max_new_tokens"] = gen
@@ -102,16 +104,18 @@ async def answer_attention(req: AttentionRequest, request: Request, models, runn
                        f"are {', '.join(model.info.kinds)}")
     check_weights_request(model, req.weights)
     ablation = requested_ablation(model, req)
-    text, cut = cut_to_chars(model.info, req.text, req.truncate)  # no tokenizing yet: the runner does it in line
+    given = await model_input(model, req, runner, settings)  # no tokenizing yet: the runner does it in line
+    text, cut = given.value, given.cut
     encoding = choose_encoding(request.headers.get("accept-encoding", ""))
-    key = (model.info.name, text, cut, req.truncate, generate, req.format, req.similarity, req.metrics, req.pool_to,
+    key = (model.info.name, given.key, cut, req.truncate, generate, req.format, req.similarity, req.metrics, req.pool_to,
            None if req.head is None else tuple(req.head.model_dump().values()), ablation, encoding, req.weights,
            req.rollout)
     build = partial(attention_body, req=req, cut=cut, encoding=encoding, max_json_floats=settings.max_json_floats,
                     model=model, text=text, generate=generate, ablation=ablation)
     later = None
     if not req.metrics:  # computed once the answer is sent, for POST /api/heads
-        later = partial(remember_heads, recent, heads_key(model, text, cut, req.truncate, generate, ablation), cut=cut)
+        later = partial(remember_heads, recent, heads_key(model, given.key, cut, req.truncate, generate, ablation),
+                        cut=cut)
     body = await runner.analyze(key, Pending(model, text, req.truncate, generate, build, client_of(request), later,
                                              ablation=ablation))
     response = encoded_response(body, encoding, "application/json" if req.format == "json" else BINARY_MEDIA_TYPE)
@@ -120,15 +124,17 @@ async def answer_attention(req: AttentionRequest, request: Request, models, runn
 
 
 @router.post("/heads", response_model=HeadsResponse)
-async def heads(req: HeadsRequest, request: Request, models: ModelsDep, runner: RunnerDep, recent: RecentHeadsDep):
+async def heads(req: HeadsRequest, request: Request, models: ModelsDep, runner: RunnerDep, settings: SettingsDep,
+                recent: RecentHeadsDep):
     """Every head's metrics and roles for a text: the `heads` of /api/attention. Shortly after /api/attention
     with `metrics: false` for the same text and options, they are computed from that answer's forward pass;
     otherwise the model runs."""
     model = pick_model(models, req.model)
     generate = new_tokens(model, req)
     ablation = requested_ablation(model, req)
-    text, cut = cut_to_chars(model.info, req.text, req.truncate)
-    key = heads_key(model, text, cut, req.truncate, generate, ablation)
+    given = await model_input(model, req, runner, settings)
+    text, cut = given.value, given.cut
+    key = heads_key(model, given.key, cut, req.truncate, generate, ablation)
     # looked up as a model job: after any batch still computing it (see headscope/server/recent_heads.py)
     answer = await runner.run(recent.get, key)
     if answer is None:

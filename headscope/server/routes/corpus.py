@@ -5,7 +5,7 @@ from fastapi.responses import StreamingResponse
 
 from headscope.analyses.heads import Sums, corpus_sums, plan_corpus
 from headscope.models.analysis import AttentionModel
-from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, address_of, pick_model
+from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, address_of, pick_text_model
 from headscope.server.encoding import json_response
 from headscope.server.errors import ApiError, ErrorCode
 from headscope.server.runner import ModelRunner
@@ -19,7 +19,7 @@ router = APIRouter(prefix="/api", responses=ERROR_RESPONSES)
 @router.post("/corpus", response_model=CorpusResponse, responses=CORPUS_STREAM)
 async def corpus(req: CorpusRequest, request: Request, models: ModelsDep, runner: RunnerDep, settings: SettingsDep):
     """Per-head metrics averaged over many sentences, run in batches; bad entries are reported, not fatal."""
-    model = pick_model(models, req.model)
+    model = pick_text_model(models, req.model, "/api/corpus averages heads over sentences")
     if len(req.texts) > settings.corpus_max_texts:
         raise ApiError(ErrorCode.too_many_texts, f"{len(req.texts)} texts sent; the limit is "
                        f"{settings.corpus_max_texts} per request", count=len(req.texts), limit=settings.corpus_max_texts)

@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from headscope.analyses.importance import CannotMeasure, check_texts, importance_steps
 from headscope.models.analysis import AttentionModel
 from headscope.models.interventions import AblationMode
-from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, address_of, pick_model
+from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, address_of, pick_text_model
 from headscope.server.encoding import json_response
 from headscope.server.errors import ApiError, ErrorCode
 from headscope.server.runner import ModelRunner
@@ -26,7 +26,7 @@ async def importance(req: ImportanceRequest, request: Request, models: ModelsDep
                      settings: SettingsDep):
     """Each head's importance (the drop in a quality measure when it alone is ablated; Michel et al. 2019) and
     the pruning curve: the measure as heads are ablated together from least to most important."""
-    model = pick_model(models, req.model)
+    model = pick_text_model(models, req.model, "/api/importance measures heads on texts")
     texts = None
     if req.texts is not None:
         if len(req.texts) > settings.importance_max_texts:  # before tokenizing any

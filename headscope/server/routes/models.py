@@ -20,7 +20,13 @@ def list_models(models: ModelsDep, settings: SettingsDep):
     of a request; the first model is the default."""
     return json_response({
         "default": next(iter(models)),
-        "models": [asdict(m.info) for m in models.values()],
+        "models": [model_entry(m) for m in models.values()],
         "limits": public_limits(settings),
         "metrics": METRICS_ABOUT,
     })
+
+
+def model_entry(model) -> dict:
+    """A model's info, and for an image model (`takes: image`) its `image`: the size it reads, its patches, classes."""
+    image = getattr(model, "image", None) if model.info.takes == "image" else None
+    return {**asdict(model.info), "image": None if image is None else asdict(image)}

@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from headscope.analyses.attribution import attribute as direct_logit_attribution
 from headscope.analyses.patching import CannotPatch, PatchSpec, patching_steps
 from headscope.models.analysis import AttentionModel
-from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, address_of, pick_model
+from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, address_of, pick_text_model
 from headscope.server.encoding import json_response
 from headscope.server.errors import ApiError, ErrorCode
 from headscope.server.runner import ModelRunner
@@ -34,7 +34,7 @@ async def patch(req: PatchRequest, request: Request, models: ModelsDep, runner: 
     """Activation patching: run one prompt with one activation (a head's output, the residual stream, an attention
     or MLP output) taken from the other prompt's run, for every such activation, and measure how much of the
     difference between the clean and the corrupted answer it carries (docs/patching.md)."""
-    model = pick_model(models, req.model)
+    model = pick_text_model(models, req.model, "activation patching (/api/patch) compares two prompts")
     spec = PatchSpec(req.clean, req.corrupted, req.answer, req.wrong, req.metric, req.patch, req.direction, req.step)
     events = patch_events(runner, address_of(request), model, spec, settings.patch_max_work)
     try:  # the first step prepares and checks everything: what it refuses is a 422, not a line in a stream
@@ -69,7 +69,7 @@ async def attribute(req: AttributeRequest, models: ModelsDep, runner: RunnerDep)
     """Direct logit attribution: each head's, each MLP's, the embeddings' and every bias's direct contribution to
     logit(answer) - logit(wrong), through the final norm with its scale frozen at this run; the parts add up to the
     model's own logit difference (docs/patching.md)."""
-    model = pick_model(models, req.model)
+    model = pick_text_model(models, req.model, "direct logit attribution (/api/attribute) explains a token's logit")
     try:
         answer = await runner.run(direct_logit_attribution, model, req.text, req.answer, req.wrong, req.step)
     except CannotPatch as e:

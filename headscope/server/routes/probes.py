@@ -25,7 +25,7 @@ from headscope.analyses.probes import (
     tally_batch,
 )
 from headscope.data import PROBE_EXAMPLES, PROBE_SETS
-from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, address_of, pick_model
+from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, address_of, pick_text_model
 from headscope.server.encoding import json_response
 from headscope.server.errors import ApiError, ErrorCode
 from headscope.server.schemas.common import ERROR_RESPONSES
@@ -79,7 +79,7 @@ async def probe(req: ProbeRequest, request: Request, models: ModelsDep, runner: 
     """Each head as a classifier of a relation (Clark et al. 2019): for every (sentence, from, to) pair, does the
     word the from-word attends to most equal the to-word? Accuracy [layer][head] per kind, beside the best
     fixed-offset baseline."""
-    model = pick_model(models, req.model)
+    model = pick_text_model(models, req.model, "probing (/api/probe) scores word relations in sentences")
     try:
         probe_kinds(model.info)
     except NotProbeable as e:

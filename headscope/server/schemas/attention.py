@@ -136,10 +136,10 @@ class RolloutAbout(BaseModel):
 
 
 class EffectMeasure(BaseModel):
-    axis: Literal["tokens", "output_tokens"] | None = Field(
+    axis: Literal["tokens", "output_tokens", "classes"] | None = Field(
         description="The token sequence whose position i the measure's value[i] belongs to (the answer's `tokens` or "
-        "`output_tokens`; a value may be shorter than it: a causal LM's last position has no next token); null "
-        "for one number or one text."
+        "`output_tokens`; a value may be shorter than it: a causal LM's last position has no next token), or "
+        "`classes` (an image model's `image.classes`); null for one number or one text."
     )
     meaning: str = Field(description="What the measure is, in words.")
 
@@ -167,6 +167,13 @@ class Effect(BaseModel):
     output_text: str | None = Field(
         None, description="Encoder–decoder models: the output generated again, greedily, with the heads ablated."
     )
+    prediction: str | None = Field(
+        None, description="Image models: the class predicted with the heads ablated (compare `image.prediction`)."
+    )
+    probabilities: list[float] | None = Field(
+        None, description="Image models: [class] each class's probability with the heads ablated (classes as "
+        "`image.classes`)."
+    )
     measures: dict[str, EffectMeasure] = Field(description="Every measure present: its axis and meaning.")
 
 
@@ -187,6 +194,26 @@ class OutputCheck(BaseModel):
     ok: bool = Field(description="Whether the output passed the check.")
     label: str = Field(description="What a page shows for this result, e.g. `not a valid date`.")
     description: str = Field(description="The check in words.")
+
+
+class ImageAnswer(BaseModel):
+    """What an image model read and predicted (`image` of an answer; null for text models). The positions (rows and
+    columns of every kind whose layout says `patches`) are the class token, then the patches row by row; `tokens`
+    names them ("[CLS]", "r0c0", ...)."""
+
+    size: list[int] = Field(description="[height, width] in pixels of the picture the network read (`seen`).")
+    channels: int = Field(description="1: grey; 3: RGB.")
+    patch_size: list[int] = Field(description="[height, width] of a patch in pixels.")
+    patch_grid: list[int] = Field(description="[rows, cols] of patches; patch (r, c) is position "
+                                  "class_token + 1 + r * cols + c.")
+    class_token: int = Field(description="The position of the class token.")
+    classes: list[str] = Field(description="The label of each class, in the order of `probabilities`.")
+    prediction: str = Field(description="The class with the highest probability (un-ablated).")
+    probabilities: list[float] = Field(description="[class] softmax of the logits (un-ablated).")
+    inverted: bool = Field(description="True when the picture was inverted to fit the model (digits: mostly "
+                           "bright paper made dark, ink bright).")
+    seen: str = Field(description="A `data:image/png;base64,...` PNG of exactly the pixels the network read "
+                      "(`size`): what to lay attention over.")
 
 
 class AttentionResponse(AblationAnswer):
@@ -254,6 +281,8 @@ class AttentionResponse(AblationAnswer):
     output_check: OutputCheck | None = Field(
         None, description="For models whose output has a checkable form (dates: a real calendar date in range), "
         "what was checked and whether the output passed; null for other models.")
+    image: ImageAnswer | None = Field(None, description="Image models: the grid, what was read and predicted; "
+                                      "null for text models.")
     weights: WeightsAbout = Field(description="What `attention` holds: attention weights or value norms, with units.")
     rollout: dict[str, list[list[float]] | BinaryRollout] | None = Field(
         None, description="With `rollout: true`: per kind in `rollout_about.kinds`, [query_pos][key_pos].")

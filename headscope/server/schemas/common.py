@@ -45,12 +45,22 @@ class HeadRef(Request):
 
 
 class TextRequest(Request):
-    """A text for one model to run, as /api/attention and /api/explain take it."""
+    """A text (or, for an image model, an image) for one model to run, as /api/attention and /api/explain take it."""
 
-    text: Text = Field(
+    text: Text | None = Field(
+        None,
         description="The text to analyse: at least one character that is not whitespace, at most the model's "
-        "`max_chars` (GET /api/models) unless `truncate`.",
+        "`max_chars` (GET /api/models) unless `truncate`. Required for a model that takes text (`takes` in GET "
+        "/api/models); an image model answers 422 `wrong_input`.",
         examples=["The cat sat on the mat because it was warm."],
+    )
+    image: str | None = Field(
+        None,
+        description="Image models only (`takes: image` in GET /api/models), instead of `text`: a PNG or JPEG file "
+        "in base64, optionally as a data URL (`data:image/png;base64,...`); at most `max_image_bytes` bytes and "
+        "`max_image_pixels` pixels (GET /api/models limits). 8-bit grey, RGB, RGBA or palette; animated, CMYK and "
+        "16-bit images get 422 `bad_image`. The model fits it to what it reads (its `image.size`); the answer's "
+        "`image.seen` is what it read. A text model answers 422 `wrong_input`.",
     )
     model: str | None = Field(None, description="A model name from GET /api/models; omitted: the server's default.")
     truncate: bool = Field(

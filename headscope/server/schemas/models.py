@@ -1,5 +1,6 @@
 """GET /api/models: every model served, every limit, every metric."""
 
+from dataclasses import dataclass
 from typing import Literal
 
 from pydantic import BaseModel, Field, create_model
@@ -21,9 +22,28 @@ class MetricAbout(BaseModel):
     description: str
 
 
+class ImageInfoAnswer(BaseModel):
+    """What an image model reads (headscope/models/images.py ImageInfo)."""
+
+    size: tuple[int, int] = Field(description="[height, width] in pixels the network reads; any picture is fitted "
+                                  "to it (docs/images.md).")
+    channels: int = Field(description="1: grey; 3: RGB.")
+    patch_size: tuple[int, int] = Field(description="[height, width] of a patch in pixels.")
+    patch_grid: tuple[int, int] = Field(description="[rows, cols] of patches.")
+    class_token: int = Field(description="The class token's position; patches follow, row by row.")
+    classes: tuple[str, ...] = Field(description="The label of each output class.")
+
+
+@dataclass(frozen=True)
+class ModelEntry(ModelInfo):
+    """A served model: its ModelInfo, and `image`: what an image model (`takes: image`) reads; null for text models."""
+
+    image: ImageInfoAnswer | None = None
+
+
 class ModelsResponse(BaseModel):
     default: str = Field(description="The model a request without `model` uses: the first one served.")
-    models: list[ModelInfo] = Field(
+    models: list[ModelEntry] = Field(
         description="Every model served. `kinds` maps each attention kind to its layout: which token "
         "sequence indexes the rows (queries) and the columns (keys) — `tokens` or `output_tokens` of an "
         "answer — and whether it is causal. `generation`: `output` (an encoder–decoder writes "
@@ -31,8 +51,8 @@ class ModelsResponse(BaseModel):
         "generate), or null. `kv_heads`: with grouped-query attention, query head h shares the keys "
         "and values of group h // (heads // kv_heads). `max_chars`: the most characters a text may have, "
         f"checked before it is tokenized: `max_tokens` times {MAX_CHARS_PER_TOKEN}, more than any real text "
-        "of `max_tokens` tokens needs. `takes`: what the model reads, `text` (every model served so far) or "
-        "`image`."
+        "of `max_tokens` tokens needs. `takes`: what the model reads, `text` or "
+        "`image` (send POST /api/attention `image` instead of `text`; `image` says what it reads)."
     )
     limits: Limits
     metrics: dict[str, MetricAbout] = Field(description="Every per-head metric of `heads` in an answer: what it is "

@@ -53,6 +53,9 @@ class KindAccuracy(BaseModel):
     layout: ProbeLayout
     accuracy: list[list[float]] = Field(description="[layer][head]: share of the pairs used that the head gets right.")
     correct: list[list[int]] = Field(description="[layer][head]: pairs the head gets right.")
+    reachable: int = Field(description="Pairs a head of this kind can predict at all: all of them, or for a causal "
+                           "kind those whose to-word is not after the from-word.")
+    note: str | None = Field(description="Why some pairs cannot be predicted (a causal kind), else null.")
 
 
 class OffsetAccuracy(BaseModel):

@@ -9,7 +9,7 @@ import { drawHeatmap } from '../lib/heatmap.js';
 import { register } from '../lib/registry.js';
 
 const el = { model: shell.model, ...elements(['probe-example', 'probe-use-example', 'probe-file', 'probe-pairs', 'probe-run',
-  'probe-status', 'probe-baseline', 'probe-plots', 'probe-table', 'probe-skipped']) };
+  'probe-status', 'probe-baseline', 'probe-notes', 'probe-plots', 'probe-table', 'probe-skipped']) };
 
 let info = null; // GET /api/probe/info: format, limits, example sets
 let setup = null; // the promise of loading them and wiring the controls, made once
@@ -81,6 +81,7 @@ function clear() {
   el.probePlots.replaceChildren();
   el.probeTable.replaceChildren();
   el.probeBaseline.textContent = '';
+  el.probeNotes.hidden = true;
   drawSkipped([]);
 }
 
@@ -105,6 +106,9 @@ async function run() {
   const base = result.baseline;
   el.probeBaseline.textContent = `Baseline: always the word at offset ${base.offset > 0 ? '+' : ''}${base.offset} from the from-word, `
     + `right on ${base.correct} of ${result.pairs} pairs (${pct(base.accuracy)}).`;
+  const notes = Object.values(result.kinds).map((k) => k.note).filter(Boolean);
+  el.probeNotes.textContent = notes.join(' ');
+  el.probeNotes.hidden = !notes.length;
   drawTable(result);
   drawSkipped(result.skipped);
   for (const [kind, data] of Object.entries(result.kinds)) await drawKind(kind, data, result);
