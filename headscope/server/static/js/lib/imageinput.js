@@ -63,7 +63,7 @@ function dropUpload() {
   own.upload.value = '';
   own.uploadPreview.hidden = true;
   own.uploadPreview.removeAttribute('src');
-  own.pad.hidden = false;
+  own.pad.classList.remove('inactive');
   own.padNote.textContent = '';
 }
 
@@ -85,8 +85,8 @@ async function readUpload(onChange) {
   upload = { name: file.name, url, base64: url.slice(url.indexOf(',') + 1) };
   own.uploadPreview.src = url;
   own.uploadPreview.hidden = false;
-  own.pad.hidden = true;
-  own.padNote.textContent = `Analyze sends ${file.name}; draw, undo or clear to go back to the pad.`;
+  own.pad.classList.add('inactive');
+  own.padNote.textContent = `Analyze sends ${file.name} (shown beside the pad); draw, undo or clear to use the pad again.`;
   onChange();
 }
 
