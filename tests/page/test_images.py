@@ -320,3 +320,67 @@ def test_a_tab_that_reads_texts_says_why_it_does_not_apply_to_an_image_model(ipa
     page.select_option("#model", "minilm")  # a text model: the tab is back
     expect(note).to_be_hidden()
     assert page.locator(f"#tab-{not_here[0].name} > :not([data-not-here]):not(.tab-error):visible").count() > 0
+
+
+# a digit drawn in a link (the pad's `draw`: one hex digit per pixel): a slanted stroke and a bar, as a "7"
+def seven_link(image_server) -> str:
+    size = next(m for m in image_server.client.get("/api/models").json()["models"] if m["name"] == "digits")["image"]["size"]
+    pixels = np.zeros(size, dtype=int)
+    pixels[0, 1:-1] = LEVELS
+    for i in range(1, size[0]):
+        pixels[i, max(0, size[1] - 2 - i // 2)] = LEVELS
+    return "".join(f"{v:x}" for v in pixels.ravel())
+
+
+def png_of(hexes: str, size) -> str:
+    buf = io.BytesIO()
+    Image.fromarray((levels(hexes, size).astype(np.int64) * 255 // LEVELS).astype(np.uint8)).save(buf, "PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_ablating_heads_shows_the_ablated_prediction_and_the_effect(ipage, image_server):
+    page = ipage
+    draw = seven_link(image_server)
+    page.goto(f"{page.base_url}/?{urlencode({'model': 'digits', 'draw': draw, 'ablate': 'encoder:0:0,encoder:1:1'})}")
+    wait_ready(page)
+    sent = page.sent[-1]
+    assert sent["ablate"] == [{"kind": "encoder", "layer": 0, "head": 0}, {"kind": "encoder", "layer": 1, "head": 1}]
+    answer = api(image_server, sent["image"], ablate=sent["ablate"], ablation=sent["ablation"])
+    after = answer["effect"]["prediction"]
+    expect(page.locator("#prediction-ablated")).to_contain_text(f"with the heads ablated: {after}")
+    expect(page.locator("#effect")).to_be_visible()
+    expect(page.locator('canvas.overlay[data-layer="0"][data-head="0"]')).to_have_class("overlay ablated")
+    assert page.locator('canvas.head[data-ablated="1"]').count() == 2
+
+
+def test_value_norms_are_drawn_over_the_picture_as_the_api_gives_them(ipage, image_server):
+    page = ipage
+    draw = seven_link(image_server)
+    page.goto(f"{page.base_url}/?{urlencode({'model': 'digits', 'draw': draw, 'weights': 'value_norm'})}")
+    wait_ready(page)
+    wait_overlays(page)
+    answer = api(image_server, page.sent[-1]["image"], weights="value_norm")
+    assert answer["weights"]["name"] == "value_norm"
+    m = head_matrix(answer, "encoder", 2, 1)
+    np.testing.assert_allclose(overlay(page, 2, 1)["values"], patch_row(answer, m, answer["image"]["class_token"]),
+                               atol=m.max() / 255, rtol=0)
+    expect(page.locator("section.overlay-grid .hint").first).to_contain_text(answer["weights"]["label"])
+
+
+def test_the_mechanism_and_the_metric_tabs_work_for_an_image_model(ipage, image_server):
+    page = ipage
+    draw = seven_link(image_server)
+    page.goto(f"{page.base_url}/?{urlencode({'model': 'digits', 'draw': draw, 'tab': 'mechanism', 'layer': 1, 'head': 2, 'query': 0})}")
+    wait_ready(page)
+    page.wait_for_function("() => document.getElementById('mech-steps').dataset.state === 'ready'", timeout=60_000)
+    image = page.sent[-1]["image"]
+    explained = image_server.client.post("/api/explain", json={"model": "digits", "image": image, "kind": "encoder",
+                                                               "layer": 1, "head": 2, "query": 0})
+    assert explained.status_code == 200
+    weights = page.evaluate("document.querySelector('figure[data-step=\"weights\"] .mech-plot').data[0].z")[0]
+    m = head_matrix(api(image_server, image), "encoder", 1, 2)
+    assert weights == pytest.approx(m[0].tolist(), abs=1e-6)  # the class token's row, exactly
+    assert page.locator("#mech-query option").all_text_contents()[:2] == ["0: [CLS]", "1: r0c0"]
+    page.click("#tab-button-table")  # the per-head metrics of POST /api/heads, for the picture
+    heads = api(image_server, image)["heads"]["encoder"]  # one record per layer x head
+    expect(page.locator("#tab-table tr[data-layer]")).to_have_count(len(heads))
