@@ -42,10 +42,12 @@ async function post(path, body, signal) {
 
 // The token sequence a layout names ('tokens' or 'output_tokens') with its per-token fields: the
 // answer carries special/words/offsets for `tokens` and output_special/output_words for `output_tokens`.
-export function axis(result, name) {
+// `patches` (an image model's positions: the class token, then its patches row by row) are named by `tokens`.
+export function axis(result, layoutName) {
+  const name = layoutName === 'patches' ? 'tokens' : layoutName;
   const prefix = name.slice(0, name.length - 'tokens'.length);
   return {
-    name,
+    name: layoutName,
     tokens: result[name],
     special: result[`${prefix}special`] || result[name].map(() => false),
     words: result[`${prefix}words`] || null,
