@@ -119,12 +119,13 @@ function writeState() {
   writeAblate(q);
   shownTab()?.module.writeUrl?.(q, page);
   let url = `${location.pathname}?${q}`;
-  const tooLong = text && url.length > URL_BUDGET;
+  const tooLong = (text || (image && state.draw)) && url.length > URL_BUDGET;
   if (tooLong) {
     q.delete('text');
+    q.delete('draw');
     url = `${location.pathname}?${q}`;
   }
-  if (image) drawImageLinkNote();
+  if (image) drawImageLinkNote(tooLong);
   else drawLinkNote(text, tooLong);
   history.replaceState(null, '', url);
 }
@@ -148,9 +149,11 @@ function drawLinkNote(text, tooLong) {
 }
 
 // What the link keeps of an image model's input: the drawing, never an upload.
-function drawImageLinkNote() {
+function drawImageLinkNote(tooLong = false) {
   const note = uploading() ? 'An uploaded picture cannot be kept in a link: the link keeps the drawing on the pad, if '
-    + 'any, and the view. Share the file itself with the link.' : '';
+    + 'any, and the view. Share the file itself with the link.'
+    : tooLong ? `This drawing has too many pixels for a link (a link holds at most ${Math.ceil(URL_BUDGET / 1000)} KB): `
+      + 'the address bar keeps everything but the drawing.' : '';
   el.linkNote.textContent = note;
   el.linkNote.hidden = !note;
 }
