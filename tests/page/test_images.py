@@ -384,3 +384,14 @@ def test_the_mechanism_and_the_metric_tabs_work_for_an_image_model(ipage, image_
     page.click("#tab-button-table")  # the per-head metrics of POST /api/heads, for the picture
     heads = api(image_server, image)["heads"]["encoder"]  # one record per layer x head
     expect(page.locator("#tab-table tr[data-layer]")).to_have_count(len(heads))
+
+
+def test_compare_says_a_second_sentence_needs_a_text_model(ipage, image_server):
+    page = ipage
+    page.goto(f"{page.base_url}/?{urlencode({'model': 'digits', 'draw': seven_link(image_server), 'tab': 'compare'})}")
+    wait_ready(page)
+    sent = len(page.sent)
+    page.fill("#compare-text", "The cat sat.")
+    page.click("#compare-texts")
+    expect(page.locator("#status")).to_contain_text("needs a text model: digits takes a picture")
+    assert len(page.sent) == sent  # nothing asked of the server
