@@ -1,11 +1,13 @@
 """The digits model: a small Vision Transformer trained here on 8 x 8 handwritten digits.
 
-An image model: its input is a picture, not a text. The picture (8 x 8 grey pixels in [0, 1], ink bright, as
-scikit-learn's digits are) is cut into 2 x 2 patches, a 4 x 4 grid read row by row, and a class token is put
-first: 17 positions. Every layer's self-attention runs over those positions, so each kind's layout is
+An image model: its input is a picture, not a text. Any picture ((H, W, 3) RGB or (H, W) grey in [0, 1], as
+headscope/models/images.py's read_image gives it) is fitted (`fit`) to what the network reads: 8 x 8 grey pixels in
+[0, 1], ink bright, as scikit-learn's digits are. Those are cut into 2 x 2 patches, a 4 x 4 grid read row by row,
+and a class token is put first: 17 positions. Every layer's self-attention runs over those positions, so each kind's layout is
 PATCH_SELF (rows and columns are the `patches` axis). The Analysis names the positions (`tokens`:
 "[CLS]", then "r0c0" .. "r3c3"), marks the class token special, and says in `image` the patch grid, the patch
-size, the class token's position, the prediction and every class's probability.
+size, the class token's position, the prediction, every class's probability, whether the picture was inverted and
+`seen`, a PNG of the 8 x 8 pixels read.
 
 The network is headscope/models/nets/vit.py's `ViT`, trained by headscope/training/digits.py on scikit-learn's
 copy of the UCI handwritten digits (`load_digits`, offline); see docs/digits.md.

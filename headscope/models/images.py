@@ -13,6 +13,7 @@ The server (headscope/server/inputs.py) passes its `max_image_pixels` limit; eac
 
 import base64
 import io
+import re
 import warnings
 from dataclasses import dataclass
 
@@ -60,7 +61,9 @@ def read_image(data: bytes, max_pixels: int) -> torch.Tensor:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data), formats=FORMATS)  # the header only
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:  # Pillow's own, larger limit
-        raise ImageTooLarge(f"image is too large ({e}); max_image_pixels is {max_pixels}", None, max_pixels) from None
+        said = re.search(r"\((\d+) pixels\)", str(e))  # Pillow: "Image size (900000000 pixels) exceeds limit ..."
+        raise ImageTooLarge(f"image is too large ({e}); max_image_pixels is {max_pixels}",
+                            int(said.group(1)) if said else None, max_pixels) from None
     except UnidentifiedImageError:  # Pillow also refuses a 0 x 0 PNG here
         raise BadImage("not a PNG or JPEG image Headscope can read; send a PNG or JPEG") from None
     except (OSError, SyntaxError, ValueError) as e:

@@ -56,8 +56,8 @@ BUILTINS: dict[str, Callable[[], AttentionModel]] = {"minilm": _minilm, "dates":
                                                      "smollm2": _smollm2, "digits": _digits}
 # built-ins that need a package installed apart: name -> why it cannot load here (None: it can)
 OPTIONAL: dict[str, Callable[[], str | None]] = {"smollm2": _smollm2_missing}
-# built-ins that read images, not text (ModelInfo.takes == "image"): loaded by name (load_model, the notebook), not
-# served by `serve` without --model, and refused by the server until it takes images (issue 19, item 2)
+# built-ins that read images, not text (ModelInfo.takes == "image"): served when named (`serve --model digits`), not
+# by `serve` without --model (whose text-only set the page and its tests are built on; docs/images.md)
 IMAGE_BUILTINS = frozenset({"digits"})
 
 

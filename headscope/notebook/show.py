@@ -5,6 +5,7 @@
     show("Some text", model="bert=/path/to/checkpoint") # a local Hugging Face checkpoint, NAME=PATH
     show(outputs.attentions, tokens)                    # arrays from anywhere, as bertviz.head_view
     result = analyze("The cat sat on the mat.")         # tokens, numpy arrays, layouts, head metrics
+    show(image="digit.png", model="digits")             # an image model: a file, bytes, a PIL image or pixels
 
 `show` returns a `View`; a notebook displays it through `_repr_html_` (Jupyter, JupyterLab, VS Code,
 nbconvert). Its HTML carries everything it draws with: the page's own modules (grid.js, views.js,
@@ -109,14 +110,42 @@ def result_of(analysis: Analysis, text: str | None) -> Result:
     )
 
 
-def analyze(text: str, model: str | ModelSpec | AttentionModel = DEFAULT_MODEL, *, truncate: bool = False,
-            new_tokens: int | None = None) -> Result:
+def analyze(text: str | None = None, model: str | ModelSpec | AttentionModel = DEFAULT_MODEL, *, image=None,
+            truncate: bool = False, new_tokens: int | None = None) -> Result:
     """Run `text` through `model`. truncate: cut a text too long for the model instead of raising
-    TooManyTokens; new_tokens: for a model that generates, how many tokens (None: its default)."""
+    TooManyTokens; new_tokens: for a model that generates, how many tokens (None: its default).
+
+    image: for an image model (`model.info.takes == "image"`, e.g. "digits"), the picture instead of a text: a PNG or
+    JPEG file's path or bytes (read as the server reads an upload), a PIL image, or (H, W) / (H, W, 3) pixels (numpy
+    or torch; uint8 0..255 or floats in [0, 1]). The result's tokens are the positions ("[CLS]", "r0c0" ...) and
+    `result.analysis.image` says the grid, the prediction and the probabilities."""
+    m = get_model(model)
+    if image is not None or m.info.takes == "image":
+        if text is not None:
+            raise TypeError(f"give a text or an image, not both ({m.info.name} takes {m.info.takes})")
+        if m.info.takes != "image":
+            raise ValueError(f"{m.info.name} takes a text, not an image")
+        if image is None:
+            raise ValueError(f"{m.info.name} takes an image: give analyze(image=..., model={m.info.name!r})")
+        return result_of(m.analyze(picture(image)), None)
     if not isinstance(text, str) or not text.strip():
         raise ValueError("text is empty: give a sentence to analyze")
-    m = get_model(model)
     return result_of(m.analyze(text, truncate=truncate, new_tokens=new_tokens), text)
+
+
+def picture(image) -> torch.Tensor:
+    """A path, bytes, PIL image or pixel array -> (H, W, 3) or (H, W) float32 pixels in [0, 1]."""
+    from headscope.models.images import read_image
+    from headscope.server.settings import Settings
+
+    if isinstance(image, str | Path):
+        image = Path(image).read_bytes()
+    if isinstance(image, bytes | bytearray):
+        return read_image(bytes(image), Settings().max_image_pixels)  # (H, W, 3); BadImage says what is wrong
+    if hasattr(image, "convert") and hasattr(image, "size"):  # a PIL image
+        image = np.asarray(image.convert("RGB"))
+    x = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image))  # a copy: writable
+    return x.float() / 255 if x.dtype == torch.uint8 else x.float()
 
 
 # ---- arrays from anywhere -----------------------------------------------------------------------
@@ -256,7 +285,7 @@ def from_attention(attention=None, tokens=None, *, causal: bool | None = None, s
 
 
 def show(source=None, tokens=None, *, model: str | ModelSpec | AttentionModel = DEFAULT_MODEL, text: str | None = None,
-         attention=None, truncate: bool = False, new_tokens: int | None = None, causal: bool | None = None,
+         image=None, attention=None, truncate: bool = False, new_tokens: int | None = None, causal: bool | None = None,
          special=None, encoder_attention=None, decoder_attention=None, cross_attention=None,
          encoder_tokens=None, decoder_tokens=None) -> View:
     """Draw every head inline: the grid, a detail view on click, the head table.
@@ -266,12 +295,17 @@ def show(source=None, tokens=None, *, model: str | ModelSpec | AttentionModel = 
         show(attention=..., tokens=...)         the same by keyword
         show(encoder_attention=..., decoder_attention=..., cross_attention=...,
              encoder_tokens=..., decoder_tokens=...)    an encoder–decoder, as bertviz takes it
+        show(image="digit.png", model="digits") an image model: the picture (see analyze); tokens are the patches
         show(analyze(...))                      a Result
 
     Returns a View: the last expression of a cell is displayed; elsewhere use display(show(...)).
     """
     if isinstance(source, Result):
         result = source
+    elif image is not None:
+        if source is not None or text is not None:
+            raise TypeError("give a text or an image, not both")
+        result = analyze(model=model, image=image)
     elif isinstance(source, str) or text is not None:
         if isinstance(source, str) and text is not None:
             raise TypeError("text is given twice")

@@ -21,6 +21,9 @@ class Tab:
     docs: str | None = None  # the document that explains it: /docs/NAME.md (one of routes/pages.py LINKED_DOCS)
     template: str = ""  # the section's content, under templates/ (default: tabs/NAME.html)
     script: str = ""  # its ES module, under static/ (default: js/tabs/NAME.js)
+    # Why the tab does not apply to a model that takes an image (ModelInfo.takes), in words; "" where it does. The
+    # page shows this instead of the tab's content while such a model is chosen.
+    not_for_images: str = ""
 
     def __post_init__(self):
         if not self.template:
@@ -35,14 +38,20 @@ TABS: tuple[Tab, ...] = (
     Tab("table", "Table", docs="metrics"),
     Tab("similarity", "Similarity", docs="metrics"),
     Tab("compare", "Compare"),
-    Tab("corpus", "Corpus"),
+    Tab("corpus", "Corpus", not_for_images="it averages every head over a file of sentences, one per line: it reads "
+        "texts, and an image model reads pictures"),
     Tab("mechanism", "Mechanism"),
     Tab("playground", "Playground"),
     Tab("heads-experiment", "One head or many?"),
-    Tab("probes", "Probes", docs="probes"),
-    Tab("importance", "Importance", docs="importance"),
-    Tab("patching", "Patching", docs="patching"),
-    Tab("detect", "Detect", docs="detect"),
+    Tab("probes", "Probes", docs="probes", not_for_images="a probe scores heads on pairs of words in sentences; an "
+        "image model has patches, not words"),
+    Tab("importance", "Importance", docs="importance", not_for_images="it measures what the model loses on a set of "
+        "texts without each head; it takes no pictures yet (ablate heads from the Heads tab instead: the prediction "
+        "with them ablated is shown)"),
+    Tab("patching", "Patching", docs="patching", not_for_images="it patches activations between a clean and a "
+        "corrupted text that differ in a word; it takes no pictures"),
+    Tab("detect", "Detect", docs="detect", not_for_images="it scores heads on random words written twice and on "
+        "sentences; an image model reads pictures"),
 )
 
 

@@ -67,3 +67,40 @@ def test_value_norms_of_a_model_without_reachable_projections_is_one_line(tmp_pa
         "headscope: error: weights: value_norm is not available for induction: induction: its output projections "
         "cannot be found"]
     assert not (tmp_path / "a.json").exists()
+
+
+def test_an_image_for_the_digits_model_writes_the_apis_answer_and_prints_the_prediction(tmp_path):
+    """`--image FILE --model digits`: the same answer as a direct DigitsModel run on the file's pixels (decoded
+    here by Pillow and numpy), and the prediction on stderr; text and image swapped: one clear line each."""
+    import io
+
+    import torch
+    from PIL import Image
+
+    from headscope.models.digits import DigitsModel, load_images
+
+    images, labels = load_images()
+    picture = tmp_path / "digit.png"
+    Image.fromarray(np.round(images[0].numpy() * 255).astype(np.uint8), "L").save(picture)
+    pixels = np.asarray(Image.open(io.BytesIO(picture.read_bytes())).convert("RGB"), dtype=np.float32) / 255
+    want = DigitsModel.load().analyze_image(torch.from_numpy(pixels))
+    out = tmp_path / "a.safetensors"
+    r = run("--image", str(picture), "--model", "digits", "--rollout", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert f"wrote {out}: digits, 17 positions, attention, rollout" in r.stderr
+    p = want.image["probabilities"][int(want.image["prediction"])]
+    assert f"prediction: {want.image['prediction']} (probability {p:.4f}; 4 x 4 patches of 2 x 2 pixels)" in r.stderr
+    assert want.image["prediction"] == str(int(labels[0]))
+    got = read_safetensors(out.read_bytes())
+    np.testing.assert_array_equal(got["attention"]["encoder"], want.patterns["encoder"].numpy())
+    assert got["image"]["seen"] == want.image["seen"] and got["tokens"] == want.tokens
+    np.testing.assert_allclose(got["rollout"]["encoder"], rollouts(want.patterns, want.layout)["encoder"].numpy(),
+                               atol=1e-6)
+    r = run(TEXT, "--model", "digits", "--out", str(tmp_path / "b.json"))
+    assert r.returncode == 2 and "digits takes an image, not a text: give --image FILE" in r.stderr
+    r = run("--image", str(picture), "--model", "minilm", "--out", str(tmp_path / "b.json"))
+    assert r.returncode == 2 and "minilm takes a text, not an image" in r.stderr
+    bad = tmp_path / "cmyk.jpg"
+    Image.new("CMYK", (8, 8)).save(bad)
+    r = run("--image", str(bad), "--model", "digits", "--out", str(tmp_path / "b.json"))
+    assert r.returncode == 2 and "mode CMYK" in r.stderr and "Traceback" not in r.stderr

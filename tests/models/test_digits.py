@@ -1,11 +1,14 @@
 """headscope/models/digits.py, nets/vit.py and training/digits.py: the Vision Transformer trained here on 8 x 8
 digits, checked against torch.nn.MultiheadAttention, a numpy patching, and its held-out accuracy recomputed."""
 
+import base64
+import io
 import json
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from headscope.analyses.heads import summarize_heads
@@ -146,8 +149,33 @@ def test_the_analysis_says_its_patches(model, data):
 def test_an_image_model_refuses_text_and_wrong_shapes(model):
     with pytest.raises(NotAnImage, match="takes an image"):
         model.analyze("The cat sat.")
-    with pytest.raises(NotAnImage, match="8 x 8"):
-        model.analyze_image(torch.zeros(4, 4))
+    for shape in [(8, 8, 4), (8,), (0, 5), (2, 8, 8, 3)]:
+        with pytest.raises(NotAnImage, match="8 x 8"):
+            model.analyze_image(torch.zeros(shape))
+
+
+def test_any_picture_is_fitted_as_the_digits_are(model, data):
+    """Grey by BT.601 luma, inverted when mostly bright, padded to a square with dark, area-averaged to 8 x 8:
+    checked against numpy block means and against the analysis of the fitted pixels themselves."""
+    image = data[1][0][7]  # (8, 8), ink bright on dark
+    plain = model.analyze_image(image)
+    assert plain.image["inverted"] is False
+    # the same digit as dark ink on white paper, 4 times larger, in RGB, with 8 white columns on each side
+    big = np.repeat(np.repeat(1 - image.numpy(), 4, 0), 4, 1)  # (32, 32)
+    paper = np.ones((32, 48, 3), dtype=np.float32)
+    paper[:, 8:40] = big[..., None]
+    fitted, inverted = model.fit(torch.from_numpy(paper))
+    assert inverted
+    grey = 1 - (paper @ np.array([0.299, 0.587, 0.114], dtype=np.float32))  # (32, 48), ink bright
+    square = np.zeros((48, 48), dtype=np.float32)
+    square[8:40] = grey  # centred, dark padding above and below
+    want = square.reshape(8, 6, 8, 6).mean((1, 3))  # (8, 8) block means
+    np.testing.assert_allclose(fitted.numpy(), want, atol=1e-5)
+    a = model.analyze_image(torch.from_numpy(paper))
+    torch.testing.assert_close(a.patterns["encoder"], model.analyze_image(fitted).patterns["encoder"])
+    assert a.image["inverted"] is True and a.image["size"] == [8, 8]
+    seen = np.asarray(Image.open(io.BytesIO(base64.b64decode(a.image["seen"].split(",", 1)[1]))))
+    np.testing.assert_array_equal(seen, np.round(fitted.numpy() * 255).astype(np.uint8))
 
 
 def test_ablation_knocks_out_a_head_and_says_what_changed(model, data):

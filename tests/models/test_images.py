@@ -1,5 +1,6 @@
 """headscope/models/images.py: pictures read safely, hostile ones refused before their pixels are decoded."""
 
+import base64
 import io
 import struct
 import zlib
@@ -9,7 +10,7 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
-from headscope.models.images import BadImage, read_image
+from headscope.models.images import BadImage, ImageTooLarge, png_data_url, read_image
 
 LIMIT = 1_000_000
 
@@ -31,25 +32,45 @@ def handmade_png(width: int, height: int, rows: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
-def test_a_grey_png_reads_as_its_pixels():
+def test_a_grey_png_reads_as_its_pixels_in_rgb():
     pixels = (np.arange(64, dtype=np.uint8).reshape(8, 8) * 4)
     got = read_image(png_bytes(Image.fromarray(pixels, "L")), LIMIT)
-    assert got.shape == (8, 8) and got.dtype == torch.float32
-    np.testing.assert_allclose(got.numpy(), pixels / 255.0, atol=1e-7)
+    assert got.shape == (8, 8, 3) and got.dtype == torch.float32
+    for channel in range(3):
+        np.testing.assert_allclose(got[..., channel].numpy(), pixels / 255.0, atol=1e-7)
 
 
-def test_rgba_is_composited_on_black_and_made_grey():
+def test_an_rgb_png_keeps_its_colours_and_its_own_size():
+    rgb = np.random.default_rng(1).integers(0, 256, (5, 7, 3), dtype=np.uint8)  # H 5, W 7
+    got = read_image(png_bytes(Image.fromarray(rgb, "RGB")), LIMIT)
+    assert got.shape == (5, 7, 3)
+    np.testing.assert_allclose(got.numpy(), rgb / 255.0, atol=1e-7)
+
+
+def test_rgba_is_composited_on_black():
     rgba = np.zeros((2, 2, 4), dtype=np.uint8)
-    rgba[0, 0] = (255, 255, 255, 255)  # opaque white
+    rgba[0, 0] = (255, 128, 0, 255)  # opaque orange
     rgba[0, 1] = (255, 255, 255, 0)  # transparent: black
+    rgba[1, 0] = (200, 100, 50, 128)  # half transparent: half its colour
     got = read_image(png_bytes(Image.fromarray(rgba, "RGBA")), LIMIT)
-    assert got[0, 0] == 1 and got[0, 1] == 0
+    np.testing.assert_allclose(got[0, 0].numpy(), [1, 128 / 255, 0], atol=1e-7)
+    assert got[0, 1].tolist() == [0, 0, 0]
+    np.testing.assert_allclose(got[1, 0].numpy(), np.array([200, 100, 50]) * 128 / 255 / 255, atol=2 / 255)
 
 
 def test_a_jpeg_reads():
     out = io.BytesIO()
     Image.new("L", (8, 8), 200).save(out, format="JPEG", quality=95)
     assert abs(read_image(out.getvalue(), LIMIT).mean().item() - 200 / 255) < 0.02
+
+
+def test_what_the_network_saw_is_a_png_of_exactly_those_pixels():
+    pixels = torch.arange(64, dtype=torch.float32).reshape(8, 8) / 63  # (8, 8) grey
+    url = png_data_url(pixels)
+    assert url.startswith("data:image/png;base64,")
+    back = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert back.mode == "L" and back.size == (8, 8)
+    np.testing.assert_array_equal(np.asarray(back), np.round(pixels.numpy() * 255).astype(np.uint8))
 
 
 def test_a_decompression_bomb_is_refused_from_its_header_without_decoding(monkeypatch):
@@ -61,8 +82,9 @@ def test_a_decompression_bomb_is_refused_from_its_header_without_decoding(monkey
 
     monkeypatch.setattr(Image.Image, "load", no_decoding)
     monkeypatch.setattr(ImageFile.ImageFile, "load", no_decoding)  # PNG's and JPEG's decoder
-    with pytest.raises(BadImage, match="900000000 pixels.*max_image_pixels is 1000000"):
+    with pytest.raises(ImageTooLarge, match="900000000 pixels.*max_image_pixels is 1000000") as refused:
         read_image(bomb, LIMIT)
+    assert (refused.value.count, refused.value.limit) == (900_000_000, LIMIT)
     with pytest.raises(BadImage, match="5000 x 5000 = 25000000 pixels; max_image_pixels is 1000000"):
         read_image(handmade_png(5000, 5000, 10), LIMIT)  # under Pillow's own limit: ours says the size
 

@@ -382,3 +382,70 @@ def test_a_notebook_executed_saved_and_exported_draws_every_head_offline(exporte
         assert page.errors == [], page.errors
     finally:
         page.context.close()
+
+
+@pytest.fixture(scope="module")
+def digit_file(tmp_path_factory):
+    """A held-out '0' of scikit-learn's digits as a PNG, and its pixels decoded by Pillow and numpy."""
+    import io
+
+    from PIL import Image
+
+    from headscope.models.digits import load_images
+
+    images, labels = load_images()
+    path = tmp_path_factory.mktemp("digits") / "zero.png"
+    Image.fromarray(np.round(images[0].numpy() * 255).astype(np.uint8), "L").save(path)
+    pixels = np.asarray(Image.open(io.BytesIO(path.read_bytes())).convert("RGB"), dtype=np.float32) / 255
+    return path, torch.from_numpy(pixels), str(int(labels[0]))
+
+
+def test_an_image_model_is_analyzed_from_a_file_bytes_pil_or_pixels(digit_file):
+    from PIL import Image
+
+    from headscope.models.digits import DigitsModel
+
+    path, pixels, label = digit_file
+    want = DigitsModel.load().analyze_image(pixels)
+    forms = [path, str(path), path.read_bytes(), Image.open(path), np.asarray(Image.open(path)), pixels]
+    for form in forms:
+        result = analyze(image=form, model="digits")
+        np.testing.assert_allclose(result.attention["encoder"], want.patterns["encoder"].numpy(), atol=1e-6)
+        assert result.tokens == want.tokens and result.text is None
+        assert result.analysis.image["prediction"] == label == want.image["prediction"]
+        assert result.layout["encoder"].rows == "patches"
+    with pytest.raises(ValueError, match="digits takes an image"):
+        analyze(model="digits")
+    with pytest.raises(TypeError, match="not both"):
+        analyze("The cat sat.", model="digits", image=path)
+    with pytest.raises(ValueError, match="minilm takes a text, not an image"):
+        analyze(image=path, model="minilm")
+
+
+def test_show_draws_an_image_models_heads_with_the_patch_names_as_tokens(digit_file, browser, tmp_path):
+    """What show() draws for a text model, for the digits ViT: every head, the detail view with the positions'
+    names ("[CLS]", "r0c0" ...) on hover, the weights within 8 bits of a direct run, no console error."""
+    path, pixels, _ = digit_file
+    view = show(image=path, model="digits")
+    embedded = read_output(view.html)
+    assert embedded["tokens"][:2] == ["[CLS]", "r0c0"] and embedded["image"]["patch_grid"] == [4, 4]
+    within_8_bits(embedded["attention"]["encoder"], torch.from_numpy(view.result.attention["encoder"]))
+    page = open_offline(browser, view.save(tmp_path / "digits.html"))
+    try:
+        page.wait_for_selector(".hs-nb[data-state=ready]", timeout=30_000)
+        assert page.locator("canvas.head").count() == 3 * 4
+        page.click('canvas.head[data-layer="2"][data-head="1"]')
+        heatmap = page.locator("canvas.hs-heatmap")
+        box = heatmap.bounding_box()
+        geometry = {k: float(heatmap.get_attribute(f"data-{k}")) for k in ("left", "top", "cell")}
+        tokens = view.result.tokens
+        for i, j in ((0, 1), (0, 16), (5, 0)):  # the class token's row, a patch's row
+            page.mouse.move(box["x"] + geometry["left"] + (j + 0.5) * geometry["cell"],
+                            box["y"] + geometry["top"] + (i + 0.5) * geometry["cell"])
+            tip = page.locator(".hs-tip").text_content()
+            assert tip.startswith(f"{tokens[i]} → {tokens[j]}: "), tip
+            head = view.result.attention["encoder"][2, 1]
+            assert float(tip.rsplit(": ", 1)[1]) == pytest.approx(head[i, j], abs=float(head.max()) / 510 + 5e-4)
+        assert page.outside == [] and page.errors == []
+    finally:
+        page.context.close()

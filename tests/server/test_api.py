@@ -30,7 +30,7 @@ def test_models_lists_minilm_first_with_its_shape(client):
         "name": "minilm", "description": minilm["description"], "layers": 6, "heads": 12,
         "max_tokens": 512, "kinds": {"encoder": {"rows": "tokens", "columns": "tokens", "causal": False}},
         "generation": None, "max_new_tokens": 0, "default_new_tokens": 0, "kv_heads": None, "max_chars": 512 * 32,
-        "example": minilm["example"], "takes": "text",
+        "example": minilm["example"], "takes": "text", "image": None,
     }
     assert body["limits"]["max_new_tokens"] == 128 and body["limits"]["corpus_max_texts"] == 2000
     assert "MiniLM" in minilm["description"]

@@ -115,7 +115,8 @@ def test_a_tab_added_to_the_registry_appears_in_the_nav_the_sections_and_the_con
     assert ("extra", "Extra things", "false") in nav(page) and "probes" not in [n for n, _, _ in nav(page)]
     assert ("tab-extra", True) in sections(page) and "tab-probes" not in [s for s, _ in sections(page)]
     assert "tab-extra" in page.by_id("extra-body")["parents"] and page.find(id="probe-run") == []
-    assert {"name": "extra", "label": "Extra things", "docs": None, "script": "/static/js/tabs/extra-test.js"} in config["tabs"]
+    assert {"name": "extra", "label": "Extra things", "docs": None, "not_for_images": "",
+            "script": "/static/js/tabs/extra-test.js"} in config["tabs"]
     assert "/static/js/tabs/extra-test.js" in [urlparse(s["attrs"]["src"]).path for s in page.find("script") if "src" in s["attrs"]]
     page, config = render(client, "?tab=extra")  # and the page accepts it
     assert config["tab"] == "extra" and ("tab-extra", False) in sections(page) and ("extra", "Extra things", "true") in nav(page)

@@ -49,7 +49,7 @@ def page_config(request: Request, settings: Settings, tab: tabs.Tab, model: str)
     return {
         "tab": tab.name,
         "model": model,
-        "tabs": [{"name": t.name, "label": t.label, "docs": t.docs,
+        "tabs": [{"name": t.name, "label": t.label, "docs": t.docs, "not_for_images": t.not_for_images,
                   "script": request.url_for("static", path=t.script).path} for t in tabs.TABS],
         "ablation": {"modes": list(MODES), "default": AblationRequest.model_fields["ablation"].default},
         "weights": {"kinds": [{"name": w, "label": weights_about(w, {})["label"]} for w in WEIGHTS],

@@ -1,6 +1,8 @@
 // The page: reads its state from the URL, runs the analysis, shows the output, the effect of an ablation and the
 // detail dialog, and runs the tabs. State in the URL (?text=&model=&layer=&head=&kind=&tab=&words=&nospecial=&step=
-// &weights=&rollout=&ablate=&ablation=) means any view can be shared, bookmarked and tested.
+// &weights=&rollout=&ablate=&ablation=, and for an image model &draw= instead of &text=: the drawing, lib/digitpad.js)
+// means any view can be shared, bookmarked and tested. An image model's input is the digit pad or an upload
+// (lib/imageinput.js): the request then carries `image` instead of `text`, and the answer its `image`.
 //
 // The tabs are not written here: the page config (lib/config.js) lists them (headscope/server/tabs.py), the page
 // runs each tab's module (static/js/tabs/NAME.js) before this one, and each registers its hooks (lib/registry.js).
@@ -25,11 +27,13 @@ import { headName } from './lib/grid.js';
 import { drawHeatmap, loadPlotly } from './lib/heatmap.js';
 import { ablate, ablateFields, drawAblateError, drawEffect, readAblate, setupAblate, writeAblate } from './lib/ablate.js';
 import { registered } from './lib/registry.js';
+import { drawingForUrl, drawPrediction, imageSource, loadDrawing, setupImageInput, showInputFor, takesImage,
+  uploading } from './lib/imageinput.js';
 
 const DEFAULT_TAB = config.tabs[0].name;
 const state = { text: '', model: config.model, truncate: false, layer: null, head: null, kind: null,
   tab: config.tab, words: false, nospecial: false, fit: false, step: null, gen: null, weights: config.weights.default,
-  rollout: false };
+  rollout: false, draw: null };
 const WEIGHTS = config.weights.kinds.map((w) => w.name); // what the grid can show (the request's `weights`)
 const tabs = []; // [{tab: its config entry, module: its hooks}], in the config's order (findTabs)
 let result = null; // the last /api/attention answer, decoded
@@ -73,6 +77,7 @@ function readState() {
   const q = new URLSearchParams(location.search);
   const int = (name) => (q.has(name) && /^\d+$/.test(q.get(name)) ? +q.get(name) : null);
   state.text = q.get('text') || '';
+  state.draw = q.get('draw');
   state.model = config.model; // the URL's model, checked by the server
   state.truncate = q.get('truncate') === '1';
   state.layer = int('layer');
@@ -92,8 +97,10 @@ function readState() {
 
 function writeState() {
   const q = new URLSearchParams();
-  const text = linkText ?? state.text;
+  const image = takesImage(state.model);
+  const text = image ? '' : linkText ?? state.text;
   if (text) q.set('text', text);
+  if (image && state.draw) q.set('draw', state.draw);
   q.set('model', state.model);
   if (state.truncate) q.set('truncate', '1');
   if (state.tab !== DEFAULT_TAB) q.set('tab', state.tab);
@@ -112,12 +119,14 @@ function writeState() {
   writeAblate(q);
   shownTab()?.module.writeUrl?.(q, page);
   let url = `${location.pathname}?${q}`;
-  const tooLong = text && url.length > URL_BUDGET;
+  const tooLong = (text || (image && state.draw)) && url.length > URL_BUDGET;
   if (tooLong) {
     q.delete('text');
+    q.delete('draw');
     url = `${location.pathname}?${q}`;
   }
-  drawLinkNote(text, tooLong);
+  if (image) drawImageLinkNote(tooLong);
+  else drawLinkNote(text, tooLong);
   history.replaceState(null, '', url);
 }
 
@@ -135,6 +144,16 @@ function drawLinkNote(text, tooLong) {
   } else if (linkText && linkText !== state.text) {
     note = `The link keeps the part of the text the model read (${codePoints(linkText).length} of ${codePoints(state.text).length} characters).`;
   }
+  el.linkNote.textContent = note;
+  el.linkNote.hidden = !note;
+}
+
+// What the link keeps of an image model's input: the drawing, never an upload.
+function drawImageLinkNote(tooLong = false) {
+  const note = uploading() ? 'An uploaded picture cannot be kept in a link: the link keeps the drawing on the pad, if '
+    + 'any, and the view. Share the file itself with the link.'
+    : tooLong ? `This drawing has too many pixels for a link (a link holds at most ${Math.ceil(URL_BUDGET / 1000)} KB): `
+      + 'the address bar keeps everything but the drawing.' : '';
   el.linkNote.textContent = note;
   el.linkNote.hidden = !note;
 }
@@ -193,6 +212,7 @@ function clearResult() {
   el.transformLabel.textContent = '';
   summary = '';
   if (el.detail.open) el.detail.close();
+  drawPrediction(null);
   hook('analysed', page);
 }
 
@@ -208,15 +228,21 @@ function cutNote() {
   return ` · text cut to fit: read up to character ${end} of ${chars.length} (…${sliceCodePoints(chars, Math.max(0, end - 20), end)})`;
 }
 
+// Whether there is something to analyze: a text, or for an image model a drawing or an upload.
+const hasInput = () => (takesImage() ? !!imageSource() : !!el.text.value.trim());
+
 async function analyze() {
   const started = performance.now();
-  state.text = el.text.value;
   state.model = el.model.value;
+  const image = takesImage(state.model) ? imageSource() : null;
+  state.text = image ? '' : el.text.value;
+  state.draw = image ? drawingForUrl() : null;
   state.truncate = el.truncate.checked;
   const generation = modelGeneration();
   state.gen = generation && el.gen.value !== '' && +el.gen.value !== generation.default ? +el.gen.value : null;
-  if (!state.text.trim()) {
-    setStatus('Type or paste some text first.', 'error');
+  if (takesImage(state.model) ? !image : !state.text.trim()) {
+    setStatus(takesImage(state.model) ? `Draw a digit on the pad or upload a picture first: ${state.model} takes an image.`
+      : 'Type or paste some text first.', 'error');
     return;
   }
   controller?.abort();
@@ -224,8 +250,8 @@ async function analyze() {
   document.body.dataset.state = 'loading';
   setStatus('Analyzing…');
   try {
-    result = await fetchAttention({ ...state, generation: generation?.kind, newTokens: state.gen, weights: state.weights,
-      rollout: state.rollout, ...ablateFields() }, controller.signal);
+    result = await fetchAttention({ ...state, image: image?.image, generation: generation?.kind, newTokens: state.gen,
+      weights: state.weights, rollout: state.rollout, ...ablateFields() }, controller.signal);
   } catch (e) {
     if (e.name === 'AbortError') return;
     clearResult(); // what was on screen belonged to the previous input
@@ -238,13 +264,15 @@ async function analyze() {
     return;
   }
   fetchedHeads.clear();
-  linkText = result.truncated ? sliceCodePoints(codePoints(result.text), 0, cutEnd()) : null; // the part read
+  linkText = result.image ? null : result.truncated ? sliceCodePoints(codePoints(result.text), 0, cutEnd()) : null; // the part read
   drawAll();
   const ms = performance.now() - started;
   document.body.dataset.paintMs = ms.toFixed(1); // Analyze to every head painted, for bench/page.py
   const n = result.tokens.length;
   const first = Object.values(result.kinds)[0];
-  summary = `${result.model}: ${n} tokens · ${first.L} layers × ${first.H} heads${cutNote()} · ${ms.toFixed(0)} ms`;
+  const what = result.image ? `${n} positions (the class token and ${result.image.patch_grid.join(' × ')} patches)`
+    : `${n} tokens`;
+  summary = `${result.model}: ${what} · ${first.L} layers × ${first.H} heads${result.image ? '' : cutNote()} · ${ms.toFixed(0)} ms`;
   setStatus(summary);
   if (!Object.hasOwn(result.kinds, state.kind ?? '')) state.kind = Object.keys(result.kinds)[0];
   writeState();
@@ -284,6 +312,7 @@ function drawAll() {
   el.transformLabel.textContent = notes.length ? `Transformed view: ${notes.join('; ')}` : '';
   drawWeightsLabel();
   drawOutput();
+  drawPrediction(result);
   drawTab();
 }
 
@@ -365,7 +394,7 @@ function openDetail(kind, layer, head) {
 
 // What the request for the current result was: fetching one head again must ask the same.
 function resultRequest() {
-  return { text: result.text, model: result.model, truncate: state.truncate, generation: modelGeneration()?.kind,
+  return { text: result.text, image: result.imageSent, model: result.model, truncate: state.truncate, generation: modelGeneration()?.kind,
     newTokens: state.gen, weights: result.weights.name, ablate: result.ablate?.length ? result.ablate : undefined,
     ablation: result.ablation ?? undefined };
 }
@@ -488,8 +517,25 @@ function showTab(name) {
   return true;
 }
 
+// A tab that does not apply to the chosen model's input (the config's `not_for_images` for a model that takes an
+// image) says why in words instead of its content.
+function markTabsForInput() {
+  const image = takesImage();
+  for (const tab of config.tabs) {
+    const section = document.getElementById(`tab-${tab.name}`);
+    const note = section?.querySelector('[data-not-here]');
+    if (!note) continue;
+    const why = image && tab.not_for_images ? `The ${tab.label} tab does not apply to ${el.model.value}: ${tab.not_for_images}.` : '';
+    note.textContent = why;
+    note.hidden = !why;
+    for (const child of section.children) if (child !== note && !child.matches('.tab-error')) child.classList.toggle('not-here', !!why);
+  }
+}
+
 function drawTab() {
+  markTabsForInput();
   const shown = shownTab();
+  if (takesImage() && shown?.tab.not_for_images) return;
   if (!shown?.module.draw || (shown.module.ready && !shown.module.ready(page))) return;
   shown.module.draw(page);
 }
@@ -522,10 +568,11 @@ function wire() {
       if (result) { drawAll(); if (el.detail.open) drawDetail(); }
     });
   }
-  el.model.addEventListener('change', () => { state.gen = null; ablate.heads = []; showGenerationControl(); });
+  el.model.addEventListener('change', () => { state.gen = null; ablate.heads = []; showGenerationControl(); showInput(); });
+  setupImageInput(() => { if (takesImage()) drawImageLinkNote(); });
   el.optWeights.addEventListener('change', () => { state.weights = el.optWeights.value; reanalyze(); });
   el.optRollout.addEventListener('change', () => { state.rollout = el.optRollout.checked; reanalyze(); });
-  setupAblate(() => { state.layer = state.head = null; writeState(); if (state.text.trim()) analyze(); });
+  setupAblate(() => { state.layer = state.head = null; writeState(); if (hasInput()) analyze(); });
   el.example.addEventListener('click', () => {
     el.text.value = el.model.selectedOptions[0].dataset.example;
     el.inputForm.requestSubmit();
@@ -550,10 +597,24 @@ function wire() {
 // A new answer for the same text (weights or rollout changed), keeping the open head.
 function reanalyze() {
   writeState();
-  if (result || el.text.value.trim()) analyze();
+  if (result || hasInput()) analyze();
 }
 
-function start() {
+// The input the chosen model takes (a text box, or the digit pad sized to its image); the example button only for a
+// model that has an example.
+async function showInput() {
+  el.example.hidden = !el.model.selectedOptions[0]?.dataset.example;
+  markTabsForInput();
+  try {
+    await showInputFor(el.model.value);
+    return true;
+  } catch (e) {
+    setStatus(e.message, 'error');
+    return false;
+  }
+}
+
+async function start() {
   findTabs();
   readState();
   el.text.value = state.text;
@@ -567,9 +628,15 @@ function start() {
   el.optRollout.checked = state.rollout;
   wire();
   showTab(state.tab);
+  const shown = await showInput();
+  let drawn = false;
+  if (shown && takesImage() && state.draw) {
+    drawn = loadDrawing(state.draw);
+    if (!drawn) setStatus(`The link's drawing (draw=) is not ${state.model}'s image size: draw again.`, 'error');
+  }
   document.body.dataset.state = 'idle';
   document.body.dataset.readyMs = performance.now().toFixed(1); // page interactive, for bench/page.py
-  if (state.text.trim()) analyze();
+  if (takesImage() ? drawn : state.text.trim()) analyze();
 }
 
 start();

@@ -58,7 +58,7 @@ function hatch(canvas) {
 
 // Mark the knocked-out heads in the grid: greyed, struck through, named "ablated" in their title and label.
 export function markGrid(container) {
-  for (const canvas of container.querySelectorAll('canvas.head')) {
+  for (const canvas of container.querySelectorAll('canvas.head, canvas.overlay')) { // overlay: lib/imagegrid.js
     const off = ablate.heads.includes(`${canvas.dataset.kind}:${canvas.dataset.layer}:${canvas.dataset.head}`);
     canvas.classList.toggle('ablated', off);
     if (off) canvas.dataset.ablated = '1'; else delete canvas.dataset.ablated;
@@ -66,7 +66,7 @@ export function markGrid(container) {
     const base = canvas.title.replace(/; ablated .*$/, '') || name; // the head's name and roles (grid.js)
     canvas.title = off ? `${base}; ablated (${ablate.ablation}); click in ablate mode to restore` : base;
     canvas.setAttribute('aria-label', off ? `${name} (ablated)` : name);
-    if (off) hatch(canvas);
+    if (off && canvas.classList.contains('head')) hatch(canvas); // an overlay is repainted on hover: its outline says it
   }
   document.body.classList.toggle('ablate-mode', ablate.mode);
 }

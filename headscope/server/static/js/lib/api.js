@@ -42,10 +42,12 @@ async function post(path, body, signal) {
 
 // The token sequence a layout names ('tokens' or 'output_tokens') with its per-token fields: the
 // answer carries special/words/offsets for `tokens` and output_special/output_words for `output_tokens`.
-export function axis(result, name) {
+// `patches` (an image model's positions: the class token, then its patches row by row) are named by `tokens`.
+export function axis(result, layoutName) {
+  const name = layoutName === 'patches' ? 'tokens' : layoutName;
   const prefix = name.slice(0, name.length - 'tokens'.length);
   return {
-    name,
+    name: layoutName,
     tokens: result[name],
     special: result[`${prefix}special`] || result[name].map(() => false),
     words: result[`${prefix}words`] || null,
@@ -85,9 +87,10 @@ function decodeKind(kind, entry, tensors, answer) {
 
 // `ablate` ([{kind, layer, head}]) and `ablation` (one of the page config's ablation modes): heads to knock out
 // (see ablate.js).
-function attentionRequest({ text, model, truncate, generation = null, newTokens = null, weights = null, ablate,
-  ablation }) {
-  const request = { text, model, truncate };
+// `image` (base64 PNG or JPEG, for a model that takes an image) is sent instead of `text`.
+function attentionRequest({ text, image = null, model, truncate, generation = null, newTokens = null, weights = null,
+  ablate, ablation }) {
+  const request = image ? { image, model } : { text, model, truncate };
   if (ablate && ablate.length) Object.assign(request, { ablate, ablation });
   if (generation === 'continuation' && newTokens) request.generate = newTokens;
   if (generation === 'output' && newTokens) request.max_new_tokens = newTokens;
@@ -123,6 +126,7 @@ async function fetchBinary(request, signal) {
   const response = await post('/api/attention', request, signal);
   const answer = decodeAnswer(await response.arrayBuffer());
   answer.text = request.text; // offsets index into it: word labels are cut from it
+  answer.imageSent = request.image; // an image model's input, sent again to fetch one head or the metrics
   return answer;
 }
 
@@ -178,8 +182,9 @@ export async function fetchStream(path, body, onProgress, signal) {
 }
 
 // One head's steps for one query (POST /api/explain), for the same text and generation as the analysis.
-export async function fetchExplain({ text, model, truncate, generation = null, newTokens = null, kind, layer, head, query }, signal) {
-  const request = { text, model, truncate, kind, layer, head, query };
+export async function fetchExplain({ text, image = null, model, truncate, generation = null, newTokens = null, kind, layer,
+  head, query }, signal) {
+  const request = image ? { image, model, kind, layer, head, query } : { text, model, truncate, kind, layer, head, query };
   if (generation === 'continuation' && newTokens) request.generate = newTokens;
   if (generation === 'output' && newTokens) request.max_new_tokens = newTokens;
   return (await post('/api/explain', request, signal)).json();

@@ -5,7 +5,7 @@ import { makeView } from './views.js';
 
 const MAX_PIXELS = 96; // a thumbnail side; longer inputs are max-pooled so thin lines stay visible
 
-const AXIS_WORDS = { tokens: 'input tokens', output_tokens: 'output positions' };
+const AXIS_WORDS = { tokens: 'input tokens', output_tokens: 'output positions', patches: 'the class token and the patches' };
 
 // A kind's heading, from its layout: which tokens are the queries (rows) and keys (columns).
 export function kindTitle(kind, layout) {

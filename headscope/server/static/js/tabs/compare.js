@@ -92,6 +92,9 @@ async function drawCompareHeads(page) {
 
 async function drawCompareTexts({ result, views, state, request, setStatus }) {
   if (!result) return setStatus('Analyze a text first.', 'error');
+  if (result.image) { // an image answer: a second input would be a picture, and this compares sentences
+    return setStatus(`Comparing sentences needs a text model: ${result.model} takes a picture. Compare two heads above instead.`, 'error');
+  }
   const kind = el.compareKind.value || Object.keys(views)[0];
   const view = views[kind];
   const a = parseHead(el.compareA.value, view);

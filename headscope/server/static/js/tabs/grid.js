@@ -6,8 +6,10 @@ import { drawGrids, headName, highlightRow, labelRoles } from '../lib/grid.js';
 import { drawRollout } from '../lib/rollout.js';
 import { ablate, markGrid, toggleHead } from '../lib/ablate.js';
 import { register } from '../lib/registry.js';
+import { drawImageGrids, drawRolloutOverlay } from '../lib/imagegrid.js';
+import { takesImage } from '../lib/imageinput.js';
 
-const own = elements(['grids', 'hover-name', 'rollout', 'intro', 'intro-example', 'intro-text']);
+const own = elements(['grids', 'hover-name', 'rollout', 'intro', 'intro-example', 'intro-text', 'image-grids']);
 
 // "fit on screen": thumbnails as large as lets every kind's whole grid fit below the controls, in
 // the viewport (with every kind side by side where the width allows).
@@ -33,13 +35,20 @@ function openOrAblate(page, kind, layer, head) {
   if (!ablate.mode) return page.openDetail(kind, layer, head);
   toggleHead(kind, layer, head);
   markGrid(own.grids);
+  markGrid(own.imageGrids);
   return page.analyze();
 }
 
 // Before the first answer: what a square is, and the chosen model's own example (its <option>'s data-example).
+// For an image model (which has no example text): draw on the pad.
 function showIntro(page) {
   own.intro.hidden = !!page.result;
-  own.introText.textContent = `“${el.model.selectedOptions[0]?.dataset.example || ''}” on ${el.model.value}`;
+  const example = el.model.selectedOptions[0]?.dataset.example || '';
+  own.introExample.hidden = !example;
+  own.introText.textContent = example ? `“${example}” on ${el.model.value}`
+    : takesImage() ? `${el.model.value} takes a picture: draw a digit on the pad above (or upload one) and press Analyze. `
+      + 'Every head then shows here as its patch × patch matrix, and over the picture as what the class token reads.'
+      : '';
 }
 
 function setup(page) {
@@ -48,25 +57,33 @@ function setup(page) {
   showIntro(page);
   el.optFit.addEventListener('change', () => { page.state.fit = el.optFit.checked; page.writeState(); fitGrids(page); });
   window.addEventListener('resize', () => fitGrids(page));
-  el.optAblate.addEventListener('change', () => markGrid(own.grids));
+  el.optAblate.addEventListener('change', () => { markGrid(own.grids); markGrid(own.imageGrids); });
 }
 
 function analysed(page) {
   own.hoverName.textContent = '';
   showIntro(page);
   const { result, views } = page;
-  if (!result) { own.grids.replaceChildren(); own.rollout.replaceChildren(); own.rollout.hidden = true; return; }
+  if (!result) {
+    own.grids.replaceChildren(); own.rollout.replaceChildren(); own.rollout.hidden = true; own.imageGrids.replaceChildren();
+    return;
+  }
+  drawImageGrids(own.imageGrids, result, { onOpen: (kind, layer, head) => openOrAblate(page, kind, layer, head),
+    onHover: (kind, layer, head) => showHoverName(page, kind, layer, head) });
   drawGrids(own.grids, result, page.options, { views, roles: page.roles,
     onOpen: (kind, layer, head) => openOrAblate(page, kind, layer, head),
     onHover: (kind, layer, head) => showHoverName(page, kind, layer, head) });
   markGrid(own.grids);
+  markGrid(own.imageGrids);
   drawRollout(own.rollout, result, views);
+  drawRolloutOverlay(own.rollout, result);
   fitGrids(page);
 }
 
 function headsArrived(page) {
   labelRoles(own.grids, page.roles);
   markGrid(own.grids); // the ablated heads' titles say so again
+  markGrid(own.imageGrids);
 }
 
 // Kinds whose rows are the decoder's output positions: the step slider highlights one of them.

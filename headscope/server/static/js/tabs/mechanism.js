@@ -183,7 +183,7 @@ function setup(page, tab) {
 async function draw({ result, state, generation, writeState }) {
   fillSelectors(result);
   writeState();
-  const key = JSON.stringify([result.model, result.text, result.tokens.length, state.gen, mech]);
+  const key = JSON.stringify([result.model, result.text, result.imageSent, result.tokens.length, state.gen, mech]);
   if (key === drawn && el.mechSteps.dataset.state === 'ready') return;
   drawn = key;
   controller?.abort();
@@ -194,7 +194,7 @@ async function draw({ result, state, generation, writeState }) {
   el.mechStatus.dataset.kind = 'info';
   let e;
   try {
-    e = await fetchExplain({ text: result.text, model: result.model, truncate: state.truncate, generation: generation?.kind,
+    e = await fetchExplain({ text: result.text, image: result.imageSent, model: result.model, truncate: state.truncate, generation: generation?.kind,
       newTokens: state.gen, ...mech }, controller.signal);
   } catch (err) {
     if (err.name === 'AbortError') return;
