@@ -146,7 +146,7 @@ class Adapter:
         with ablating(self.attention_modules(), ablation):
             after = self.forward(batch)
             again = self.regenerate(batch) if self.info.generation == "output" else [None] * len(batch)
-        return [self.analysis(p, a, b, effect_of(self.info, p, b, a, g))
+        return [self.analysis(p, a, b, effect_of(self.info, p, b, a, g, ablation.metric))
                 for p, b, a, g in zip(batch, before, after, again, strict=True)]
 
     def analysis(self, prepared: Prepared, outputs: Outputs, base: Outputs, effect: dict | None = None) -> Analysis:

@@ -6,21 +6,8 @@ from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
 from headscope.analyses.patching import DIRECTION_ABOUT, RECOVERY, Direction, Metric, Mode
-from headscope.server.schemas.common import Request, Text, check_unicode
+from headscope.server.schemas.common import Request, Text, Token
 
-MAX_TOKEN_CHARS = 256  # an answer is one token: this bounds the tokenizing of one that is not
-
-
-def _check_token(text: str) -> str:
-    if not 1 <= len(text) <= MAX_TOKEN_CHARS:
-        raise PydanticCustomError("string_length", "a token's text has 1 to {most} characters", {"most": MAX_TOKEN_CHARS})
-    return check_unicode(text)
-
-
-# One token as text: may be only whitespace (" " is a token of byte-level models); longer texts get a 422 that says
-# how they tokenize. Lengths are checked in _check_token, as common.Text does, so a lone surrogate gets its message.
-Token = Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": MAX_TOKEN_CHARS}),
-                  AfterValidator(_check_token)]
 MODEL = "A model name from GET /api/models; omitted: the server's default."
 STEP = ("Encoder–decoders: the output step whose token is the answer (0-based; the decoder is teacher-forced on the "
         "clean text's greedy output). Omitted: ")
