@@ -110,6 +110,26 @@ def one_token(model: AttentionModel, text: str | None, field: str) -> dict:
         raise CannotPatch(e.code, str(e), **e.extra) from None
 
 
+@torch.no_grad()
+def top_predictions(model: AttentionModel, text: str, k: int) -> dict:
+    """A causal LM's k most probable next tokens after the text (what the page proposes as answer and wrong):
+    {model, tokens, where, predictions: [{id, token, text, prob}]}, by descending probability. `text` is what
+    `answer`/`wrong` take for that token (None when no text reads back to it alone). CannotPatch for other models."""
+    info = model.info
+    if info.generation != "continuation":
+        raise CannotPatch("no_metric", f"{info.name} is not a causal LM: predictions of the next token are for models "
+                          "that continue a text", field="model")
+    cut_to_chars(info, text, truncate=False)
+    prepared = model.prepare(text, new_tokens=0)
+    probs = model.forward([prepared])[0].next_logits.float().softmax(-1)  # (V,)
+    top = probs.topk(min(k, probs.shape[0]))
+    ids = top.indices.tolist()
+    tokens = model.id_tokens(ids)
+    return {"model": info.name, "tokens": prepared.fields["tokens"], "where": metric_choice.LAST_POSITION,
+            "predictions": [{"id": i, "token": t, "text": model.id_text(i), "prob": p}
+                            for i, t, p in zip(ids, tokens, top.values.tolist(), strict=True)]}
+
+
 class Experiment:
     """A clean and a corrupted run of one model, prepared and recorded: the metric of each, the activations of
     each at every place, and `evaluate` to run the receiving prompt with any cells patched."""

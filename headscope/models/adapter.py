@@ -110,6 +110,15 @@ class Adapter:
         """The ids and tokens of `text` as the model would write them next (no special tokens added)."""
         raise NotImplementedError(f"{self.info.name} predicts no tokens")
 
+    def id_tokens(self, ids: list[int]) -> list[str]:
+        """How output ids are shown as tokens."""
+        raise NotImplementedError(f"{self.info.name} predicts no tokens")
+
+    def id_text(self, id: int) -> str | None:
+        """The text of one output token, as `output_ids` would read it back to that one id; None when no text does
+        (a byte that is not a whole character, a special token)."""
+        raise NotImplementedError(f"{self.info.name} predicts no tokens")
+
     def with_output(self, prepared: Prepared, other: Prepared) -> Prepared:
         """Encoder–decoders: `prepared`'s input with `other`'s decoder positions and targets (teacher-forced on the
         output `other` wrote)."""

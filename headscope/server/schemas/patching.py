@@ -146,3 +146,25 @@ class AttributeResponse(BaseModel):
     tolerance: float = Field(description="How far sum may be from total (float rounding); tests check it.")
     norm: FrozenNorm
     about: str
+
+
+class PredictRequest(Request):
+    model: str | None = Field(None, description=MODEL)
+    text: Text = Field(description="The prompt (a causal LM's; others get 422 no_metric).",
+                       examples=["When Mary and John went to the store, John gave a drink to"])
+    k: int = Field(5, ge=1, description="How many predictions, at most `predict_max_k` (GET /api/models limits).")
+
+
+class Prediction(BaseModel):
+    id: int
+    token: str = Field(description="The token as the model's tokens are shown.")
+    text: str | None = Field(description="The text `answer` / `wrong` take for this token (one token read back to "
+                             "this id); null when no text is (a byte of a multi-byte character, a special token).")
+    prob: float = Field(description="Its probability as the next token (softmax over the vocabulary).")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    tokens: list[str] = Field(description="The prompt's tokens.")
+    where: str = Field(description="Where the prediction is read: the last position.")
+    predictions: list[Prediction] = Field(description="The k most probable next tokens, by descending probability.")
