@@ -26,6 +26,7 @@ import torch
 
 MetricName = Literal["loss", "logit_diff", "prob"]
 METRIC_NAMES: tuple[MetricName, ...] = ("loss", "logit_diff", "prob")  # what ablation and importance take
+METRIC_GENERATIONS = ("continuation",)  # the ModelInfo.generation of the models that take them: causal LMs
 
 METRIC_ABOUT = {  # name -> (what it is, units, which way is better)
     "loss": ("mean next-token cross-entropy over the span [start, end) of the tokens (token j is predicted by "
@@ -129,7 +130,7 @@ def choose_metric(model, name: str | None, span: tuple[int, int] | list[int] | N
     if generation is None:
         raise BadMetric("no_metric", f"{model.info.name} is an encoder: it predicts no token, so {name} has no "
                         "meaning (its effect and importance are measured by embedding cosine)", field="metric")
-    if generation != "continuation":
+    if generation not in METRIC_GENERATIONS:
         raise BadMetric("no_metric", f"{model.info.name} is an encoder-decoder: its output is its own greedy writing, "
                         "whose log-probability its default measures already score; metric is for causal LMs (for an "
                         "answer at one output step use POST /api/patch with step)", field="metric")
