@@ -29,6 +29,10 @@ The measure Q, chosen by `choose_measure`:
                              greedy output the un-ablated model writes for each text, token-weighted
                              (the end token included), nats per token
 
+A chosen `metric` (causal LMs; headscope/models/metric_choice.py, shared with ablation and patching) replaces
+these: loss (its name "loss") over a span of every text's tokens, logit_diff or prob at each text's last position,
+on the given texts (none: the model's own task's texts, else the default texts); `metric_measure`.
+
 Every measure runs the model through its interface (headscope/models/adapter.py: prepare, forward, regenerate),
 never by its class: how a model batches is its own business (ours pad, and mean ablation excludes padding
 in self-attention; transformers checkpoints and the dates model's teacher-forced passes run one text at a time,
@@ -46,6 +50,7 @@ from headscope.analyses.heads import head_name
 from headscope.data.varied_texts import VARIED_TEXTS
 from headscope.models.analysis import AttentionModel, Task, TooManyCharacters, cut_to_chars
 from headscope.models.interventions import MODES, Ablation, AblationMode, ablating
+from headscope.models.metric_choice import METRIC_ABOUT, MetricChoice
 
 BATCH_SIZE = 64  # texts per forward call (models that batch pad them; the others run them one by one)
 EXACT_MATCH_BATCH = 500  # texts regenerated together (the dates model's own 500: one padded batch)
@@ -143,6 +148,38 @@ def output_logprob(model: AttentionModel, texts: list[str]) -> Measure:
                    "higher_is_better", "nats per token", len(texts), evaluate)
 
 
+def metric_measure(model: AttentionModel, texts: list[str], metric: MetricChoice) -> Measure:
+    """A causal LM's chosen metric (headscope/models/metric_choice.py), the mean over the texts: loss is
+    token-weighted over each text's span (the same [start, end) in every text; BadMetric out_of_range when a text
+    is too short for it), logit_diff and prob are read at each text's last position."""
+    description, units, direction = METRIC_ABOUT[metric.name]
+    if metric.name == "loss":
+        def rows(p) -> range:  # BadMetric out_of_range for a text too short for the span
+            start, end = metric.span_of(len(p.targets) + 1)
+            return range(start - 1, end - 1)  # position j - 1 predicts token j
+
+        logprob = target_logprobs(model, texts, rows)
+        start, end = metric.span or (1, None)
+
+        def evaluate() -> float:
+            total, count = logprob()
+            return -total / count
+
+        where = f"tokens [{start}, {end}) of each text" if end else "every token after the first of each text"
+    else:
+        prepared = batches(model, texts)
+
+        @torch.no_grad()
+        def evaluate() -> float:
+            values = [metric.value(out.logits, out.next_logits, p.targets)
+                      for batch in prepared for p, out in zip(batch, model.forward(batch), strict=True)]
+            return sum(values) / len(values)
+
+        where = "the last position of each text (its prediction of the next token)"
+    return Measure(metric.name, f"{description}: {where}, mean over {len(texts)} texts", direction, units,
+                   len(texts), evaluate)
+
+
 DEFAULT_TEXT_EVALUATIONS = 48 * 145  # the default run's texts x evaluations: all 48 varied texts on MiniLM's 72 heads
 
 
@@ -153,9 +190,15 @@ def default_texts(model: AttentionModel) -> list[str]:
     return list(VARIED_TEXTS[: max(8, min(len(VARIED_TEXTS), DEFAULT_TEXT_EVALUATIONS // evaluations))])
 
 
-def choose_measure(model: AttentionModel, texts: list[str] | None) -> Measure:
+def choose_measure(model: AttentionModel, texts: list[str] | None, metric: MetricChoice | None = None) -> Measure:
     """The model's own task (`own_task()`) when no texts are given; else the architecture's measure (from
-    ModelInfo.generation) on the texts (headscope/data/varied_texts.py's when none are given)."""
+    ModelInfo.generation) on the texts (headscope/data/varied_texts.py's when none are given). With a metric
+    choice: that metric, on the texts, else the own task's texts, else the default texts."""
+    if metric is not None:
+        if texts is None:
+            task = model.own_task()
+            texts = list(task.texts) if task is not None else default_texts(model)
+        return metric_measure(model, texts, metric)
     if texts is None:
         task = model.own_task()
         if task is not None:
@@ -258,11 +301,12 @@ def all_heads(model: AttentionModel) -> tuple[dict, list[tuple[str, int, int]]]:
 
 
 def importance_steps(model: AttentionModel, mode: AblationMode = "zero", texts: list[str] | None = None,
-                     measure: Callable[[], Measure] | None = None) -> Iterator[dict]:
+                     measure: Callable[[], Measure] | None = None,
+                     metric: MetricChoice | None = None) -> Iterator[dict]:
     """The whole measurement, one evaluation of the measure per step: yields {"done", "total"} after each
     (1 baseline + N heads alone + N points of the curve), then {"result": ...}. The first step also prepares
     the measure (its data, and the un-ablated reference where it needs one): `choose_measure(model, texts)`
-    unless `measure` makes another (tests use smaller data). Texts are taken as checked (`check_texts`)."""
+    (`metric`: a chosen metric) unless `measure` makes another (tests use smaller data). Texts are taken as checked (`check_texts`)."""
     if mode not in MODES:
         raise ValueError(f"ablation must be one of {', '.join(MODES)}, not {mode!r}")
     modules, heads = all_heads(model)
@@ -275,7 +319,7 @@ def importance_steps(model: AttentionModel, mode: AblationMode = "zero", texts: 
         return {"done": done, "total": total, "seconds": round(seconds, 3),
                 "remaining_s": round(seconds / done * (total - done), 3)}
 
-    measure = measure() if measure is not None else choose_measure(model, texts)
+    measure = measure() if measure is not None else choose_measure(model, texts, metric)
     baseline = measure.evaluate()
     yield progress(1)
 
@@ -330,9 +374,9 @@ def result_dict(model, mode, measure, heads, baseline, alone, importance, order,
 
 def head_importance(model: AttentionModel, mode: AblationMode = "zero", texts: list[str] | None = None,
                     progress: Callable[[int, int], None] | None = None,
-                    measure: Callable[[], Measure] | None = None) -> dict:
+                    measure: Callable[[], Measure] | None = None, metric: MetricChoice | None = None) -> dict:
     """Run `importance_steps` to the end; progress(done, total) after every step."""
-    for event in importance_steps(model, mode, texts, measure):
+    for event in importance_steps(model, mode, texts, measure, metric):
         if "result" in event:
             return event["result"]
         if progress is not None:

@@ -17,7 +17,8 @@ What can be patched (`patch`), each a cell of a map, through the model's hook po
   layers          each attention module's output (after W_O) and each MLP's output, at one position:
                                                                            dims [layer, position], one map each
 
-The metric (`metric`), read where the answer is:
+The metric (`metric`), read where the answer is (names and meanings: headscope/models/metric_choice.py, the one
+definition ablation and importance share; their `loss` over a span is not a patching metric):
   logit_diff        logit(answer) - logit(wrong): a causal LM at the last position (its prediction of the next token);
                     an encoder–decoder at output step `step`, teacher-forced on the clean run's greedy output (both
                     runs read the same decoder tokens, so only the input differs)
@@ -43,7 +44,9 @@ import torch
 from headscope.analyses.heads import head_name
 from headscope.analyses.importance import CannotMeasure
 from headscope.models.analysis import AttentionModel, cut_to_chars
+from headscope.models import metric_choice
 from headscope.models.interventions import HeadEdit, StreamEdit, capturing, editing
+from headscope.models.metric_choice import LAST_POSITION, METRIC_ABOUT, BadMetric
 
 Mode = Literal["heads", "head_positions", "residual", "layers"]
 Direction = Literal["denoise", "noise"]
@@ -61,12 +64,6 @@ DIRECTION_ABOUT = {
     "restore the clean behaviour?",
     "noise": "the clean prompt is run with one activation from the corrupted run: is that activation necessary for "
     "the clean behaviour? (1 - recovery is the share it destroys)",
-}
-METRIC_ABOUT = {
-    "logit_diff": ("logit(answer) - logit(wrong)", "logits"),
-    "prob": ("the probability of the answer (softmax over the vocabulary)", "probability"),
-    "embedding_cosine": ("cosine of the run's sentence embedding (mean of the final hidden states over every token) "
-                         "to the clean run's", "cosine"),
 }
 
 
@@ -105,16 +102,32 @@ class PatchSpec:
 
 
 def one_token(model: AttentionModel, text: str | None, field: str) -> dict:
-    """{text, id, token} of a text that must be one token of the model's output; CannotPatch otherwise."""
-    if text is None:
-        raise CannotPatch("validation_error", f"{field} is required for this metric: give the token as text",
-                          field=field)
-    ids, tokens = model.output_ids(text)
-    if len(ids) != 1:
-        raise CannotPatch("not_one_token", f"{field} {text!r} is {len(ids)} tokens for {model.info.name} "
-                          f"({' | '.join(tokens) or 'none'}); give a text that is exactly one token",
-                          field=field, tokens=tokens)
-    return {"text": text, "id": ids[0], "token": tokens[0]}
+    """{text, id, token} of a text that must be one token of the model's output (metric_choice.one_token, whose
+    refusal is said as CannotPatch)."""
+    try:
+        return metric_choice.one_token(model, text, field).describe()
+    except BadMetric as e:
+        raise CannotPatch(e.code, str(e), **e.extra) from None
+
+
+@torch.no_grad()
+def top_predictions(model: AttentionModel, text: str, k: int) -> dict:
+    """A causal LM's k most probable next tokens after the text (what the page proposes as answer and wrong):
+    {model, tokens, where, predictions: [{id, token, text, prob}]}, by descending probability. `text` is what
+    `answer`/`wrong` take for that token (None when no text reads back to it alone). CannotPatch for other models."""
+    info = model.info
+    if info.generation != "continuation":
+        raise CannotPatch("no_metric", f"{info.name} is not a causal LM: predictions of the next token are for models "
+                          "that continue a text", field="model")
+    cut_to_chars(info, text, truncate=False)
+    prepared = model.prepare(text, new_tokens=0)
+    probs = model.forward([prepared])[0].next_logits.float().softmax(-1)  # (V,)
+    top = probs.topk(min(k, probs.shape[0]))
+    ids = top.indices.tolist()
+    tokens = model.id_tokens(ids)
+    return {"model": info.name, "tokens": prepared.fields["tokens"], "where": metric_choice.LAST_POSITION,
+            "predictions": [{"id": i, "token": t, "text": model.id_text(i), "prob": p}
+                            for i, t, p in zip(ids, tokens, top.values.tolist(), strict=True)]}
 
 
 class Experiment:
@@ -294,9 +307,9 @@ class Experiment:
 
     def result(self, cells: list[Cell], values: list[float], passes: int) -> dict:
         info, spec = self.model.info, self.spec
-        name, units = METRIC_ABOUT[self.metric]
+        name, units, _ = METRIC_ABOUT[self.metric]
         clean, corrupted = self.value["clean"], self.value["corrupted"]
-        where = ("the last position: the prediction of the token after the text" if info.generation == "continuation"
+        where = (LAST_POSITION if info.generation == "continuation"
                  else None if self.step is None else f"output step {self.step}, teacher-forced on the clean output")
         return {
             "model": info.name,

@@ -110,6 +110,15 @@ class Adapter:
         """The ids and tokens of `text` as the model would write them next (no special tokens added)."""
         raise NotImplementedError(f"{self.info.name} predicts no tokens")
 
+    def id_tokens(self, ids: list[int]) -> list[str]:
+        """How output ids are shown as tokens."""
+        raise NotImplementedError(f"{self.info.name} predicts no tokens")
+
+    def id_text(self, id: int) -> str | None:
+        """The text of one output token, as `output_ids` would read it back to that one id; None when no text does
+        (a byte that is not a whole character, a special token)."""
+        raise NotImplementedError(f"{self.info.name} predicts no tokens")
+
     def with_output(self, prepared: Prepared, other: Prepared) -> Prepared:
         """Encoder–decoders: `prepared`'s input with `other`'s decoder positions and targets (teacher-forced on the
         output `other` wrote)."""
@@ -146,7 +155,7 @@ class Adapter:
         with ablating(self.attention_modules(), ablation):
             after = self.forward(batch)
             again = self.regenerate(batch) if self.info.generation == "output" else [None] * len(batch)
-        return [self.analysis(p, a, b, effect_of(self.info, p, b, a, g))
+        return [self.analysis(p, a, b, effect_of(self.info, p, b, a, g, ablation.metric))
                 for p, b, a, g in zip(batch, before, after, again, strict=True)]
 
     def analysis(self, prepared: Prepared, outputs: Outputs, base: Outputs, effect: dict | None = None) -> Analysis:

@@ -17,6 +17,8 @@ depends on what the model computes, decided from its ModelInfo (see `effect_type
                       that actually follows it, i = 0 .. T-2 (the last position has no next token)
     targets[i]        tokens[i + 1], the token whose log-probability it is
     loss_change       mean next-token loss (nats) after minus before: mean(logprob_before - logprob_after)
+    metric            with a metric choice (headscope/models/metric_choice.py: loss on a span, logit_diff, prob):
+                      {name, units, where, span, answer, wrong, before, after, change = after - before}
   encoder–decoder (generation "output")
     output_text       the output generated again, greedily, with the heads knocked out
     logprob_before[i], logprob_after[i]
@@ -40,6 +42,7 @@ import torch
 
 from headscope.models.analysis import ModelInfo
 from headscope.models.interventions import Ablation, BadAblation, check_ablation
+from headscope.models.metric_choice import MetricChoice
 
 EffectType = Literal["encoder", "decoder", "encoder-decoder"]
 
@@ -54,6 +57,9 @@ MEANINGS = {
     "logprob_after": "Per position: the same log-probability with the heads ablated (teacher-forced: same tokens).",
     "loss_change": "Mean next-token loss (nats) with the ablation minus without: mean(logprob_before - "
     "logprob_after). Positive: the heads helped.",
+    "metric": "The metric asked for (loss over a span of the tokens, logit_diff or prob at the last position; "
+    "headscope/models/metric_choice.py) without the ablation (`before`), with it (`after`), and change = after - "
+    "before, in `units`.",
     "output_text": "The output generated again, greedily, with the heads ablated (compare output_text).",
 }
 
@@ -122,12 +128,25 @@ def output_effect(made: list[int], made_tokens: list[str], logits_before: torch.
     return effect
 
 
-def effect_of(info: ModelInfo, prepared, before, after, regenerated: str | None) -> dict:
+def metric_effect(metric: MetricChoice, prepared, before, after) -> dict:
+    """The chosen metric of a causal LM's run without and with the ablation (same tokens)."""
+    values = [metric.value(out.logits, out.next_logits, prepared.targets) for out in (before, after)]
+    return {**metric.describe(len(prepared.targets) + 1), "before": values[0], "after": values[1],
+            "change": values[1] - values[0]}
+
+
+def effect_of(info: ModelInfo, prepared, before, after, regenerated: str | None,
+              metric: MetricChoice | None = None) -> dict:
     """What an ablation changed in one text's run: `before` and `after` are the Outputs of the same prepared text
-    (headscope/models/adapter.py) without and with it; `regenerated`, an encoder–decoder's output written again."""
+    (headscope/models/adapter.py) without and with it; `regenerated`, an encoder–decoder's output written again;
+    `metric`, a causal LM's chosen metric (metric_choice.choose_metric refuses it for the others)."""
     kind = effect_type(info)
     if kind == "encoder":
         return encoder_effect(before.hidden, after.hidden)
     if kind == "decoder":
-        return logprob_effect(before.logits, after.logits, prepared.targets, prepared.target_tokens, "tokens")
+        effect = logprob_effect(before.logits, after.logits, prepared.targets, prepared.target_tokens, "tokens")
+        if metric is not None:
+            effect["metric"] = metric_effect(metric, prepared, before, after)
+            effect["measures"]["metric"] = {"axis": None, "meaning": MEANINGS["metric"]}
+        return effect
     return output_effect(prepared.targets, prepared.target_tokens, before.logits, after.logits, regenerated)

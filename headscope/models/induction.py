@@ -150,6 +150,13 @@ class InductionModel(Adapter):
         ids = list(text.encode("utf-8"))
         return ids, [byte_token(b) for b in ids]
 
+    def id_tokens(self, ids: list[int]) -> list[str]:
+        return [byte_token(i) if i < BOS_ID else "<s>" for i in ids]
+
+    def id_text(self, id: int) -> str | None:
+        """A byte below 128 is its character; others are parts of a character (and 256 is `<s>`)."""
+        return chr(id) if id < 128 else None
+
     def prepare(self, text: str, truncate: bool = False, new_tokens: int | None = None) -> Prepared:
         """`<s>`, the text's bytes and, with new_tokens n > 0, its greedy continuation of n bytes."""
         n = self.info.default_new_tokens if new_tokens is None else new_tokens

@@ -46,6 +46,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from headscope.models.metric_choice import MetricChoice
+
 AblationMode = Literal["zero", "mean"]
 MODES: tuple[AblationMode, ...] = ("zero", "mean")  # the ablation modes a request may ask for
 EditMode = Literal["zero", "mean", "replace"]
@@ -169,6 +171,7 @@ class Ablation:
 
     heads: tuple[tuple[str, int, int], ...]  # (kind, layer, head) of every head knocked out
     mode: AblationMode = "zero"
+    metric: MetricChoice | None = None  # what the effect also scores (headscope/models/metric_choice.py); no edit
 
     def by_module(self) -> dict[tuple[str, int], tuple[int, ...]]:
         """(kind, layer) -> the heads of that module to knock out, sorted."""

@@ -28,6 +28,7 @@ from headscope.analyses.rollout import collapse, rollout_about, rollouts
 from headscope.analyses.value_norm import UNITS, NoValueNorms, check_value_norms, value_norms
 from headscope.models.analysis import DIMS, Analysis, AttentionModel
 from headscope.models.interventions import Ablation, BadAblation, check_ablation
+from headscope.models.metric_choice import choose_metric
 from headscope.server.encoding import compress, dumps, max_pool, safetensors_body
 from headscope.server.errors import ApiError, ErrorCode
 from headscope.server.recent_heads import RecentHeads
@@ -133,6 +134,7 @@ def requested_ablation(model: AttentionModel, req: AblationRequest) -> Ablation 
     """The heads the request knocks out, checked against the model: 422 naming the problem; None for none.
     The limit on `ablate` is the model's own number of heads (every kind's layers x heads): more must repeat one."""
     if not req.ablate:
+        choose_metric(model, req.metric, req.span, req.answer, req.wrong)  # a metric without heads: still checked
         return None
     try:
         modules = model.attention_modules()
@@ -150,7 +152,7 @@ def requested_ablation(model: AttentionModel, req: AblationRequest) -> Ablation 
     if twice is not None:
         raise ApiError(ErrorCode.bad_ablation, f"ablate names {twice[0]} layer {twice[1]} head {twice[2]} twice",
                        field="ablate")
-    ablation = Ablation(tuple(heads), req.ablation)
+    ablation = Ablation(tuple(heads), req.ablation, choose_metric(model, req.metric, req.span, req.answer, req.wrong))
     try:
         check_ablation(ablation, modules, model.info.heads)
     except BadAblation as e:

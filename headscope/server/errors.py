@@ -19,6 +19,7 @@ from headscope.analyses.mechanism import NotExplainable, OutOfRange
 from headscope.analyses.playground import InvalidConfig
 from headscope.models.analysis import TooManyCharacters, TooManyTokens
 from headscope.models.interventions import BadAblation
+from headscope.models.metric_choice import BadMetric
 from headscope.server.encoding import json_response
 from headscope.server.runner import Busy, TooManyJobs
 
@@ -85,6 +86,7 @@ class ErrorCode(str, Enum):
     # patching and attribution
     token_count_mismatch = "token_count_mismatch", 422, "The clean and corrupted texts are not the same number of tokens."
     not_one_token = "not_one_token", 422, "An answer or wrong token is not exactly one token of the model."
+    no_metric = "no_metric", 422, "The metric asked for (loss, logit_diff, prob) has no meaning for the model."
     not_patchable = "not_patchable", 422, "Patching, or the metric asked for, has no meaning for the model."
     not_attributable = "not_attributable", 422, "Direct logit attribution has no meaning for the model."
     too_much_work = "too_much_work", 422, "The patching grid runs more positions than patch_max_work."
@@ -167,6 +169,10 @@ async def on_bad_ablation(request: Request, exc: BadAblation):
     return error_response(ErrorCode.bad_ablation, str(exc), field="ablate")
 
 
+async def on_bad_metric(request: Request, exc: BadMetric):
+    return error_response(exc.code, str(exc), **exc.extra)
+
+
 async def on_busy(request: Request, exc: Busy):
     return error_response(ErrorCode.busy, str(exc), headers={"Retry-After": "1"})
 
@@ -187,3 +193,4 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(Busy, on_busy)
     app.add_exception_handler(TooManyJobs, on_too_many_jobs)
     app.add_exception_handler(BadAblation, on_bad_ablation)
+    app.add_exception_handler(BadMetric, on_bad_metric)

@@ -60,6 +60,7 @@ class Settings:
     # POST /api/patch and `headscope patch`: every cell is one row of a batched forward pass of the prompt
     patch_max_work: int = limit(100_000, "Most token positions one /api/patch request runs: (cells + 2) x the prompt's "
                                 "positions (input and decoder); each cell is one patched pass of the prompt.")
+    predict_max_k: int = limit(20, "Most next-token predictions one /api/predict request returns.")
     # Long jobs (corpus, importance, probes, patching: many model steps each), per client address
     # (headscope/server/runner.py)
     long_jobs_per_client: int = limit(2, "Long jobs (/api/corpus, /api/importance, /api/probe, /api/patch) one client "

@@ -42,3 +42,33 @@ def test_an_error_is_shown_in_words(page):
     expect(page.locator("#imp-status")).to_have_text("422: text 1 has 201 tokens but induction takes at most 128")
     assert page.console_errors == ["Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"]
     page.console_errors.clear()
+
+
+def test_the_metric_span_reaches_the_request_and_the_url(page, client):
+    import time
+    from urllib.parse import parse_qs, urlparse
+
+    open_importance(page, "minilm")  # an encoder: no metric choice
+    assert page.locator("#imp-metric-controls").is_hidden()
+    open_importance(page, "induction")
+    expect(page.locator("#imp-metric-controls")).to_be_visible()
+    page.select_option("#imp-metric", "loss")
+    expect(page.locator("#imp-answer")).to_be_hidden()
+    page.fill("#imp-span-start", "22")
+    page.fill("#imp-span-end", "41")
+    page.click("#imp-run")
+    end = time.monotonic() + 120
+    while page.evaluate("() => document.body.dataset.importance") != "done":
+        assert page.evaluate("() => document.body.dataset.importance") != "error", page.inner_text("#imp-status")
+        assert time.monotonic() < end
+        time.sleep(0.2)
+    sent = page.evaluate("() => JSON.parse(document.body.dataset.importanceRequest)")
+    assert sent["metric"] == "loss" and sent["span"] == [22, 41]
+    query = parse_qs(urlparse(page.url).query)
+    assert query["imp_metric"] == ["loss"] and query["imp_start"] == ["22"] and query["imp_end"] == ["41"]
+    api = client.post("/api/importance", json={"model": "induction", "metric": "loss", "span": [22, 41]}).json()
+    assert page.evaluate("document.querySelector('#imp-maps [data-kind=\"decoder\"]').data[0].z") == api["importance"]["decoder"]
+    expect(page.locator("#imp-measure")).to_contain_text("loss (lower is better, nats per token)")
+    page.goto(page.url)  # the URL brings the choice back
+    page.wait_for_function("() => document.body.dataset.state === 'idle'", timeout=60_000)
+    assert page.input_value("#imp-metric") == "loss" and page.input_value("#imp-span-start") == "22"

@@ -172,3 +172,19 @@ def test_clicking_a_head_shows_its_pattern_on_both_prompts(page, client):
         z = np.array(page.evaluate(f"() => document.getElementById('pt-pattern-{which}').data[0].z"), dtype=float)
         np.testing.assert_allclose(z, want, atol=1e-6)  # float32 weights, as the API's JSON
     expect(page.locator("#pt-pattern-note")).to_contain_text(f"L{layer}H{head} ({m['kind']})")
+
+
+def test_answer_and_wrong_are_proposed_from_the_apis_predictions(page, client):
+    fields = {"model": "induction", "clean": CLEAN, "corrupted": CORRUPTED}  # no answer, no wrong
+    page.goto(f"{page.base_url}/?tab=patching&{urlencode(fields)}")
+    wait_for(page, "done")
+    clean = client.post("/api/predict", json={"model": "induction", "text": CLEAN, "k": 5}).json()["predictions"]
+    corrupted = client.post("/api/predict", json={"model": "induction", "text": CORRUPTED, "k": 5}).json()["predictions"]
+    answer = [p for p in clean if p["text"] is not None][0]
+    wrong = next(p for p in corrupted if p["text"] is not None and p["id"] != answer["id"])
+    assert page.input_value("#pt-answer") == answer["text"] == ANSWER  # induction copies the clean first half
+    assert page.input_value("#pt-wrong") == wrong["text"]
+    query = parse_qs(urlparse(page.url).query)
+    assert query["answer"] == [answer["text"]] and query["wrong"] == [wrong["text"]]
+    api = client.post("/api/patch", json={**fields, "answer": answer["text"], "wrong": wrong["text"]}).json()
+    assert drawn(page, api["maps"][0]["name"])["z"] == flattened(api["maps"][0], "recovery")

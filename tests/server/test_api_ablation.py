@@ -208,3 +208,32 @@ def test_copy_of_a_model_is_not_ablated_after_a_request(client, minilm):
     post(client, text=TEXT, model="minilm", ablate=HEADS["minilm"], ablation="mean")
     assert all(m.edits == () for m in minilm.attention_modules().values())
     assert copy.copy(minilm).analyze(TEXT).effect is None
+
+
+@pytest.mark.parametrize("metric", [{"metric": "loss", "span": [12, 22]}, {"metric": "logit_diff", "answer": "b",
+                                                                           "wrong": "Y"}, {"metric": "prob", "answer": "b"}])
+def test_a_chosen_metric_comes_back_in_the_effect_equal_to_the_model_function(client, models, metric):
+    from headscope.models.metric_choice import choose_metric
+
+    model = models["induction"]
+    r = post(client, text=TEXTS["induction"], model="induction", ablate=HEADS["induction"], **metric)
+    assert r.status_code == 200, r.text
+    got = r.json()["effect"]["metric"]
+    choice = choose_metric(model, metric["metric"], metric.get("span"), metric.get("answer"), metric.get("wrong"))
+    ablation = Ablation(as_ablation(HEADS["induction"]).heads, "zero", choice)
+    want = model.analyze(TEXTS["induction"], ablation=ablation).effect["metric"]
+    assert got["name"] == metric["metric"] and got["units"] == want["units"] and got["where"] == want["where"]
+    for key in ("before", "after", "change"):
+        assert got[key] == pytest.approx(want[key], abs=TOL)
+    assert r.json()["effect"]["measures"]["metric"]["meaning"]
+
+
+@pytest.mark.parametrize("name, metric, code, words", [
+    ("induction", {"metric": "loss", "span": [3, 99]}, "out_of_range", "1 <= start < end <= 22"),
+    ("induction", {"metric": "logit_diff", "answer": "b"}, "validation_error", "wrong is required"),
+    ("minilm", {"metric": "prob", "answer": "b"}, "no_metric", "encoder"),
+    ("dates", {"metric": "loss"}, "no_metric", "encoder-decoder"),
+])
+def test_bad_metric_choices_with_ablate_are_422(client, name, metric, code, words):
+    r = post(client, text=TEXTS[name], model=name, ablate=HEADS[name], **metric)
+    assert r.status_code == 422 and r.json()["error"] == code and words in r.json()["detail"], r.text

@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -147,3 +148,28 @@ def test_random_requests_never_get_a_5xx(small_client, body):
                                                                               if k in body}}
         r = small_client.post(path, content=json.dumps(payload), headers={"Content-Type": "application/json"})
         assert_clean(r)
+
+
+def test_predict_gives_the_top_next_tokens_as_the_model_computes_them(client, models):
+    model = models["induction"]
+    text = "k#9Qz.m>Ab k#9Qz.m>A"
+    r = client.post("/api/predict", json={"model": "induction", "text": text, "k": 3})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    with torch.no_grad():  # the net by hand: <s> and the bytes, the last position's softmax
+        probs = model.net(torch.tensor([[256, *text.encode()]]))[0][0, -1].softmax(-1)
+    top = probs.topk(3)
+    assert [p["id"] for p in body["predictions"]] == top.indices.tolist()
+    assert [p["prob"] for p in body["predictions"]] == pytest.approx(top.values.tolist(), abs=1e-6)
+    assert body["predictions"][0]["text"] == "b"  # induction copies what followed "A" the first time
+    for p in body["predictions"]:
+        if p["text"] is not None:
+            assert model.output_ids(p["text"])[0] == [p["id"]]  # what answer/wrong take for that token
+
+
+@pytest.mark.parametrize("body, code, words", [({"model": "minilm", "text": "a b"}, "no_metric", "not a causal LM"),
+                                                ({"model": "induction", "text": "ab", "k": 999}, "validation_error",
+                                                 "at most 20")])
+def test_predict_refuses_what_it_cannot_do(client, body, code, words):
+    r = client.post("/api/predict", json=body)
+    assert r.status_code == 422 and r.json()["error"] == code and words in r.json()["detail"], r.text

@@ -14,12 +14,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "headscope"
 def written_codes() -> set[str]:
     """Every code written in the package: ErrorCode.NAME, and the codes of errors raised below the server
     (CannotMeasure / BadTexts in headscope/analyses/importance.py, CannotPatch / AttributionError in
-    headscope/analyses/patching.py and attribution.py)."""
+    headscope/analyses/patching.py and attribution.py, BadMetric in headscope/models/metric_choice.py)."""
     found = set()
     for path in PACKAGE.rglob("*.py"):
         text = path.read_text()
         found |= set(re.findall(r"ErrorCode\.([a-z_]+)", text))
-        found |= set(re.findall(r"(?:CannotMeasure|BadTexts|CannotPatch|AttributionError)\(\s*\"([a-z_]+)\"", text))
+        found |= set(re.findall(r"(?:CannotMeasure|BadTexts|CannotPatch|AttributionError|BadMetric)\(\s*\"([a-z_]+)\"", text))
     return found
 
 

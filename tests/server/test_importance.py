@@ -166,3 +166,33 @@ def test_a_model_whose_heads_cannot_be_reached_is_a_422_that_says_so(models):
         r = c.post("/api/importance", json={"model": "induction"})
     assert r.status_code == 422, r.text
     assert r.json()["error"] == "not_ablatable" and "heads one by one" in r.json()["detail"]
+
+
+def test_a_chosen_metric_reaches_importance_and_equals_the_model_function(client, models):
+    from headscope.models.metric_choice import choose_metric
+
+    texts = ["abcdefabcdef", "xyzuvwxyzuvw"]
+    body = {"model": "induction", "texts": texts, "metric": "loss", "span": [8, 13]}
+    r = client.post("/api/importance", json=body)
+    assert r.status_code == 200, r.text
+    direct = head_importance(models["induction"], texts=texts, metric=choose_metric(models["induction"], "loss", [8, 13]))
+    assert r.json()["measure"]["name"] == "loss" and r.json()["importance"] == direct["importance"]
+    r = client.post("/api/importance", json={"model": "induction", "texts": texts, "metric": "logit_diff",
+                                             "answer": "a", "wrong": "x"})
+    assert r.status_code == 200 and r.json()["measure"]["units"] == "logits"
+
+
+@pytest.mark.parametrize("extra, code, words", [
+    ({"metric": "loss", "span": [5, 40]}, "out_of_range", "1 <= start < end <= 13"),
+    ({"metric": "logit_diff", "answer": "a"}, "validation_error", "wrong is required"),
+    ({"metric": "prob", "answer": "ab"}, "not_one_token", "is 2 tokens"),
+    ({"span": [1, 3]}, "validation_error", "give metric too"),
+])
+def test_bad_metric_choices_are_422_naming_the_problem(client, extra, code, words):
+    r = client.post("/api/importance", json={"model": "induction", "texts": ["abcdefabcdef"], **extra})
+    assert r.status_code == 422 and r.json()["error"] == code and words in r.json()["detail"], r.text
+
+
+def test_an_encoder_says_why_a_metric_has_no_meaning(client):
+    r = client.post("/api/importance", json={"model": "minilm", "texts": ["a b"], "metric": "loss"})
+    assert r.status_code == 422 and r.json()["error"] == "no_metric" and "encoder" in r.json()["detail"]

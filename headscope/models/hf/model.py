@@ -453,6 +453,10 @@ class HFModel(Adapter):
         ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         return ids, self.id_tokens(ids)
 
+    def id_text(self, id: int) -> str | None:
+        text = self.tokenizer.decode([id], clean_up_tokenization_spaces=False)
+        return text if text and self.output_ids(text)[0] == [id] else None
+
     def with_output(self, prepared: Prepared, other: Prepared) -> Prepared:
         if self.arch != "encoder-decoder":
             raise NotImplementedError(f"{self.info.name} does not write an output")

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from headscope.analyses.importance import CannotMeasure, check_texts, importance_steps
 from headscope.models.analysis import AttentionModel
 from headscope.models.interventions import AblationMode
+from headscope.models.metric_choice import BadMetric, MetricChoice, choose_metric
 from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, address_of, pick_text_model
 from headscope.server.encoding import json_response
 from headscope.server.errors import ApiError, ErrorCode
@@ -27,6 +28,7 @@ async def importance(req: ImportanceRequest, request: Request, models: ModelsDep
     """Each head's importance (the drop in a quality measure when it alone is ablated; Michel et al. 2019) and
     the pruning curve: the measure as heads are ablated together from least to most important."""
     model = pick_text_model(models, req.model, "/api/importance measures heads on texts")
+    metric = choose_metric(model, req.metric, req.span, req.answer, req.wrong)  # BadMetric: a 422 naming why
     texts = None
     if req.texts is not None:
         if len(req.texts) > settings.importance_max_texts:  # before tokenizing any
@@ -37,9 +39,11 @@ async def importance(req: ImportanceRequest, request: Request, models: ModelsDep
                                      settings.importance_max_tokens)
         except CannotMeasure as e:
             raise ApiError(e.code, str(e), **e.extra) from None
-    events = importance_events(runner, address_of(request), model, req.ablation, texts)
+    events = importance_events(runner, address_of(request), model, req.ablation, texts, metric)
     try:  # the first step prepares the measure: what it refuses is a 422, not a line in a stream
         first = await anext(events)
+    except BadMetric as e:  # a span a text cannot hold
+        raise ApiError(e.code, str(e), **e.extra) from None
     except CannotMeasure as e:  # texts, or a model whose heads cannot be reached one by one
         raise ApiError(e.code, str(e), **e.extra) from None
     if req.stream:
@@ -55,9 +59,9 @@ async def importance(req: ImportanceRequest, request: Request, models: ModelsDep
 
 
 async def importance_events(runner: ModelRunner, address: str | None, model: AttentionModel, mode: AblationMode,
-                            texts: list[str] | None):
+                            texts: list[str] | None, metric: MetricChoice | None = None):
     """Progress after every evaluation, then the result; each step is its own model step, after shorter work."""
-    steps = importance_steps(model, mode, texts)  # left to the garbage collector when cancelled: between steps
+    steps = importance_steps(model, mode, texts, metric=metric)  # left to the garbage collector when cancelled: between steps
     async with runner.long_job(address):  # no head is ablated (headscope/analyses/importance.py yields outside `ablating`)
         while True:
             event = await runner.step(next, steps)  # the generator yields its result last: never exhausted

@@ -27,6 +27,7 @@ from headscope.server.errors import ErrorCode
 from headscope.server.files import TEMPLATES, docs_dir
 from headscope.server.schemas.attention import AblationRequest, AttentionRequest
 from headscope.server.schemas.detect import DetectRequest
+from headscope.models.metric_choice import METRIC_ABOUT, METRIC_GENERATIONS, METRIC_NAMES
 from headscope.server.schemas.patching import PatchRequest
 from headscope.server.settings import Settings, public_limits
 
@@ -57,6 +58,8 @@ def page_config(request: Request, settings: Settings, tab: tabs.Tab, model: str)
         "limits": public_limits(settings),
         "errors": {code.name: code.value for code in ErrorCode},
         "metrics": METRICS_ABOUT,
+        "metric_choice": {"names": list(METRIC_NAMES), "generations": list(METRIC_GENERATIONS),
+                          "about": {n: METRIC_ABOUT[n][0] for n in METRIC_NAMES}},
         "patching": {"modes": list(PATCH_MODES), "directions": list(PATCH_DIRECTIONS), "metrics": list(PATCH_METRICS),
                      "direction_about": DIRECTION_ABOUT,
                      "defaults": {name: PatchRequest.model_fields[name].default for name in ("patch", "direction")}},

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
 from headscope.analyses.attribution import attribute as direct_logit_attribution
-from headscope.analyses.patching import CannotPatch, PatchSpec, patching_steps
+from headscope.analyses.patching import CannotPatch, PatchSpec, patching_steps, top_predictions
 from headscope.models.analysis import AttentionModel
 from headscope.server.deps import ModelsDep, RunnerDep, SettingsDep, address_of, pick_text_model
 from headscope.server.encoding import json_response
@@ -23,6 +23,8 @@ from headscope.server.schemas.patching import (
     AttributeResponse,
     PatchRequest,
     PatchResponse,
+    PredictRequest,
+    PredictResponse,
 )
 from headscope.server.streams import ndjson, prepend
 
@@ -72,6 +74,21 @@ async def attribute(req: AttributeRequest, models: ModelsDep, runner: RunnerDep)
     model = pick_text_model(models, req.model, "direct logit attribution (/api/attribute) explains a token's logit")
     try:
         answer = await runner.run(direct_logit_attribution, model, req.text, req.answer, req.wrong, req.step)
+    except CannotPatch as e:
+        raise ApiError(e.code, str(e), **e.extra) from None
+    return json_response(answer)
+
+
+@router.post("/predict", response_model=PredictResponse)
+async def predict(req: PredictRequest, models: ModelsDep, runner: RunnerDep, settings: SettingsDep):
+    """A causal LM's top-k predictions of the token after the text, with each token's id, text and probability:
+    what the Patching tab proposes as answer (top-1) and wrong (docs/patching.md)."""
+    model = pick_model(models, req.model)
+    if req.k > settings.predict_max_k:
+        raise ApiError(ErrorCode.validation_error, f"k is {req.k}; /api/predict returns at most "
+                       f"{settings.predict_max_k} predictions", field="k", limit=settings.predict_max_k)
+    try:
+        answer = await runner.run(top_predictions, model, req.text, req.k)
     except CannotPatch as e:
         raise ApiError(e.code, str(e), **e.extra) from None
     return json_response(answer)

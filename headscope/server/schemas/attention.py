@@ -9,13 +9,15 @@ from headscope.analyses.rollout import COLLAPSED
 from headscope.models.analysis import DIMS, Layout
 from headscope.models.interventions import AblationMode
 from headscope.server.encoding import BINARY_MEDIA_TYPE
-from headscope.server.schemas.common import HeadRef, HeadSummary, Request, Similarity, TextRequest
+from headscope.server.schemas.common import HeadRef, HeadSummary, MetricRequest, Similarity, TextRequest
 
 Weights = Literal["attention", "value_norm"]  # what an answer's `attention` arrays hold
 Format = Literal["json", "compact", "safetensors"]  # how an answer travels (headscope/server/encoding.py)
 
 
-class AblationRequest(Request):
+class AblationRequest(MetricRequest):
+    """With `ablate`, `metric` (and span, answer, wrong) adds `effect.metric`: the metric before and after."""
+
     ablate: list[HeadRef] = Field(
         [],
         description="Heads to knock out (`kind`, `layer`, `head`), each at most once; at most as many as the model "
@@ -144,6 +146,20 @@ class EffectMeasure(BaseModel):
     meaning: str = Field(description="What the measure is, in words.")
 
 
+class MetricEffect(BaseModel):
+    name: str = Field(description="loss, logit_diff or prob (headscope/models/metric_choice.py).")
+    description: str
+    units: str
+    where: str = Field(description="Which positions it reads: the span of `tokens`, or the last position.")
+    span: list[int] | None = Field(description="loss: the [start, end) of `tokens` scored; null otherwise.")
+    answer: dict | None = Field(description="{text, id, token} of the answer; null for loss.")
+    wrong: dict | None = Field(description="{text, id, token} of the wrong answer; logit_diff only.")
+    before: float = Field(description="Without the ablation.")
+    after: float = Field(description="With the heads ablated, on the same tokens.")
+    change: float = Field(description="after - before, in `units` (loss: positive = worse; logit_diff, prob: "
+                          "negative = worse).")
+
+
 class Effect(BaseModel):
     """What the ablation changed, measured against the same text un-ablated; which measures are present depends on
     the model (`measures` lists them). Definitions: docs/ablation.md."""
@@ -174,6 +190,8 @@ class Effect(BaseModel):
         None, description="Image models: [class] each class's probability with the heads ablated (classes as "
         "`image.classes`)."
     )
+    metric: MetricEffect | None = Field(None, description="With `metric` in the request (causal LMs): that metric "
+                                        "without and with the ablation.")
     measures: dict[str, EffectMeasure] = Field(description="Every measure present: its axis and meaning.")
 
 

@@ -9,6 +9,7 @@ from pydantic_core import PydanticCustomError
 from headscope.analyses.metrics import METRIC_DEFINITIONS, METRICS, MIN_KEPT
 from headscope.analyses.roles import ROLES
 from headscope.models.analysis import DEFAULT_MAX_NEW_TOKENS, MAX_NEW_TOKENS
+from headscope.models.metric_choice import MetricName
 from headscope.server.errors import ErrorCode
 
 
@@ -36,6 +37,37 @@ Text = Annotated[str, Field(json_schema_extra={"minLength": 1}), AfterValidator(
 
 class Request(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
+
+
+MAX_TOKEN_CHARS = 256  # an answer is one token: this bounds the tokenizing of one that is not
+
+
+def _check_token(text: str) -> str:
+    if not 1 <= len(text) <= MAX_TOKEN_CHARS:
+        raise PydanticCustomError("string_length", "a token's text has 1 to {most} characters", {"most": MAX_TOKEN_CHARS})
+    return check_unicode(text)
+
+
+# One token as text: may be only whitespace (" " is a token of byte-level models); longer texts get a 422 that says
+# how they tokenize. Lengths are checked in _check_token, as common.Text does, so a lone surrogate gets its message.
+Token = Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": MAX_TOKEN_CHARS}),
+                  AfterValidator(_check_token)]
+
+
+class MetricRequest(Request):
+    """The metric choice ablation and importance share (headscope/models/metric_choice.py): causal LMs only."""
+
+    metric: MetricName | None = Field(
+        None, description="Causal LMs (others get 422 no_metric): `loss`, the mean next-token cross-entropy (nats per "
+        "token) of the tokens in `span`; `logit_diff`, logit(answer) - logit(wrong) at the last position (the "
+        "prediction of the next token); `prob`, the answer's probability there. See docs/importance.md.")
+    span: list[int] | None = Field(
+        None, min_length=2, max_length=2, description="metric loss: [start, end) of the scored tokens among the "
+        "text's `tokens` (token j is predicted by position j - 1, so 1 <= start < end <= T; else 422 out_of_range "
+        "with the valid range). Omitted: every token after the first.", examples=[[17, 33]])
+    answer: Token | None = Field(None, description="metric logit_diff and prob: the answer, one token of the model "
+                                 "(else 422 not_one_token saying how it tokenizes).")
+    wrong: Token | None = Field(None, description="metric logit_diff: the wrong answer, one token of the model.")
 
 
 class HeadRef(Request):

@@ -5,10 +5,12 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from headscope.models.interventions import AblationMode
-from headscope.server.schemas.common import Request, Text
+from headscope.server.schemas.common import MetricRequest, Text
 
 
-class ImportanceRequest(Request):
+class ImportanceRequest(MetricRequest):
+    """`metric` (with span, answer, wrong) replaces the default measure; omitted: the default measure."""
+
     model: str | None = Field(None, description="A model name from GET /api/models; omitted: the server's default.")
     texts: list[Text] | None = Field(
         None, min_length=1, description="Texts to measure on (at least one), at most `importance_max_texts` with `importance_max_tokens` tokens "
@@ -26,8 +28,8 @@ class ImportanceRequest(Request):
 
 
 class MeasureInfo(BaseModel):
-    name: str = Field(description="exact_match, repeated_half_loss, embedding_cosine, next_token_loss or "
-                      "output_logprob (docs/importance.md).")
+    name: str = Field(description="exact_match, repeated_half_loss, embedding_cosine, next_token_loss, "
+                      "output_logprob, or a chosen metric: loss, logit_diff, prob (docs/importance.md).")
     description: str
     direction: Literal["higher_is_better", "lower_is_better"]
     units: str

@@ -6,21 +6,8 @@ from pydantic import AfterValidator, BaseModel, Field
 from pydantic_core import PydanticCustomError
 
 from headscope.analyses.patching import DIRECTION_ABOUT, RECOVERY, Direction, Metric, Mode
-from headscope.server.schemas.common import Request, Text, check_unicode
+from headscope.server.schemas.common import Request, Text, Token
 
-MAX_TOKEN_CHARS = 256  # an answer is one token: this bounds the tokenizing of one that is not
-
-
-def _check_token(text: str) -> str:
-    if not 1 <= len(text) <= MAX_TOKEN_CHARS:
-        raise PydanticCustomError("string_length", "a token's text has 1 to {most} characters", {"most": MAX_TOKEN_CHARS})
-    return check_unicode(text)
-
-
-# One token as text: may be only whitespace (" " is a token of byte-level models); longer texts get a 422 that says
-# how they tokenize. Lengths are checked in _check_token, as common.Text does, so a lone surrogate gets its message.
-Token = Annotated[str, Field(json_schema_extra={"minLength": 1, "maxLength": MAX_TOKEN_CHARS}),
-                  AfterValidator(_check_token)]
 MODEL = "A model name from GET /api/models; omitted: the server's default."
 STEP = ("Encoder–decoders: the output step whose token is the answer (0-based; the decoder is teacher-forced on the "
         "clean text's greedy output). Omitted: ")
@@ -159,3 +146,25 @@ class AttributeResponse(BaseModel):
     tolerance: float = Field(description="How far sum may be from total (float rounding); tests check it.")
     norm: FrozenNorm
     about: str
+
+
+class PredictRequest(Request):
+    model: str | None = Field(None, description=MODEL)
+    text: Text = Field(description="The prompt (a causal LM's; others get 422 no_metric).",
+                       examples=["When Mary and John went to the store, John gave a drink to"])
+    k: int = Field(5, ge=1, description="How many predictions, at most `predict_max_k` (GET /api/models limits).")
+
+
+class Prediction(BaseModel):
+    id: int
+    token: str = Field(description="The token as the model's tokens are shown.")
+    text: str | None = Field(description="The text `answer` / `wrong` take for this token (one token read back to "
+                             "this id); null when no text is (a byte of a multi-byte character, a special token).")
+    prob: float = Field(description="Its probability as the next token (softmax over the vocabulary).")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    tokens: list[str] = Field(description="The prompt's tokens.")
+    where: str = Field(description="Where the prediction is read: the last position.")
+    predictions: list[Prediction] = Field(description="The k most probable next tokens, by descending probability.")

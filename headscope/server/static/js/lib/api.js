@@ -190,6 +190,11 @@ export async function fetchExplain({ text, image = null, model, truncate, genera
   return (await post('/api/explain', request, signal)).json();
 }
 
+// A causal LM's top-k predictions of the next token (POST /api/predict): [{id, token, text, prob}].
+export async function fetchPredictions({ text, model, k }, signal) {
+  return (await (await post('/api/predict', { text, model, k }, signal)).json()).predictions;
+}
+
 // The nn.MultiheadAttention playground: presets and limits, and one run.
 export async function fetchMhaPresets() {
   const response = await fetch('/api/mha/presets');

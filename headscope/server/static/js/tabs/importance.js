@@ -10,7 +10,41 @@ import { escapeLabel, loadPlotly } from '../lib/heatmap.js';
 import { register } from '../lib/registry.js';
 
 const el = { model: shell.model, ...elements(['imp-ablation', 'imp-texts', 'imp-run', 'imp-cancel', 'imp-progress', 'imp-status',
-  'imp-measure', 'imp-maps', 'imp-curve']) };
+  'imp-measure', 'imp-maps', 'imp-curve', 'imp-metric-controls', 'imp-metric', 'imp-span-start', 'imp-span-end', 'imp-answer',
+  'imp-wrong']) };
+// The metric choice (POST /api/importance metric, span, answer, wrong) and its URL names; shown only for models whose
+// generation (their <option>'s data-generation, from GET /api/models) is one config.metric_choice.generations lists.
+const METRIC_FIELDS = { imp_metric: 'impMetric', imp_start: 'impSpanStart', imp_end: 'impSpanEnd', imp_answer: 'impAnswer',
+  imp_wrong: 'impWrong' };
+let page = null;
+
+function metricApplies() {
+  const o = [...el.model.options].find((option) => option.value === el.model.value);
+  return Boolean(o && page.config.metric_choice.generations.includes(o.dataset.generation));
+}
+
+// Which inputs the chosen metric reads: span for loss, answer for logit_diff and prob, wrong for logit_diff.
+function showMetricControls() {
+  el.impMetricControls.hidden = !metricApplies();
+  const m = el.impMetric.value;
+  el.impSpanStart.parentElement.hidden = el.impSpanEnd.parentElement.hidden = m !== 'loss';
+  el.impAnswer.parentElement.hidden = !(m === 'logit_diff' || m === 'prob');
+  el.impWrong.parentElement.hidden = m !== 'logit_diff';
+}
+
+// The metric fields of the request, or a message saying what is missing.
+function metricFields() {
+  const m = el.impMetric.value;
+  if (!metricApplies() || !m) return {};
+  const fields = { metric: m };
+  if (m === 'loss' && (el.impSpanStart.value !== '' || el.impSpanEnd.value !== '')) {
+    if (el.impSpanStart.value === '' || el.impSpanEnd.value === '') return 'Give both ends of the span, or neither.';
+    fields.span = [+el.impSpanStart.value, +el.impSpanEnd.value];
+  }
+  if (m !== 'loss') fields.answer = el.impAnswer.value;
+  if (m === 'logit_diff') fields.wrong = el.impWrong.value;
+  return fields;
+}
 
 const results = new Map(); // model name -> its last importance answer
 let controller = null;
@@ -70,6 +104,7 @@ async function drawCurve(Plotly, result) {
 
 // Draws the last answer for the model in the picker (nothing if it has none yet).
 async function draw() {
+  showMetricControls();
   const result = results.get(el.model.value);
   if (!result) {
     el.impMeasure.textContent = 'Press Measure to knock out every head in turn (this takes 1 + 2 × heads evaluations).';
@@ -92,8 +127,12 @@ async function run(page) {
   const texts = el.impTexts.value.split(/\r?\n/).map((t) => t.trim()).filter(Boolean);
   const most = page.config.limits.importance_max_texts;
   if (texts.length > most) return showStatus(`${texts.length} texts: the limit is ${most} per run.`, 'error');
-  const request = { model: el.model.value, ablation: el.impAblation.value, stream: true };
+  const metric = metricFields();
+  if (typeof metric === 'string') return showStatus(metric, 'error');
+  const request = { model: el.model.value, ablation: el.impAblation.value, stream: true, ...metric };
   if (texts.length) request.texts = texts;
+  page.writeState();
+  document.body.dataset.importanceRequest = JSON.stringify(request); // what was sent, for the browser tests
   controller = new AbortController();
   el.impRun.disabled = true;
   el.impCancel.disabled = false;
@@ -118,10 +157,33 @@ async function run(page) {
   }
 }
 
-function setup(page, tab) {
-  el.impRun.addEventListener('click', () => run(page));
-  el.impCancel.addEventListener('click', () => controller?.abort());
-  el.model.addEventListener('change', () => { if (page.state.tab === tab.name) page.redraw(); }); // that model's answer
+function readUrl(q, p) {
+  page = p;
+  for (const [name, key] of Object.entries(METRIC_FIELDS)) {
+    const v = q.get(name);
+    if (v === null) continue;
+    if (el[key].tagName === 'SELECT' && ![...el[key].options].some((o) => o.value === v)) continue; // not offered
+    el[key].value = v;
+  }
+  showMetricControls();
+  return false;
 }
 
-register(import.meta.url, { draw, setup });
+function writeUrl(q) {
+  if (!metricApplies() || !el.impMetric.value) return;
+  for (const [name, key] of Object.entries(METRIC_FIELDS)) if (el[key].value !== '') q.set(name, el[key].value);
+}
+
+function setup(p, tab) {
+  page = p;
+  el.impRun.addEventListener('click', () => run(page));
+  el.impCancel.addEventListener('click', () => controller?.abort());
+  el.model.addEventListener('change', () => { showMetricControls(); if (page.state.tab === tab.name) page.redraw(); });
+  el.impMetric.addEventListener('change', showMetricControls);
+  for (const key of Object.values(METRIC_FIELDS)) {
+    el[key].addEventListener('change', () => { if (page.state.tab === tab.name) page.writeState(); });
+  }
+  showMetricControls();
+}
+
+register(import.meta.url, { draw, setup, readUrl, writeUrl });

@@ -7,7 +7,7 @@
 // What the browser tests read: body[data-patching] (running | done | cancelled | error), #pt-maps .pt-map[data-map]
 // (one Plotly div per map, data-map = its name), #pt-maps[data-model], #pt-patterns[data-head] (kind:layer:head).
 import { el as shell, elements, make } from '../lib/dom.js';
-import { fetchHead, fetchStream } from '../lib/api.js';
+import { fetchHead, fetchPredictions, fetchStream } from '../lib/api.js';
 import { DIVERGING } from '../lib/colors.js';
 import { drawHeatmap, escapeLabel, loadPlotly } from '../lib/heatmap.js';
 import { register } from '../lib/registry.js';
@@ -173,9 +173,33 @@ function showError(e) {
   el.ptTokens.hidden = !lines.length;
 }
 
+// Answer and wrong proposed from the predictions (POST /api/predict) when the user typed neither, for the models that
+// predict a next token (their <option>'s data-generation among config.metric_choice.generations): the clean run's
+// top-1 as answer; as wrong, the corrupted run's most probable token that differs, else the clean run's second.
+const PROPOSALS = 5;
+async function propose(req, signal) {
+  const o = [...el.model.options].find((option) => option.value === req.model);
+  if (req.answer !== undefined || req.wrong !== undefined || req.metric === 'embedding_cosine') return;
+  if (!o || !page.config.metric_choice.generations.includes(o.dataset.generation)) return;
+  const typeable = (ps) => ps.filter((p) => p.text !== null);
+  const [clean, corrupted] = await Promise.all([req.clean, req.corrupted].map((text) =>
+    fetchPredictions({ text, model: req.model, k: PROPOSALS }, signal).then(typeable)));
+  if (!clean.length) return;
+  const answer = clean[0];
+  const wrong = corrupted.find((p) => p.id !== answer.id) || clean[1];
+  el.ptAnswer.value = req.answer = answer.text;
+  if (wrong) el.ptWrong.value = req.wrong = wrong.text;
+  el.ptAnswer.title = `proposed: the clean prompt's most probable next token (p = ${answer.prob.toFixed(3)})`;
+}
+
 async function run() {
   const req = request();
   if (!req.clean.trim() || !req.corrupted.trim()) return showStatus('Type a clean and a corrupted prompt.', 'error');
+  try {
+    await propose(req);
+  } catch (e) {
+    return showError(e);
+  }
   page?.writeState();
   controller = new AbortController();
   el.ptRun.disabled = true;
