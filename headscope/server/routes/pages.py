@@ -20,6 +20,7 @@ from headscope.analyses.patching import DIRECTION_ABOUT, DIRECTIONS as PATCH_DIR
 from headscope.analyses.patching import MODES as PATCH_MODES
 from headscope.analyses.roles import ROLE_RULES
 from headscope.models.interventions import MODES
+from headscope.models.metric_choice import METRIC_ABOUT, METRIC_GENERATIONS, METRIC_NAMES
 from headscope.server import tabs
 from headscope.server.answers import WEIGHTS, weights_about
 from headscope.server.deps import ModelsDep, SettingsDep
@@ -27,7 +28,6 @@ from headscope.server.errors import ErrorCode
 from headscope.server.files import TEMPLATES, docs_dir
 from headscope.server.schemas.attention import AblationRequest, AttentionRequest
 from headscope.server.schemas.detect import DetectRequest
-from headscope.models.metric_choice import METRIC_ABOUT, METRIC_GENERATIONS, METRIC_NAMES
 from headscope.server.schemas.patching import PatchRequest
 from headscope.server.settings import Settings, public_limits
 
