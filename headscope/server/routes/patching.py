@@ -83,7 +83,7 @@ async def attribute(req: AttributeRequest, models: ModelsDep, runner: RunnerDep)
 async def predict(req: PredictRequest, models: ModelsDep, runner: RunnerDep, settings: SettingsDep):
     """A causal LM's top-k predictions of the token after the text, with each token's id, text and probability:
     what the Patching tab proposes as answer (top-1) and wrong (docs/patching.md)."""
-    model = pick_model(models, req.model)
+    model = pick_text_model(models, req.model, "/api/predict predicts the token after a text")
     if req.k > settings.predict_max_k:
         raise ApiError(ErrorCode.validation_error, f"k is {req.k}; /api/predict returns at most "
                        f"{settings.predict_max_k} predictions", field="k", limit=settings.predict_max_k)
