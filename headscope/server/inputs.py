@@ -47,7 +47,8 @@ def check_takes(model: AttentionModel, req: TextRequest) -> None:
         raise ApiError(ErrorCode.wrong_input, f"{name} takes a text, not an image: send `text` instead of `image` "
                        "(GET /api/models says what each model takes)", takes=takes, field="text")
     elif req.text is None:
-        raise ApiError(ErrorCode.validation_error, f"text: Field required ({name} takes a text)", field="text",
+        raise ApiError(ErrorCode.validation_error, f"text: Field required: a string ({name} takes a text)",
+                       field="text",
                        errors=[{"loc": ["body", "text"], "msg": "Field required", "type": "missing"}])
 
 

@@ -72,7 +72,13 @@ async def attention_twin(
     """The JSON twin of the page: `/?text=…&model=…` is the page, `/api/attention?text=…&model=…` its data, the
     same answer as POST /api/attention with the same fields. View-only parameters of the page are ignored."""
     chosen = pick_model(models, model)
-    fields = dict(text=text, image=image, model=model, truncate=truncate, weights=weights, rollout=rollout, ablation=ablation,
+    if text is None and image is None:  # as FastAPI says a missing parameter, naming what the model takes
+        field = "image" if chosen.info.takes == "image" else "text"
+        raise RequestValidationError([{"loc": ("query", field), "msg": f"Field required ({chosen.info.name} takes "
+                                       f"{'an image' if field == 'image' else 'a text'})", "type": "missing"}])
+    given = {"text": text} if text is not None else {}
+    given.update({"image": image} if image is not None else {})
+    fields = dict(**given, model=model, truncate=truncate, weights=weights, rollout=rollout, ablation=ablation,
                   format=format, metrics=metrics, similarity=similarity, pool_to=pool_to, ablate=parse_heads(ablate))
     if gen is not None:
         fields["generate" if chosen.info.generation == "continuation" else "max_new_tokens"] = gen

@@ -79,14 +79,16 @@ class HeadRef(Request):
 class TextRequest(Request):
     """A text (or, for an image model, an image) for one model to run, as /api/attention and /api/explain take it."""
 
-    text: Text | None = Field(
+    # Text with a default of None (not `Text | None`): sending null is refused as not a string, and the schema keeps
+    # minLength; omitted, the route says what the model takes (headscope/server/inputs.py)
+    text: Text = Field(
         None,
         description="The text to analyse: at least one character that is not whitespace, at most the model's "
         "`max_chars` (GET /api/models) unless `truncate`. Required for a model that takes text (`takes` in GET "
         "/api/models); an image model answers 422 `wrong_input`.",
         examples=["The cat sat on the mat because it was warm."],
     )
-    image: str | None = Field(
+    image: str = Field(
         None,
         description="Image models only (`takes: image` in GET /api/models), instead of `text`: a PNG or JPEG file "
         "in base64, optionally as a data URL (`data:image/png;base64,...`); at most `max_image_bytes` bytes and "
