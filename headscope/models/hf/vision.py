@@ -23,6 +23,7 @@ from PIL import Image
 from headscope.models.adapter import Adapter, Outputs, Prepared
 from headscope.models.analysis import PATCH_SELF, ModelInfo
 from headscope.models.hf.model import (
+    HFModel,
     CheckpointError,
     find_hook_points,
     find_output_projections,
@@ -155,21 +156,10 @@ class HFVisionModel(Adapter):
     def count_tokens(self, text) -> int:
         return self.info.max_tokens
 
-    def attention_modules(self) -> dict:
-        if self.modules is None:
-            raise NotImplementedError(f"{self.info.name}'s attention modules do not run through transformers' "
-                                      "attention interface, so their heads cannot be reached one by one")
-        return self.modules
-
-    def output_projections(self) -> dict:
-        if self.out_projs is None:
-            raise NotImplementedError(f"{self.info.name}'s attention output projections could not be found")
-        return self.out_projs
-
-    def hook_points(self) -> dict:
-        if self.points is None:
-            raise NotImplementedError(f"{self.info.name}'s residual stream could not be reached")
-        return self.points
+    # the heads and the stream are reached as in a text checkpoint (the same attributes, the same reasons said)
+    attention_modules = HFModel.attention_modules
+    output_projections = HFModel.output_projections
+    hook_points = HFModel.hook_points
 
     def prepare(self, image, truncate: bool = False, new_tokens: int | None = None) -> Prepared:
         """A picture: an (H, W, 3) RGB or (H, W) grey tensor in [0, 1] of any size, fitted by the image processor."""
