@@ -1,6 +1,10 @@
 """`headscope importance`: each head's importance and the pruning curve (headscope/analyses/importance.py), as a table.
 
-  headscope importance [--model NAME[=PATH]] [--texts FILE] [--ablation zero|mean] [--json]
+  headscope importance [--model NAME[=PATH]] [--texts FILE] [--ablation zero|mean]
+                       [--metric loss|logit_diff|prob [--span START END] [--answer TOKEN] [--wrong TOKEN]] [--json]
+
+--metric (causal LMs) scores each head by the metric of POST /api/importance (headscope/models/metric_choice.py):
+loss over a span of each text's tokens, or logit_diff / prob of an answer at the last position.
 
 Progress on stderr (tqdm), the answer on stdout: tables, or with --json the same object as
 POST /api/importance. Texts (one per line, blank lines skipped) are held to the server's limits
@@ -23,6 +27,12 @@ def add_parser(sub) -> None:
                    "set: dates and induction their generated data, any other 48 varied sentences)")
     p.add_argument("--ablation", choices=("zero", "mean"), default="zero",
                    help="a head's output set to 0, or to its mean over the text's query positions (default: zero)")
+    p.add_argument("--metric", help="causal LMs (checked when running, against headscope/models/metric_choice.py): score by loss over --span, or by logit_diff "
+                   "(--answer minus --wrong) or prob (--answer) at the last position (default: the model's own measure)")
+    p.add_argument("--span", nargs=2, type=int, metavar=("START", "END"),
+                   help="--metric loss: the [START, END) of each text's tokens to score (default: every token after the first)")
+    p.add_argument("--answer", help="--metric logit_diff and prob: the answer, one token of the model, as text")
+    p.add_argument("--wrong", help="--metric logit_diff: the wrong answer, one token")
     p.add_argument("--json", action="store_true", help="print the result as JSON (as POST /api/importance)")
     p.set_defaults(func=run)
 
@@ -31,6 +41,7 @@ def run(args: argparse.Namespace) -> None:
     from tqdm import tqdm
 
     from headscope.analyses.importance import BadTexts, check_texts, head_importance
+    from headscope.models.metric_choice import BadMetric, choose_metric
     from headscope.models.registry import load_model
     from headscope.server.settings import Settings
 
@@ -44,6 +55,7 @@ def run(args: argparse.Namespace) -> None:
         fail(e)
     started = time.perf_counter()
     try:
+        metric = choose_metric(model, args.metric, args.span, args.answer, args.wrong)
         texts = None if lines is None else check_texts(model, lines, settings.importance_max_texts,
                                                        settings.importance_max_tokens)
         with tqdm(unit=" evaluations", file=sys.stderr) as bar:
@@ -51,8 +63,8 @@ def run(args: argparse.Namespace) -> None:
                 bar.total = total
                 bar.update(done - bar.n)
 
-            result = head_importance(model, args.ablation, texts, progress)
-    except (BadTexts, ValueError) as e:
+            result = head_importance(model, args.ablation, texts, progress, metric=metric)
+    except (BadTexts, BadMetric, ValueError) as e:
         fail(e)
     seconds = time.perf_counter() - started
     if args.json:

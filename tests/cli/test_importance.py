@@ -62,3 +62,32 @@ def test_errors_are_one_line_with_exit_status_2(capsys, tmp_path, args, words):
 
 def test_a_checkpoint_that_cannot_be_loaded_is_one_line(capsys, tmp_path):
     assert "does not exist" in one_error_line(capsys, "importance", "--model", f"mine={tmp_path / 'none'}")
+
+
+def test_a_metric_scores_every_head_as_the_model_function_does(capsys, models, tmp_path):
+    from headscope.models.metric_choice import choose_metric
+
+    text = "k#9Qz.m>Ab k#9Qz.m>Ab"
+    texts = tmp_path / "texts.txt"
+    texts.write_text(text + "\n")
+    out, err = run(capsys, "--model", "induction", "--metric", "loss", "--span", 12, 22, "--json", "--texts", texts)
+    got = json.loads(out)
+    expected = head_importance(models["induction"], texts=[text],
+                               metric=choose_metric(models["induction"], "loss", [12, 22]))
+    assert got["measure"] == expected["measure"] and "12" in json.dumps(got["measure"])
+    assert got["importance"]["decoder"] == [pytest.approx(row, abs=1e-6) for row in expected["importance"]["decoder"]]
+    assert "17/17" in err
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--metric", "nonsense"], "metric must be one of loss, logit_diff, prob"),
+    (["--metric", "logit_diff", "--answer", "b"], "wrong is required"),
+    (["--metric", "prob", "--answer", "bbbbbb"], "is 6 tokens"),
+    (["--answer", "b"], "answer belongs to a metric"),
+])
+def test_bad_metric_choices_are_one_line_with_exit_status_2(capsys, args, words):
+    assert words in one_error_line(capsys, "importance", "--model", "induction", *args)
+
+
+def test_a_metric_an_encoder_cannot_have_is_one_line(capsys):
+    assert "encoder" in one_error_line(capsys, "importance", "--model", "minilm", "--metric", "prob", "--answer", "the")

@@ -94,3 +94,55 @@ def test_a_link_with_a_head_the_model_lacks_says_so_and_can_be_cleared(page):
     expect(page.locator("canvas.head")).to_have_count(72)
     assert page.console_errors == ["Failed to load resource: the server responded with a status of 422 (Unprocessable Entity)"]
     page.console_errors.clear()
+
+
+INDUCTION = "k#9Qz.m>Ab k#9Qz.m>A"
+
+
+def shown_metric(page):
+    line = page.locator('#effect [data-measure="metric"]')
+    return (float(line.get_attribute("data-before")), float(line.get_attribute("data-after")),
+            float(line.locator("[data-value]").get_attribute("data-value")), line.inner_text())
+
+
+def test_the_effect_scores_the_metric_the_link_names_and_a_new_choice_reruns_into_the_url(page, client):
+    heads = [{"kind": "decoder", "layer": 1, "head": 1}]
+    query = {"text": INDUCTION, "model": "induction", "ablate": "decoder:1:1", "ab_metric": "logit_diff",
+             "ab_answer": "b", "ab_wrong": "Y"}
+    page.goto(f"{page.base_url}/?{urlencode(query)}")
+    wait_effect(page)
+    expect(page.locator("#ablate-metric-controls")).to_be_visible()
+    assert page.input_value("#ablate-metric") == "logit_diff" and page.input_value("#ablate-answer") == "b"
+    expect(page.locator("#ablate-span-start")).to_be_hidden()  # logit_diff reads no span
+    api = client.post("/api/attention", json={"text": INDUCTION, "model": "induction", "ablate": heads,
+                                              "metric": "logit_diff", "answer": "b", "wrong": "Y"}).json()["effect"]
+    before, after, change, words = shown_metric(page)
+    assert (before, after, change) == pytest.approx((api["metric"]["before"], api["metric"]["after"],
+                                                     api["metric"]["change"]), abs=TOLERANCE)
+    assert '"b"' in words and '"Y"' in words and api["metric"]["units"] in words
+
+    page.select_option("#ablate-metric", "loss")  # a new choice: the span's boxes, the effect again, the URL
+    page.fill("#ablate-span-start", "12")
+    page.fill("#ablate-span-end", "20")
+    page.press("#ablate-span-end", "Enter")
+    for _ in range(600):
+        if page.evaluate("() => document.querySelector('#effect [data-measure=\"metric\"]')?.innerText.includes('[12, 20)')"):
+            break
+        page.wait_for_timeout(100)
+    wait_effect(page)
+    url = parse_qs(urlparse(page.url).query)
+    assert url["ab_metric"] == ["loss"] and url["ab_span"] == ["12,20"] and "ab_answer" not in url
+    api = client.post("/api/attention", json={"text": INDUCTION, "model": "induction", "ablate": heads,
+                                              "metric": "loss", "span": [12, 20]}).json()["effect"]["metric"]
+    assert shown_metric(page)[:3] == pytest.approx((api["before"], api["after"], api["change"]), abs=TOLERANCE)
+
+
+def test_the_metric_choice_is_offered_only_for_models_that_take_one(page):
+    page.goto(f"{page.base_url}/?{urlencode({'text': SENTENCE, 'model': 'minilm', 'ab_metric': 'prob'})}")
+    wait_ready(page)
+    expect(page.locator("#ablate-metric-controls")).to_be_hidden()
+    page.check("#opt-ablate")
+    page.locator('canvas.head[data-kind="encoder"][data-layer="2"][data-head="5"]').click()
+    wait_effect(page)  # an encoder's effect, with no metric sent (an encoder has none)
+    expect(page.locator('#effect [data-measure="metric"]')).to_have_count(0)
+    expect(page.locator('#effect [data-measure="embedding_cosine"]')).to_have_count(1)

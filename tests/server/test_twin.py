@@ -25,6 +25,13 @@ def both(client, query: dict, body: dict):
     ({"text": "25 May 2020", "model": "dates", "gen": "4"}, {"text": "25 May 2020", "model": "dates", "max_new_tokens": 4}),
     ({"text": "k#9Qz k#9", "model": "induction", "gen": "3"}, {"text": "k#9Qz k#9", "model": "induction", "generate": 3}),
     ({"text": "25 May 2020 " * 9, "model": "dates", "truncate": "1"}, {"text": "25 May 2020 " * 9, "model": "dates", "truncate": True}),
+    ({"text": "k#9Qz.m>Ab k#9Qz.m>Ab", "model": "induction", "ablate": "decoder:1:1", "ab_metric": "loss", "ab_span": "12,22"},
+     {"text": "k#9Qz.m>Ab k#9Qz.m>Ab", "model": "induction", "ablate": [{"kind": "decoder", "layer": 1, "head": 1}],
+      "metric": "loss", "span": [12, 22]}),
+    ({"text": "k#9Qz.m>Ab k#9Qz.m>A", "model": "induction", "ablate": "decoder:1:1", "ab_metric": "logit_diff",
+      "ab_answer": "b", "ab_wrong": "Y"},
+     {"text": "k#9Qz.m>Ab k#9Qz.m>A", "model": "induction", "ablate": [{"kind": "decoder", "layer": 1, "head": 1}],
+      "metric": "logit_diff", "answer": "b", "wrong": "Y"}),
 ])
 def test_the_twin_answers_what_post_answers(client, query, body):
     twin, post = both(client, query, body)
@@ -54,3 +61,28 @@ def test_the_twin_keeps_the_limits_and_names_the_problem(client, minilm):
     assert r.status_code == 422 and "empty" in r.json()["detail"]
     r = client.get("/api/attention?text=hi&model=nosuch")
     assert r.status_code == 422 and r.json()["error"] == "unknown_model"
+
+
+def test_the_twins_metric_is_the_ablation_effects_and_the_patching_tabs_names_are_not_it(client):
+    query = {"text": "k#9Qz.m>Ab k#9Qz.m>A", "model": "induction", "ablate": "decoder:1:1", "ab_metric": "prob",
+             "ab_answer": "b"}
+    scored = client.get(f"/api/attention?{urlencode(query)}").json()["effect"]
+    assert scored["metric"]["name"] == "prob" and scored["metric"]["answer"]["token"] == "b"
+    patching = {**query, "ab_metric": None, "ab_answer": None, "metric": "logit_diff", "answer": "b", "wrong": "Y"}
+    plain = client.get(f"/api/attention?{urlencode({k: v for k, v in patching.items() if v})}").json()["effect"]
+    assert plain.get("metric") is None  # the Patching tab's URL names are its own
+
+
+@pytest.mark.parametrize("span", ["12", "12,", "a,b", "12;22", "-1,3"])
+def test_a_malformed_ab_span_is_a_422_naming_the_form(client, span):
+    query = {"text": "k#9Qz.m>Ab k#9Qz.m>Ab", "model": "induction", "ablate": "decoder:1:1", "ab_metric": "loss",
+             "ab_span": span}
+    r = client.get(f"/api/attention?{urlencode(query)}")
+    assert r.status_code == 422 and "ab_span" in r.text and "START,END" in r.text, r.text
+
+
+def test_an_ab_span_out_of_range_is_the_posts_422(client):
+    query = {"text": "k#9Qz.m>Ab k#9Qz.m>Ab", "model": "induction", "ablate": "decoder:1:1", "ab_metric": "loss",
+             "ab_span": "3,99"}
+    r = client.get(f"/api/attention?{urlencode(query)}")
+    assert r.status_code == 422 and r.json()["error"] == "out_of_range" and "1 <= start < end <= 22" in r.json()["detail"]

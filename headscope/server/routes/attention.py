@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from headscope.models.analysis import MAX_NEW_TOKENS
 from headscope.models.interventions import AblationMode
+from headscope.models.metric_choice import MetricName
 from headscope.server.answers import (
     attention_body,
     check_weights_request,
@@ -68,6 +69,11 @@ async def attention_twin(
     metrics: bool = Query(True, description="As POST's `metrics`."),
     similarity: bool = Query(False, description="As POST's `similarity`."),
     pool_to: int | None = Query(None, description="As POST's `pool_to`."),
+    ab_metric: MetricName | None = Query(None, description="As POST's `metric`: what the ablation's effect also "
+                                         "scores (the page's URL names it ab_metric: its Patching tab has `metric`)."),
+    ab_span: str | None = Query(None, description="As POST's `span`, written START,END (e.g. `17,33`)."),
+    ab_answer: str | None = Query(None, description="As POST's `answer`."),
+    ab_wrong: str | None = Query(None, description="As POST's `wrong`."),
 ):
     """The JSON twin of the page: `/?text=…&model=…` is the page, `/api/attention?text=…&model=…` its data, the
     same answer as POST /api/attention with the same fields. View-only parameters of the page are ignored."""
@@ -80,6 +86,8 @@ async def attention_twin(
     given.update({"image": image} if image is not None else {})
     fields = dict(**given, model=model, truncate=truncate, weights=weights, rollout=rollout, ablation=ablation,
                   format=format, metrics=metrics, similarity=similarity, pool_to=pool_to, ablate=parse_heads(ablate))
+    fields.update({name: value for name, value in (("metric", ab_metric), ("span", parse_span(ab_span)),
+                                                   ("answer", ab_answer), ("wrong", ab_wrong)) if value is not None})
     if gen is not None:
         fields["generate" if chosen.info.generation == "continuation" else "max_new_tokens"] = gen
     try:
@@ -99,6 +107,17 @@ def parse_heads(text: str) -> list[dict]:
                            field="ablate")
         heads.append({"kind": kind, "layer": int(numbers[0]), "head": int(numbers[1])})
     return heads
+
+
+def parse_span(text: str | None) -> list[int] | None:
+    """`start,end` (the page's URL) as a request's `span`; 422 naming the form otherwise."""
+    if text is None:
+        return None
+    start, comma, end = text.partition(",")
+    if not comma or not start.isdigit() or not end.isdigit():
+        raise RequestValidationError([{"loc": ("query", "ab_span"), "type": "value_error", "input": text,
+                                       "msg": f"ab_span must be START,END (two whole numbers, e.g. 17,33), not {text!r}"}])
+    return [int(start), int(end)]
 
 
 async def answer_attention(req: AttentionRequest, request: Request, models, runner, settings, recent):

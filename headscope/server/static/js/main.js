@@ -25,7 +25,7 @@ import { ApiError, fetchAttention, fetchHead, fetchHeads } from './lib/api.js';
 import { codePoints, isPooled, makeView, makeViews, sliceCodePoints } from './lib/views.js';
 import { headName } from './lib/grid.js';
 import { drawHeatmap, loadPlotly } from './lib/heatmap.js';
-import { ablate, ablateFields, drawAblateError, drawEffect, readAblate, setupAblate, writeAblate } from './lib/ablate.js';
+import { ABLATE_FIELDS, ablate, ablateFields, drawAblateError, drawEffect, readAblate, setupAblate, writeAblate } from './lib/ablate.js';
 import { registered } from './lib/registry.js';
 import { drawingForUrl, drawPrediction, imageSource, loadDrawing, setupImageInput, showInputFor, takesImage,
   uploading } from './lib/imageinput.js';
@@ -260,7 +260,7 @@ async function analyze() {
     const tooLong = [config.errors.too_many_tokens, config.errors.too_many_characters].includes(e.body?.error);
     linkText = tooLong ? '' : null; // a link to a text the model refuses would only be refused again
     writeState();
-    if (ablate.heads.length && e.body?.field === 'ablate') drawAblateError(e.body.detail); // the server names the field
+    if (ablate.heads.length && ABLATE_FIELDS.includes(e.body?.field)) drawAblateError(e.body.detail); // the server names the field
     return;
   }
   fetchedHeads.clear();

@@ -1,14 +1,21 @@
 // Ablate mode: clicking a head in the grid knocks it out (and clicking again brings it back); the page
 // fetches the answer again with `ablate` and shows the answer's `effect` beside the output. The set of
 // heads and the ablation (one of the page config's `ablation.modes`) live in the URL:
-// ?ablate=encoder:2:5,cross:0:1&ablation=mean (the server's default mode is left out).
+// ?ablate=encoder:2:5,cross:0:1&ablation=mean (the server's default mode is left out). On a causal LM the effect
+// can also score one metric (POST /api/attention's metric, span, answer, wrong): ab_metric=logit_diff&ab_answer=
+// %20Paris&ab_wrong=%20London, or ab_metric=loss&ab_span=17,33 (names of their own: the Patching tab's URL has
+// `metric`, `answer` and `wrong`).
 // The effect panel is drawn from the answer's own description (effect.measures: each measure's axis
 // and meaning), never from the names of kinds or measures.
 import { config } from './config.js';
 import { el, make } from './dom.js';
 import { headName } from './grid.js';
 
-export const ablate = { mode: false, heads: [], ablation: config.ablation.default }; // heads: ["kind:layer:head", ...]
+// heads: ["kind:layer:head", ...]; metric: {name ('' for none), span: [start, end] or null, answer, wrong}
+export const ABLATE_FIELDS = ['ablate', 'ablation', 'metric', 'span', 'answer', 'wrong']; // what an error may name
+
+export const ablate = { mode: false, heads: [], ablation: config.ablation.default,
+  metric: { name: '', span: null, answer: '', wrong: '' } };
 
 const HEAD = /^([^:,]+):(\d+):(\d+)$/;
 
@@ -17,12 +24,51 @@ export function readAblate(q) {
   ablate.heads = [...new Set(ablate.heads)];
   ablate.mode = ablate.heads.length > 0; // a link with heads knocked out opens in ablate mode, as it was made
   ablate.ablation = config.ablation.modes.includes(q.get('ablation')) ? q.get('ablation') : config.ablation.default;
+  const name = q.get('ab_metric');
+  const span = (q.get('ab_span') || '').match(/^(\d+),(\d+)$/);
+  ablate.metric = { name: config.metric_choice.names.includes(name) ? name : '', span: span ? [+span[1], +span[2]] : null,
+    answer: q.get('ab_answer') || '', wrong: q.get('ab_wrong') || '' };
 }
 
 export function writeAblate(q) {
   if (!ablate.heads.length) return;
   q.set('ablate', ablate.heads.join(','));
   if (ablate.ablation !== config.ablation.default) q.set('ablation', ablate.ablation);
+  const m = ablate.metric;
+  if (!m.name) return;
+  q.set('ab_metric', m.name);
+  if (m.name === 'loss' && m.span) q.set('ab_span', m.span.join(','));
+  if (m.name !== 'loss' && m.answer) q.set('ab_answer', m.answer);
+  if (m.name === 'logit_diff' && m.wrong) q.set('ab_wrong', m.wrong);
+}
+
+// Whether the chosen model takes a metric: its <option>'s data-generation (from GET /api/models) is one that
+// config.metric_choice.generations lists.
+function metricApplies() {
+  const o = [...el.model.options].find((option) => option.value === el.model.value);
+  return Boolean(o && config.metric_choice.generations.includes(o.dataset.generation));
+}
+
+// The request's metric fields for the chosen model ({} when it takes none or none is chosen).
+function metricFields() {
+  const m = ablate.metric;
+  if (!m.name || !metricApplies()) return {};
+  const fields = { metric: m.name };
+  if (m.name === 'loss' && m.span) fields.span = m.span;
+  if (m.name !== 'loss' && !m.answer) return {}; // not yet typed: nothing to score
+  if (m.name === 'logit_diff' && !m.wrong) return {};
+  if (m.name !== 'loss') fields.answer = m.answer;
+  if (m.name === 'logit_diff') fields.wrong = m.wrong;
+  return fields;
+}
+
+// Show the metric's inputs for a model that takes one, and of them the ones the chosen metric reads.
+export function showMetricControls() {
+  el.ablateMetricControls.hidden = !metricApplies();
+  const name = el.ablateMetric.value;
+  el.ablateSpanStart.parentElement.hidden = el.ablateSpanEnd.parentElement.hidden = name !== 'loss';
+  el.ablateAnswer.parentElement.hidden = !(name === 'logit_diff' || name === 'prob');
+  el.ablateWrong.parentElement.hidden = name !== 'logit_diff';
 }
 
 // The request's fields: {ablate: [{kind, layer, head}], ablation}, or nothing when no head is off.
@@ -34,6 +80,7 @@ export function ablateFields() {
       return { kind, layer: +layer, head: +head };
     }),
     ablation: ablate.ablation,
+    ...metricFields(),
   };
 }
 
@@ -94,6 +141,7 @@ export function drawEffect(result) {
   const parts = [];
   const byAxis = new Map();
   for (const [name, m] of Object.entries(effect.measures)) {
+    if (name === 'metric') { parts.push(metricLine(effect.metric, m.meaning)); continue; }
     if (m.axis === null) {
       const line = make('div', { className: 'effect-single', attrs: { 'data-measure': name, title: m.meaning } });
       line.append(make('span', { text: `${name}: `, className: 'effect-name' }), valueCell('span', effect[name]));
@@ -132,6 +180,22 @@ export function drawEffect(result) {
   el.effectMeasures.replaceChildren(...parts);
 }
 
+// The chosen metric before and after, in its own units and words (effect.metric: name, where, span, answer, wrong,
+// units, before, after, change); the tokens are shown literally, as the model's tokens.
+function metricLine(metric, meaning) {
+  const line = make('div', { className: 'effect-single effect-metric', attrs: { 'data-measure': 'metric', title: meaning } });
+  line.dataset.before = String(metric.before);
+  line.dataset.after = String(metric.after);
+  const token = (t) => JSON.stringify(t.token);
+  const what = metric.name === 'loss' ? `loss over ${metric.where}`
+    : metric.name === 'prob' ? `probability of ${token(metric.answer)} at ${metric.where}`
+      : `logit(${token(metric.answer)}) − logit(${token(metric.wrong)}) at ${metric.where}`;
+  line.append(make('span', { text: `${metric.name}: `, className: 'effect-name' }),
+    make('span', { text: `${number(metric.before)} → ${number(metric.after)}, change ` }), valueCell('span', metric.change),
+    make('span', { text: ` ${metric.units} (${what})`, className: 'effect-was' }));
+  return line;
+}
+
 // The server refused the ablation (a head this model lacks, say from an old link): say so where the effect
 // would be, keeping "Restore all heads" at hand.
 export function drawAblateError(message) {
@@ -145,6 +209,23 @@ export function drawAblateError(message) {
 export function setupAblate(changed) {
   el.optAblate.checked = ablate.mode;
   el.ablationMode.value = ablate.ablation;
+  const m = ablate.metric;
+  el.ablateMetric.value = m.name;
+  [el.ablateSpanStart.value, el.ablateSpanEnd.value] = m.span ? m.span.map(String) : ['', ''];
+  el.ablateAnswer.value = m.answer;
+  el.ablateWrong.value = m.wrong;
+  showMetricControls();
+  const metricChanged = () => {
+    const [start, end] = [el.ablateSpanStart.value, el.ablateSpanEnd.value];
+    ablate.metric = { name: el.ablateMetric.value, span: start !== '' && end !== '' ? [+start, +end] : null,
+      answer: el.ablateAnswer.value, wrong: el.ablateWrong.value };
+    showMetricControls();
+    if (ablate.heads.length) changed();
+  };
+  for (const box of [el.ablateMetric, el.ablateSpanStart, el.ablateSpanEnd, el.ablateAnswer, el.ablateWrong]) {
+    box.addEventListener('change', metricChanged);
+  }
+  el.model.addEventListener('change', showMetricControls);
   el.optAblate.addEventListener('change', () => { ablate.mode = el.optAblate.checked; });
   el.ablationMode.addEventListener('change', () => {
     ablate.ablation = el.ablationMode.value;

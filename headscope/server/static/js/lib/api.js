@@ -89,9 +89,12 @@ function decodeKind(kind, entry, tensors, answer) {
 // (see ablate.js).
 // `image` (base64 PNG or JPEG, for a model that takes an image) is sent instead of `text`.
 function attentionRequest({ text, image = null, model, truncate, generation = null, newTokens = null, weights = null,
-  ablate, ablation }) {
+  ablate, ablation, metric = null, span = null, answer = null, wrong = null }) {
   const request = image ? { image, model } : { text, model, truncate };
   if (ablate && ablate.length) Object.assign(request, { ablate, ablation });
+  if (ablate && ablate.length && metric) { // what the effect also scores (lib/ablate.js metricFields)
+    Object.assign(request, { metric }, span ? { span } : {}, answer !== null ? { answer } : {}, wrong !== null ? { wrong } : {});
+  }
   if (generation === 'continuation' && newTokens) request.generate = newTokens;
   if (generation === 'output' && newTokens) request.max_new_tokens = newTokens;
   if (weights) request.weights = weights; // what `attention` holds (none: the server's default); the answer's `weights` says

@@ -34,6 +34,7 @@ const ids = [
   'heatmap', 'prev-layer', 'prev-head', 'next-head', 'next-layer', 'detail-close',
   'export-png', 'export-svg', 'export-csv', 'detail-mechanism',
   'opt-ablate', 'ablation-mode', 'effect', 'effect-heads', 'effect-measures', 'ablate-clear',
+  'ablate-metric-controls', 'ablate-metric', 'ablate-span-start', 'ablate-span-end', 'ablate-answer', 'ablate-wrong',
 ];
 
 const camel = (id) => id.replace(/-(\w)/g, (_, c) => c.toUpperCase());
