@@ -70,8 +70,8 @@ def test_position_metrics_by_hand(full):
 
 def test_sink_punctuation_confidence_by_hand(full):
     assert close(full["first_token"][0, 0], (0.5 + 0.25 + 0.0) / 3)
-    assert close(full["last_token"][0, 0], (0.0 + 0.25 + 1.0) / 3)
-    assert close(full["punctuation"][0, 0], (0.5 + 0.5 + 0.0) / 3)  # key 1 is "."
+    assert close(full["last_token"][0, 0], (0.0 + 0.25) / 2)  # row 2 is the last key itself: its weight is `self`
+    assert close(full["punctuation"][0, 0], (0.5 + 0.0) / 2)  # key 1 is "."; row 1 is that "." itself
     assert close(full["confidence"][0, 0], (0.5 + 0.5 + 1.0) / 3)
     assert close(full["confidence"][0, 1], 1 / 3)
 
@@ -109,15 +109,15 @@ def test_causal_by_hand():
     assert torch.isnan(m["next_token"]).all()  # the next key is never visible
     assert close(m["self"][0, 0], (1.0 + 0.5 + 0.5) / 3)
     assert close(m["first_token"][0, 0], (1.0 + 0.5 + 0.2) / 3)
-    assert close(m["last_token"][0, 0], 0.5)  # only row 2 sees key 2
-    assert close(m["punctuation"][0, 0], (0.5 + 0.3) / 2)  # rows 1 and 2 see the ","
+    assert torch.isnan(m["last_token"]).all()  # only row 2 sees key 2, and row 2 is key 2
+    assert close(m["punctuation"][0, 0], 0.3)  # rows 1 and 2 see the ","; row 1 is the "," itself
     assert close(m["confidence"][0, 0], (1.0 + 0.5 + 0.5) / 3)
 
 
 def test_causal_flag_changes_what_counts():
     m = head_metrics(CAUSAL, CAUSAL_TOKENS, CAUSAL_TOKENS, causal=False)
-    assert close(m["last_token"][0, 0], (0.0 + 0.0 + 0.5) / 3)
-    assert close(m["punctuation"][0, 0], (0.0 + 0.5 + 0.3) / 3)
+    assert close(m["last_token"][0, 0], (0.0 + 0.0) / 2)
+    assert close(m["punctuation"][0, 0], (0.0 + 0.3) / 2)
     assert close(m["next_token"][0, 0], (0.0 + 0.0) / 2)
     row2 = -(0.2 * math.log(0.2) + 0.3 * math.log(0.3) + 0.5 * math.log(0.5))
     assert close(m["entropy_normalized"][0, 0], (0.0 + math.log(2) + row2) / math.log(3) / 3)  # all rows, all by ln 3
@@ -193,8 +193,9 @@ def test_single_token():
     assert close(m["entropy"][0, 0], 0.0)
     for name in ("entropy_normalized", "previous_token", "next_token", "punctuation", "induction"):
         assert torch.isnan(m[name]).all(), name
-    for name in ("self", "first_token", "last_token", "confidence"):
+    for name in ("self", "first_token", "confidence"):
         assert close(m[name][0, 0], 1.0), name
+    assert torch.isnan(m["last_token"]).all()  # the one row is the last key itself
     assert close(m["distance"][0, 0], 0.0)
 
 
@@ -312,7 +313,7 @@ def reference(A, q_tokens, k_tokens, causal, same, q_special, k_special):
     mean = lambda xs: float(np.mean(xs)) if xs else math.nan  # noqa: E731
     out = {
         "first_token": mean([A[i, 0] for i in range(Tq)]),
-        "last_token": mean([A[i, Tk - 1] for i in range(Tq) if sees(i, Tk - 1)]),
+        "last_token": mean([A[i, Tk - 1] for i in range(Tq) if sees(i, Tk - 1) and not (same and i == Tk - 1)]),
         "confidence": mean([A[i].max() for i in range(Tq)]),
         "sink": mean([sum(A[i, j] for j in range(Tk) if k_special[j]) for i in range(Tq)
                       if any(k_special[j] and sees(i, j) for j in range(Tk))]),
@@ -330,7 +331,7 @@ def reference(A, q_tokens, k_tokens, causal, same, q_special, k_special):
         rows["entropy"].append(-sum(p * math.log(p) for p in r if p > 0))
         if len(seen) > 1:
             rows["entropy_normalized"].append(rows["entropy"][-1] / math.log(len(seen)))
-        punct = [b for b in seen if is_punctuation(k_tokens[ks[b]])]
+        punct = [b for b in seen if is_punctuation(k_tokens[ks[b]]) and not (same and b == a)]
         if punct:
             rows["punctuation"].append(sum(r[b] for b in punct))
         if not same:
@@ -480,3 +481,14 @@ def test_special_flags_are_checked():
         head_metrics(PATTERN, TOKENS, TOKENS, key_special=[True, False])
     with pytest.raises(ValueError, match="must equal"):
         head_metrics(PATTERN, TOKENS, TOKENS, query_special=[True, False, False], key_special=[False, False, False])
+
+
+def test_a_causal_self_head_on_a_text_ending_in_a_mark_is_no_punctuation_or_last_token_head():
+    # The SmolLM2 finding: a head whose every row looks at itself, on a text whose last token is ".", was labelled
+    # punctuation and last_token because the last row is a "." and the last key; it is a self head.
+    tokens = ["The", "cat", "sat", "."]
+    pattern = torch.eye(4)[None, None]  # (1, 1, 4, 4): every query on itself
+    m = head_metrics(pattern, tokens, tokens, causal=True)
+    assert close(m["self"][0, 0], 1.0)
+    assert torch.isnan(m["punctuation"]).all()  # no row sees a "." other than itself: undefined, not the self weight
+    assert torch.isnan(m["last_token"]).all()
