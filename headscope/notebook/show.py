@@ -33,7 +33,7 @@ from headscope.analyses.metrics import METRIC_DEFINITIONS, METRICS
 from headscope.models.analysis import CROSS, DECODER_SELF, SELF, Analysis, AttentionModel, Layout
 from headscope.models.registry import DEFAULT_SPECS, ModelSpec, load_model
 from headscope.notebook.bundle import bundle
-from headscope.server.encoding import dumps, read_safetensors, safetensors_body
+from headscope.server.encoding import choice_scale, dumps, read_safetensors, safetensors_body
 from headscope.server.files import JS_LIB, STATIC, TEMPLATES
 
 DEFAULT_MODEL = DEFAULT_SPECS[0].name  # the server's default model is the notebook's too
@@ -360,7 +360,9 @@ def _template():
 
 def render(result: Result, page: bool = False) -> str:
     """The HTML of one output (a fragment, or a whole page with `page`), with a fresh unique id."""
-    body = safetensors_body(result.analysis.patterns, fields(result), exact=False)
+    patterns = result.analysis.patterns
+    scales = {kind: choice_scale(pattern, result.analysis.layout[kind].causal) for kind, pattern in patterns.items()}
+    body = safetensors_body(patterns, fields(result), exact=False, scales=scales)
     data = {"format": "compact", "encoding": "deflate, base64", "body": base64.b64encode(zlib.compress(body, ZLIB_LEVEL)).decode()}
     return _template().render(
         id=f"hs-{uuid.uuid4().hex}",

@@ -29,7 +29,7 @@ from headscope.analyses.value_norm import UNITS, NoValueNorms, check_value_norms
 from headscope.models.analysis import DIMS, Analysis, AttentionModel
 from headscope.models.interventions import Ablation, BadAblation, check_ablation
 from headscope.models.metric_choice import choose_metric
-from headscope.server.encoding import compress, dumps, max_pool, safetensors_body
+from headscope.server.encoding import choice_scale, compress, dumps, max_pool, safetensors_body
 from headscope.server.errors import ApiError, ErrorCode
 from headscope.server.recent_heads import RecentHeads
 from headscope.server.schemas.attention import AblationRequest, AttentionRequest, Weights
@@ -69,6 +69,16 @@ def selected_patterns(analysis: Analysis, req: AttentionRequest, arrays: dict | 
                            f"asked for layer {layer}, head {head}")
         patterns = {kind: patterns[kind][layer : layer + 1, head : head + 1]}  # (1, 1, Tq, Tk)
     return {kind: max_pool(pattern, req.pool_to) for kind, pattern in patterns.items()}
+
+
+def selected_scales(analysis: Analysis, req: AttentionRequest, arrays: dict | None = None) -> dict:
+    """kind -> (L, H) compact scales of the selected heads, over the rows that have a choice (encoding.choice_scale),
+    taken before pooling: a pooled cell holding a causal first row's 1 is an overflow, not the scale."""
+    patterns = analysis.patterns if arrays is None else arrays
+    if req.head is not None:
+        patterns = {req.head.kind: patterns[req.head.kind][req.head.layer : req.head.layer + 1,
+                                                           req.head.head : req.head.head + 1]}
+    return {kind: choice_scale(pattern, analysis.layout[kind].causal) for kind, pattern in patterns.items()}
 
 
 def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict | None = None,
@@ -124,7 +134,9 @@ def attention_body(analysis: Analysis, req: AttentionRequest, cut: bool, encodin
     fields.update(weights=weights_about(req.weights, patterns), rollout_about=rollout_about)
     fields.update(ablation_fields(analysis, req))
     if req.format in ("compact", "safetensors"):
-        return compress(safetensors_body(patterns, fields, exact=req.format == "safetensors", rollout=rollout), encoding)
+        scales = selected_scales(analysis, req, arrays) if req.format == "compact" else None
+        return compress(safetensors_body(patterns, fields, exact=req.format == "safetensors", rollout=rollout,
+                                         scales=scales), encoding)
     attention = {kind: pattern.numpy() for kind, pattern in patterns.items()}
     json_rollout = None if rollout is None else {kind: r.numpy() for kind, r in rollout.items()}
     return compress(dumps({**fields, "attention": attention, "rollout": json_rollout}), encoding)

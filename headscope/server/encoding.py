@@ -7,9 +7,14 @@ little-endian header length n, n bytes of JSON header, then the tensors' bytes. 
 JSON answer but `attention` is in the header's `__metadata__`, each as a JSON-encoded string;
 `attention` there maps each kind to {"dtype", "shape", "tensor", "scale"}:
   format "safetensors"  tensor `attention.<kind>` float32 (L, H, Tq, Tk): the exact weights
-  format "compact"      tensor `attention.<kind>` uint8, each head scaled to its own maximum, and
-                        `scale.<kind>` float32 (L, H): weight = byte / 255 * scale[layer][head],
-                        within scale / 510 of the truth. What the page uses.
+  format "compact"      tensor `attention.<kind>` uint8, each head scaled to its own maximum over the
+                        rows that have a choice (CHOICE_ROWS), and `scale.<kind>` float32 (L, H):
+                        weight = byte / 255 * scale[layer][head], within scale / 510 of the truth.
+                        Weights above the scale (a causal kind's first row: its one visible key holds
+                        the whole row) are bytes 255 and travel exactly in `overflow`: {"index":
+                        `overflow_index.<kind>` int32 (N, 4), positions along the answer's `dims`,
+                        "value": `overflow_value.<kind>` float32 (N,)}; null when there are none.
+                        What the page uses.
 Any format may be max-pooled for thumbnails (`pool_to`); the answer's `pool` says by how much.
 With `rollout: true`, `rollout` maps each kind to {"dtype": "float32", "shape", "tensor": "rollout.<kind>"}
 in both binary formats: one (Tq, Tk) matrix per kind, exact.
@@ -29,14 +34,33 @@ GZIP_LEVEL = 1  # for clients without zstd: ~11 ms, 1.2 MB -> 0.41 MB
 BINARY_MEDIA_TYPE = "application/octet-stream"
 
 
-def quantize(pattern: torch.Tensor) -> tuple[np.ndarray, list[list[float]]]:
-    """(L, H, Tq, Tk) weights -> uint8 array scaled per head, and the scales [layer][head].
+CHOICE_ROWS = ("every row; a causal kind's rows but the first, whose one visible key holds the whole row, so that "
+               "its 1 does not set every head's scale")
 
-    Each head's largest weight becomes 255; rounding keeps every weight within scale / 510.
+
+def choice_scale(pattern: torch.Tensor, causal: bool) -> torch.Tensor:
+    """(L, H, Tq, Tk) -> (L, H): each head's largest weight over the rows that have a choice (CHOICE_ROWS)."""
+    rows = pattern[..., 1:, :] if causal and pattern.shape[-2] > 1 else pattern
+    return rows.amax(dim=(-2, -1))
+
+
+def quantize(pattern: torch.Tensor, scale: torch.Tensor | None = None
+             ) -> tuple[np.ndarray, list[list[float]], tuple[np.ndarray, np.ndarray] | None]:
+    """(L, H, Tq, Tk) weights -> uint8 array scaled per head, the scales [layer][head], and the overflow.
+
+    scale (L, H): what becomes 255 in each head (default: its largest weight); rounding keeps every weight up to it
+    within scale / 510. Weights above it are 255 and listed exactly: (index (N, 4) int32, value (N,) float32), or
+    None when there are none.
     """
-    scale = pattern.amax(dim=(-2, -1))  # (L, H)
-    levels = pattern * (255.0 / scale.clamp_min(1e-30))[..., None, None]  # (L, H, Tq, Tk) in [0, 255]
-    return levels.round_().to(torch.uint8).numpy(), scale.tolist()
+    scale = pattern.amax(dim=(-2, -1)) if scale is None else scale  # (L, H)
+    factor = (255.0 / scale.clamp_min(1e-30))[..., None, None]  # (L, H, 1, 1)
+    levels = (pattern * factor).round_().clamp_(max=255)  # (L, H, Tq, Tk) in [0, 255]
+    over = pattern > scale[..., None, None]  # (L, H, Tq, Tk)
+    overflow = None
+    if over.any():
+        index = over.nonzero()  # (N, 4)
+        overflow = (np.ascontiguousarray(index.to(torch.int32).numpy()), pattern[over].to(torch.float32).numpy())
+    return levels.to(torch.uint8).numpy(), scale.tolist(), overflow
 
 
 def dumps(payload: dict) -> bytes:
@@ -86,9 +110,11 @@ def max_pool(pattern: torch.Tensor, max_side: int | None) -> tuple[torch.Tensor,
 
 
 def safetensors_body(patterns: dict[str, torch.Tensor], fields: dict, exact: bool,
-                     rollout: dict[str, torch.Tensor] | None = None) -> bytes:
-    """The answer as a safetensors file: float32 weights (exact) or 8-bit per head (compact); a rollout,
-    when given, as float32 (Tq, Tk) tensors `rollout.<kind>` in either format (it is small)."""
+                     rollout: dict[str, torch.Tensor] | None = None,
+                     scales: dict[str, torch.Tensor] | None = None) -> bytes:
+    """The answer as a safetensors file: float32 weights (exact) or 8-bit per head (compact, each head's bytes scaled
+    to scales[kind] (L, H), see choice_scale; default its largest weight); a rollout, when given, as float32
+    (Tq, Tk) tensors `rollout.<kind>` in either format (it is small)."""
     from safetensors.numpy import save
 
     tensors, entries = {}, {}
@@ -98,10 +124,13 @@ def safetensors_body(patterns: dict[str, torch.Tensor], fields: dict, exact: boo
             tensors[entry["tensor"]] = pattern.numpy()
             entry.update(dtype="float32", scale=None)
         else:
-            data, scale = quantize(pattern)
+            data, scale, overflow = quantize(pattern, None if scales is None else scales.get(kind))
             tensors[entry["tensor"]] = data
             tensors[f"scale.{kind}"] = np.asarray(scale, np.float32)
-            entry.update(dtype="uint8", scale=f"scale.{kind}")
+            entry.update(dtype="uint8", scale=f"scale.{kind}", scale_rows=CHOICE_ROWS, overflow=None)
+            if overflow is not None:
+                tensors[f"overflow_index.{kind}"], tensors[f"overflow_value.{kind}"] = overflow
+                entry["overflow"] = {"index": f"overflow_index.{kind}", "value": f"overflow_value.{kind}"}
         entries[kind] = entry
     rollouts = None
     if rollout is not None:
@@ -124,6 +153,8 @@ def read_safetensors(body: bytes) -> dict:
         data = tensors[entry["tensor"]]
         if entry["dtype"] == "uint8":
             data = data * (tensors[entry["scale"]][..., None, None] / 255)
+            if entry.get("overflow"):  # weights above their head's scale, exact
+                data[tuple(tensors[entry["overflow"]["index"]].T)] = tensors[entry["overflow"]["value"]]
         answer["attention"][kind] = data
     for kind, entry in (answer.get("rollout") or {}).items():
         answer["rollout"][kind] = tensors[entry["tensor"]]

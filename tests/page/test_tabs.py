@@ -128,10 +128,13 @@ def permuted_answer(pattern: np.ndarray, rollout: np.ndarray, compact: bool) -> 
     perm = [DIMS.index(d) for d in ORDER]
     entry = {"shape": [pattern.shape[i] for i in perm], "tensor": "attention.cross"}
     if compact:
-        data, scale = quantize(torch.from_numpy(pattern))
+        # scaled to the rows but the first (as a causal kind is), so that the first row's larger weights overflow
+        data, scale, (index, value) = quantize(torch.from_numpy(pattern), torch.from_numpy(pattern[:, :, 1:].max((-2, -1))))
         tensors = {"attention.cross": np.ascontiguousarray(data.transpose(perm)),
-                   "scale.cross": np.ascontiguousarray(np.asarray(scale, np.float32).T)}  # (head, layer), as ORDER
-        entry.update(dtype="uint8", scale="scale.cross")
+                   "scale.cross": np.ascontiguousarray(np.asarray(scale, np.float32).T),  # (head, layer), as ORDER
+                   "overflow_index.cross": np.ascontiguousarray(index[:, perm]), "overflow_value.cross": value}
+        entry.update(dtype="uint8", scale="scale.cross",
+                     overflow={"index": "overflow_index.cross", "value": "overflow_value.cross"})
     else:
         tensors = {"attention.cross": np.ascontiguousarray(pattern.transpose(perm))}
         entry.update(dtype="float32", scale=None)
@@ -169,7 +172,11 @@ def test_the_page_reads_axes_by_their_names(page, compact):
     out = page.evaluate(READ, [body, ["head", "layer"]])
     assert out["shape"] == [L, H, Tq, Tk]
     shown = np.asarray(out["heads"]).reshape(L, H, Tq, Tk)
-    tolerance = pattern.max(axis=(-2, -1), keepdims=True) / 510 + 1e-7 if compact else 0  # 8-bit: within scale / 510
+    scale = pattern[:, :, 1:].max(axis=(-2, -1), keepdims=True)
+    tolerance = scale / 510 + 1e-7 if compact else 0  # 8-bit: within scale / 510; above the scale: exact
     assert (np.abs(shown - pattern) <= tolerance).all()
+    if compact:
+        over = pattern > scale
+        assert over.any() and np.array_equal(shown[over], pattern[over])
     assert out["rollout"][:2] == [Tq, Tk] and np.array_equal(np.asarray(out["rollout"][2]).reshape(Tq, Tk), rollout)
     assert out["byRows"] == [[1, 4], [2, 5], [3, 6]]  # [head][layer] read as [layer][head]

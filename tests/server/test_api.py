@@ -83,7 +83,9 @@ def test_compact_encoding_decodes_to_the_weights_within_its_stated_error(client)
     assert r.headers["content-type"] == "application/octet-stream"
     fields, tensors = read_safetensors_by_hand(r.content)
     entry = fields["attention"]["encoder"]
-    assert entry == {"dtype": "uint8", "shape": list(exact.shape), "tensor": "attention.encoder", "scale": "scale.encoder"}
+    assert entry == {"dtype": "uint8", "shape": list(exact.shape), "tensor": "attention.encoder", "scale": "scale.encoder",
+                     "scale_rows": entry["scale_rows"], "overflow": None}  # an encoder: every row has a choice
+    assert "causal" in entry["scale_rows"]
     data, scale = tensors["attention.encoder"], tensors["scale.encoder"]
     assert data.dtype == np.uint8 and data.shape == exact.shape and scale.shape == exact.shape[:2]
     np.testing.assert_allclose(scale, exact.max(axis=(-2, -1)), atol=1e-6)
@@ -93,6 +95,37 @@ def test_compact_encoding_decodes_to_the_weights_within_its_stated_error(client)
         {k: v for k, v in full.items() if k not in ("attention", "format")}
     np.testing.assert_allclose(read_safetensors(r.content)["attention"]["encoder"], data / 255.0 * scale[..., None, None],
                                atol=1e-7)
+
+
+@pytest.mark.parametrize("pool_to", [None, 8])
+def test_a_causal_kinds_compact_scale_leaves_out_the_first_row_and_its_weight_travels_exactly(client, pool_to):
+    # The first row of causal attention sees key 0 only: its weight 1 would be every head's scale, and a head whose
+    # other weights are small would round them to 0 (SmolLM2's L18H6: ~45% of its non-zero weights).
+    text = "k#9Qz.m>Ab k#9Qz.m>Ab"
+    exact = np.asarray(client.post("/api/attention", json={"text": text, "model": "induction"}).json()["attention"]["decoder"])
+    body = {"text": text, "model": "induction", "format": "compact", **({"pool_to": pool_to} if pool_to else {})}
+    r = client.post("/api/attention", json=body)
+    fields, tensors = read_safetensors_by_hand(r.content)
+    entry = fields["attention"]["decoder"]
+    data, scale = tensors["attention.decoder"], tensors["scale.decoder"]
+    block = fields["pool"]["decoder"]
+    # by hand: the max over rows 1.. of the full pattern; the pooled cells are the max of each block
+    np.testing.assert_allclose(scale, exact[:, :, 1:, :].max(axis=(-2, -1)), atol=1e-7)
+    assert (scale < 1).all()
+    L, H, T, _ = exact.shape
+    rows, cols = -(-T // block[0]), -(-T // block[1])
+    padded = np.zeros((L, H, rows * block[0], cols * block[1]), np.float32)
+    padded[:, :, :T, :T] = exact
+    pooled = padded.reshape(L, H, rows, block[0], cols, block[1]).max(axis=(3, 5))
+    over = pooled > scale[..., None, None]
+    index, value = tensors[entry["overflow"]["index"]], tensors[entry["overflow"]["value"]]
+    assert index.dtype == np.int32 and sorted(map(tuple, index.tolist())) == sorted(map(tuple, np.argwhere(over).tolist()))
+    np.testing.assert_allclose(value, pooled[tuple(index.T)], atol=0)
+    assert (index[:, 2] == 0).all() and (index[:, 3] == 0).all()  # only the first row's one key (the cell holding it)
+    assert (data[over] == 255).all()
+    err = np.abs(data / 255.0 * scale[..., None, None] - pooled)
+    assert (err[~over] <= np.broadcast_to(scale[..., None, None], err.shape)[~over] / 510 + 1e-7).all()
+    np.testing.assert_allclose(read_safetensors(r.content)["attention"]["decoder"][over], pooled[over], atol=0)
 
 
 def test_safetensors_format_is_exact_float32(client, hf_bert):

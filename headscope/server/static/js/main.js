@@ -22,7 +22,7 @@
 import { config } from './lib/config.js';
 import { el, make } from './lib/dom.js';
 import { ApiError, fetchAttention, fetchHead, fetchHeads } from './lib/api.js';
-import { codePoints, isPooled, makeView, makeViews, sliceCodePoints } from './lib/views.js';
+import { codePoints, colourMax, isPooled, makeView, makeViews, sliceCodePoints } from './lib/views.js';
 import { headName } from './lib/grid.js';
 import { drawHeatmap, loadPlotly } from './lib/heatmap.js';
 import { ABLATE_FIELDS, ablate, ablateFields, drawAblateError, drawEffect, readAblate, setupAblate, writeAblate } from './lib/ablate.js';
@@ -431,10 +431,11 @@ async function drawDetail() {
   el.detailTitle.textContent = `${name} · ${state.kind}`;
   showDetailRoles();
   const matrix = view.matrix(at.layer, at.head);
-  const zmax = matrix.reduce((a, b) => Math.max(a, b), 0);
+  const { max: zmax, skipped } = colourMax(view, matrix);
   const what = result.weights;
+  const over = skipped ? ' in the rows with a choice (the first row sees only its own key: drawn at full colour)' : '';
   el.detailNote.textContent = [view.note && `Transformed view: ${view.note}.`,
-    `Rows are queries, columns keys. Colour from 0 to this head's largest ${what.label}, ${zmax.toFixed(3)}${what.rows_sum_to_one ? '' : ` (${what.units}; rows do not sum to 1)`}; shown values are 8-bit (within ${(zmax / 510).toFixed(4)}); CSV export has the exact float32 values.`]
+    `Rows are queries, columns keys. Colour from 0 to this head's largest ${what.label}${over}, ${zmax.toFixed(3)}${what.rows_sum_to_one ? '' : ` (${what.units}; rows do not sum to 1)`}; shown values are 8-bit (within ${(zmax / 510).toFixed(4)}); CSV export has the exact float32 values.`]
     .filter(Boolean).join(' ');
   const highlight = state.step !== null && view.layout.rows === 'output_tokens' ? state.step - 1 : -1;
   try {

@@ -67,22 +67,35 @@ function readSafetensors(buffer) {
     const [a, b] = t.data_offsets.map((o) => 8 + n + o);
     if (t.dtype === 'U8') tensors[name] = new Uint8Array(buffer, a, b - a);
     else if (t.dtype === 'F32') tensors[name] = new Float32Array(buffer.slice(a, b)); // copied: aligned
+    else if (t.dtype === 'I32') tensors[name] = new Int32Array(buffer.slice(a, b));
     else throw new ApiError(`unexpected tensor type ${t.dtype}`);
   }
   return { fields, tensors };
 }
 
-// One attention kind: {kind, layout, L, H, Tq, Tk, values, scale, strides, scaleStrides, pool, rows, cols}.
+// One attention kind: {kind, layout, L, H, Tq, Tk, values, scale, strides, scaleStrides, overflow, pool, rows, cols}.
 // values: the tensor (uint8 with a per-head `scale`, or exact float32 with scale null), its axes read by name from
 // the answer's `dims` (strides: axis name -> step in `values`; the scale's axes are the same without the
-// positions); pool: [rows, cols] of tokens per cell; rows and cols: the axes (see `axis`) that the layout names.
+// positions); overflow: the weights above their head's scale, exact (headscope/server/encoding.py), as
+// {layer, head, query, key, value} arrays, or null; pool: [rows, cols] of tokens per cell; rows and cols: the axes
+// (see `axis`) that the layout names.
 function decodeKind(kind, entry, tensors, answer) {
   const { layer: L, head: H, query_pos: Tq, key_pos: Tk } = sizes(answer.dims, entry.shape);
   const headDims = answer.dims.filter((d) => d === 'layer' || d === 'head');
   const layout = answer.layout[kind];
   return { kind, layout, L, H, Tq, Tk, values: tensors[entry.tensor], scale: entry.scale ? tensors[entry.scale] : null,
     strides: strides(answer.dims, entry.shape), scaleStrides: strides(headDims, headDims.map((d) => (d === 'layer' ? L : H))),
+    overflow: decodeOverflow(entry.overflow, tensors, answer.dims),
     pool: answer.pool[kind], rows: axis(answer, layout.rows), cols: axis(answer, layout.columns) };
+}
+
+// An entry's `overflow` ({index: (N, 4) int32 positions along `dims`, value: (N,) float32}) -> {layer, head, query,
+// key: Int32Array, value: Float32Array}, each of N; null when the entry has none.
+function decodeOverflow(overflow, tensors, dims) {
+  if (!overflow) return null;
+  const index = tensors[overflow.index], value = tensors[overflow.value];
+  const column = (name) => Int32Array.from(value, (_, n) => index[n * dims.length + dims.indexOf(name)]);
+  return { layer: column('layer'), head: column('head'), query: column('query_pos'), key: column('key_pos'), value };
 }
 
 // `ablate` ([{kind, layer, head}]) and `ablation` (one of the page config's ablation modes): heads to knock out

@@ -1,7 +1,7 @@
 // The grid of every layer x head of every attention kind, drawn at once as small canvases.
 import { make } from './dom.js';
 import { SEQUENTIAL_LUT } from './colors.js';
-import { makeView } from './views.js';
+import { colourMax, makeView } from './views.js';
 
 const MAX_PIXELS = 96; // a thumbnail side; longer inputs are max-pooled so thin lines stay visible
 
@@ -15,13 +15,13 @@ export function kindTitle(kind, layout) {
   return `${kind} attention (${axes}${layout.causal ? '; causal: each query sees only earlier keys' : ''})`;
 }
 
-// Paint one head's bytes (or a transformed float matrix) into its canvas, scaled to its maximum.
-// `highlightRow` (optional) keeps that query row bright and fades the others.
+// Paint one head's bytes (or a transformed float matrix) into its canvas, scaled to its maximum over the rows that
+// have a choice (views.js colourMax; larger values at full colour). `highlightRow` (optional) keeps that query row
+// bright and fades the others.
 export function paintHead(canvas, view, layer, head, highlightRow = -1) {
   const { R, C } = view;
   const m = view.matrix(layer, head);
-  let max = 0;
-  for (let i = 0; i < m.length; i++) if (m[i] > max) max = m[i];
+  const { max } = colourMax(view, m);
   const scale = max > 0 ? 255 / max : 0;
   const br = Math.ceil(R / MAX_PIXELS), bc = Math.ceil(C / MAX_PIXELS);
   const h = Math.ceil(R / br), w = Math.ceil(C / bc);
@@ -35,7 +35,7 @@ export function paintHead(canvas, view, layer, head, highlightRow = -1) {
       for (let i = y * br; i < Math.min(R, (y + 1) * br); i++) {
         for (let j = x * bc; j < Math.min(C, (x + 1) * bc); j++) if (m[i * C + j] > v) v = m[i * C + j];
       }
-      let level = Math.round(v * scale);
+      let level = Math.min(255, Math.round(v * scale));
       if (highlightRow >= 0 && Math.floor(highlightRow / br) !== y) level = level >> 2;
       pixels[y * w + x] = SEQUENTIAL_LUT[level];
     }

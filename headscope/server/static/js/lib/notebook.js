@@ -12,6 +12,7 @@ import { make } from './dom.js';
 import { decodeAnswer } from './api.js';
 import { drawGrids, headName } from './grid.js';
 import { cellAt, drawMatrix } from './canvasmap.js';
+import { colourMax } from './views.js';
 
 // base64 of a zlib (deflate) stream -> ArrayBuffer, with the browser's own DecompressionStream.
 async function inflate(base64) {
@@ -130,10 +131,10 @@ function build(root, result) {
     title.textContent = `${headName(layer, head)} · ${state.kind}`;
     badges.replaceChildren(...roles(state.kind, layer, head).map((r) => make('span', { text: r, className: 'badge' })));
     const matrix = view.matrix(layer, head);
-    let zmax = 0;
-    for (let i = 0; i < matrix.length; i++) if (matrix[i] > zmax) zmax = matrix[i];
+    const { max: zmax, skipped } = colourMax(view, matrix);
+    const over = skipped ? ' in the rows with a choice (the first row sees only its own key: drawn at full colour)' : '';
     note.textContent = [view.note && `Transformed view: ${view.note}.`,
-      `Rows are queries, columns keys. Colour from 0 to this head's largest weight, ${zmax.toFixed(3)}; `
+      `Rows are queries, columns keys. Colour from 0 to this head's largest weight${over}, ${zmax.toFixed(3)}; `
       + `values are 8-bit (within ${(zmax / 510).toFixed(4)}). Hover for a value. The arrow buttons, or the arrow `
       + 'keys once the heatmap has focus, move between heads.']
       .filter(Boolean).join(' ');

@@ -29,7 +29,20 @@ export function rawMatrix(kd, layer, head) {
     const row = offset + i * s.query_pos;
     for (let j = 0; j < Tk; j++) out[i * Tk + j] = kd.values[row + j * s.key_pos] * factor;
   }
+  const o = kd.overflow; // weights above the head's scale (bytes 255), exact
+  if (o) for (let n = 0; n < o.value.length; n++) if (o.layer[n] === layer && o.head[n] === head) out[o.query[n] * Tk + o.key[n]] = o.value[n];
   return out;
+}
+
+// The largest value of a view's matrix (R rows of C) over the rows that have a choice: a causal view's first row
+// sees one key only, which holds the whole row, so it would set every head's colour scale to 1 (the server's
+// compact scale leaves it out the same way, headscope/server/encoding.py CHOICE_ROWS); that row is drawn at full
+// colour. -> {max, skipped: whether the first row was left out}
+export function colourMax(view, matrix) {
+  const skipped = Boolean(view.layout?.causal) && view.R > 1;
+  let max = 0;
+  for (let i = skipped ? view.C : 0; i < matrix.length; i++) if (matrix[i] > max) max = matrix[i];
+  return { max, skipped };
 }
 
 export const isPooled = (kd) => kd.pool[0] > 1 || kd.pool[1] > 1;
