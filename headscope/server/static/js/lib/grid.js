@@ -48,8 +48,9 @@ export function headName(layer, head) {
 }
 
 // Draw every kind's grid into `container`; returns {kind: view}. `onOpen(kind, layer, head)` on click. `views`
-// (optional): the views to draw, when the caller has made them (else made here with `options`).
-export function drawGrids(container, result, options, { onOpen, onHover, roles, views: made = null }) {
+// (optional): the views to draw, when the caller has made them (else made here with `options`). `layers`
+// (optional): [first, last] layers to draw (both included; each kind keeps those it has), else every layer.
+export function drawGrids(container, result, options, { onOpen, onHover, roles, views: made = null, layers = null }) {
   container.replaceChildren();
   const views = {};
   for (const [kind, kd] of Object.entries(result.kinds)) {
@@ -62,7 +63,8 @@ export function drawGrids(container, result, options, { onOpen, onHover, roles, 
     grid.style.setProperty('--heads', kd.H);
     grid.append(make('span'));
     for (let h = 0; h < kd.H; h++) grid.append(make('span', { text: `H${h}`, className: 'axis' }));
-    for (let l = 0; l < kd.L; l++) {
+    const [first, last] = layers ? [Math.max(0, layers[0]), Math.min(kd.L - 1, layers[1])] : [0, kd.L - 1];
+    for (let l = first; l <= last; l++) {
       grid.append(make('span', { text: `L${l}`, className: 'axis' }));
       for (let h = 0; h < kd.H; h++) {
         const name = headName(l, h);

@@ -9,7 +9,49 @@ import { register } from '../lib/registry.js';
 import { drawImageGrids, drawRolloutOverlay } from '../lib/imagegrid.js';
 import { takesImage } from '../lib/imageinput.js';
 
-const own = elements(['grids', 'hover-name', 'rollout', 'intro', 'intro-example', 'intro-text', 'image-grids']);
+const own = elements(['grids', 'hover-name', 'rollout', 'intro', 'intro-example', 'intro-text', 'image-grids',
+  'layer-range-controls', 'layer-from', 'layer-to', 'layer-all', 'layer-range-note']);
+
+// The layers shown (URL `layers=FIRST-LAST`, both included), or null for all: a 30-layer model's 270 heads fit on
+// screen at a readable size only a few layers at a time.
+let layers = null;
+const RANGE = /^(\d+)-(\d+)$/;
+
+function readUrl(q) {
+  const m = (q.get('layers') || '').match(RANGE);
+  layers = m && +m[1] <= +m[2] ? [+m[1], +m[2]] : null;
+  fillBoxes();
+  return false;
+}
+
+function writeUrl(q) {
+  if (layers) q.set('layers', layers.join('-'));
+}
+
+// The boxes hold what the link or the user said (an empty "to": to the last layer).
+function fillBoxes() {
+  own.layerFrom.value = layers ? layers[0] : '';
+  own.layerTo.value = layers ? layers[1] : '';
+}
+
+// The note says the range against the answer's own layer count (the deepest kind's).
+function showRange(page) {
+  const most = page.result ? Math.max(...Object.values(page.result.kinds).map((k) => k.L)) : null;
+  if (most !== null) { own.layerFrom.max = own.layerTo.max = most - 1; }
+  own.layerAll.disabled = !layers;
+  own.layerRangeNote.textContent = most === null ? '' : layers
+    ? `showing layers ${layers[0]}–${Math.min(layers[1], most - 1)} of 0–${most - 1}` : `all ${most} layers`;
+}
+
+function rangeChanged(page) {
+  const [a, b] = [own.layerFrom.value, own.layerTo.value];
+  const most = page.result ? Math.max(...Object.values(page.result.kinds).map((k) => k.L)) - 1 : Infinity;
+  layers = a === '' && b === '' ? null : [Math.max(0, a === '' ? 0 : +a), Math.min(most, b === '' ? most : +b)];
+  if (layers && layers[0] > layers[1]) layers = [layers[1], layers[0]];
+  if (layers && layers[0] === 0 && layers[1] === most) layers = null; // every layer: no range
+  page.writeState();
+  analysed(page);
+}
 
 // "fit on screen": thumbnails as large as lets every kind's whole grid fit below the controls, in
 // the viewport (with every kind side by side where the width allows).
@@ -19,7 +61,8 @@ function fitGrids(page) {
   const kinds = Object.values(page.result.kinds);
   const top = own.grids.getBoundingClientRect().top + window.scrollY; // where the grids start on the page
   const heading = 48, gap = 3, axis = 28;
-  const rows = Math.max(...kinds.map((k) => k.L));
+  const shown = (k) => (layers ? Math.max(0, Math.min(k.L - 1, layers[1]) - Math.max(0, layers[0]) + 1) : k.L);
+  const rows = Math.max(...kinds.map(shown));
   const tall = (window.innerHeight - top - heading) / (rows + 1) - gap; // +1: the head-number row
   const wide = (own.grids.clientWidth - kinds.length * (axis + 32)) / kinds.reduce((n, k) => n + k.H, 0) - gap;
   own.grids.style.setProperty('--cell', `${Math.max(12, Math.floor(Math.min(tall, wide)))}px`);
@@ -58,19 +101,24 @@ function setup(page) {
   el.optFit.addEventListener('change', () => { page.state.fit = el.optFit.checked; page.writeState(); fitGrids(page); });
   window.addEventListener('resize', () => fitGrids(page));
   el.optAblate.addEventListener('change', () => { markGrid(own.grids); markGrid(own.imageGrids); });
+  for (const box of [own.layerFrom, own.layerTo]) box.addEventListener('change', () => rangeChanged(page));
+  own.layerAll.addEventListener('click', () => { layers = null; fillBoxes(); page.writeState(); analysed(page); });
+  readUrl(new URLSearchParams(location.search));
 }
 
 function analysed(page) {
   own.hoverName.textContent = '';
   showIntro(page);
   const { result, views } = page;
+  own.layerRangeControls.hidden = !result || takesImage();
   if (!result) {
     own.grids.replaceChildren(); own.rollout.replaceChildren(); own.rollout.hidden = true; own.imageGrids.replaceChildren();
     return;
   }
   drawImageGrids(own.imageGrids, result, { onOpen: (kind, layer, head) => openOrAblate(page, kind, layer, head),
     onHover: (kind, layer, head) => showHoverName(page, kind, layer, head) });
-  drawGrids(own.grids, result, page.options, { views, roles: page.roles,
+  showRange(page);
+  drawGrids(own.grids, result, page.options, { views, roles: page.roles, layers,
     onOpen: (kind, layer, head) => openOrAblate(page, kind, layer, head),
     onHover: (kind, layer, head) => showHoverName(page, kind, layer, head) });
   markGrid(own.grids);
@@ -94,4 +142,4 @@ function stepped(page, row) {
   markGrid(own.grids); // repainting cleared the hatching of ablated heads
 }
 
-register(import.meta.url, { setup, analysed, headsArrived, stepped });
+register(import.meta.url, { setup, analysed, headsArrived, stepped, readUrl, writeUrl });
