@@ -330,3 +330,20 @@ def test_the_documents_the_page_links_to_are_served_as_markdown(client, name):
 def test_no_other_file_is_served_from_docs(client, path):
     r = client.get(path)
     assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+def test_plotly_is_fetched_after_the_grid_is_shown_so_the_first_opened_head_does_not_wait(page):
+    page.goto(f"{page.base_url}/?{urlencode({'text': 'The cat sat on the mat.'})}")
+    wait_ready(page)
+    for _ in range(200):  # no head opened: it comes once the page is idle
+        if page.evaluate("() => Boolean(window.Plotly)"):
+            break
+        page.wait_for_timeout(100)
+    assert page.evaluate("() => Boolean(window.Plotly)")
+    order = page.evaluate("""() => {
+      const entries = performance.getEntriesByType('resource');
+      const at = (end) => entries.find((e) => e.name.endsWith(end));
+      return [at('/api/heads').responseEnd, at('/vendor/plotly.min.js').startTime];
+    }""")
+    assert order[1] >= order[0]  # after the grid's metrics: the grid never waits for it
+    expect(page.locator("dialog#detail")).not_to_be_visible()

@@ -302,6 +302,14 @@ async function fetchMetrics(signal) {
   showDetailRoles();
   drawTab();
   document.body.dataset.state = 'ready';
+  preloadPlotly();
+}
+
+// Plotly (3.5 MB) draws an opened head; fetched and parsed once the grid and its metrics are shown, while the
+// reader looks, so that the first head opened does not wait seconds for it (the grid never waits for it).
+function preloadPlotly() {
+  const later = window.requestIdleCallback || ((f) => setTimeout(f, 200));
+  later(() => loadPlotly().catch(() => {})); // a failure is said when a head is opened
 }
 
 function drawAll() {
