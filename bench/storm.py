@@ -1,8 +1,10 @@
 """A retry storm: many clients that retry 50 ms after each 503, against a few polite ones.
 
-    python -m bench.storm [--seconds 10] [--storm 128]
+    python -m bench.storm [--seconds 10] [--storm 128] [--fresh-connections]
 Targets: useful throughput (200 answers per second) under 128 hammering clients >= 0.8x that of 8
-clients; a fresh client's short request answered (retries included) within 2 s.
+clients; a fresh client's short request answered (retries included) within 2 s. With --fresh-connections
+every storm client opens a new connection for each request (so each request is a new connection to the
+server). The fresh clients ask from another loopback address (127.0.0.2), as a newcomer from elsewhere would.
 """
 
 import argparse
@@ -19,7 +21,11 @@ from bench.common import ServerProcess, report
 TEXT = "client {k} asks request {i} : the model reads sixteen short tokens ok"  # 16 tokens, each one unique
 
 
-async def run_clients(url: str, n_clients: int, seconds: float, probe_every: float | None = None) -> dict:
+NEWCOMER_ADDRESS = "127.0.0.2"  # Linux routes all of 127.0.0.0/8 to the loopback
+
+
+async def run_clients(url: str, n_clients: int, seconds: float, probe_every: float | None = None,
+                      fresh_connections: bool = False) -> dict:
     """n_clients loop short requests, each retrying 50 ms after a 503. With probe_every: once every
     client has been answered (the storm's opening burst, where all are newcomers, is over), the storm
     goes on for `seconds`, and every probe_every seconds a fresh client asks once and times its
@@ -44,8 +50,15 @@ async def run_clients(url: str, n_clients: int, seconds: float, probe_every: flo
             await asyncio.sleep(0.05)
 
     async def client(k: int) -> None:
+        i = 0
+        if fresh_connections:
+            while time.perf_counter() < stop:
+                async with httpx.AsyncClient(timeout=120, limits=limits, verify=tls) as c:  # a new connection
+                    await ask(c, TEXT.format(k=k, i=i))
+                answered.add(k)
+                i += 1
+            return
         async with httpx.AsyncClient(timeout=120, limits=limits, verify=tls) as c:
-            i = 0
             while time.perf_counter() < stop:
                 await ask(c, TEXT.format(k=k, i=i))
                 answered.add(k)
@@ -58,7 +71,8 @@ async def run_clients(url: str, n_clients: int, seconds: float, probe_every: flo
             await asyncio.sleep(0.05)
         stop = time.perf_counter() + seconds
         while n == 0 or time.perf_counter() < stop - probe_every:
-            async with httpx.AsyncClient(timeout=120, limits=limits, verify=tls) as c:
+            elsewhere = httpx.AsyncHTTPTransport(local_address=NEWCOMER_ADDRESS, limits=limits, verify=tls)
+            async with httpx.AsyncClient(timeout=120, transport=elsewhere) as c:
                 started = time.perf_counter()
                 r = await ask(c, TEXT.format(k="fresh", i=n))
                 waits.append(time.perf_counter() - started)
@@ -76,12 +90,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--storm", type=int, default=128)
+    parser.add_argument("--fresh-connections", action="store_true", help="each storm request on a new connection")
     args = parser.parse_args()
     rows = []
     with ServerProcess() as server:
         asyncio.run(run_clients(server.url, 8, 2.0))  # warm up
         polite = asyncio.run(run_clients(server.url, 8, args.seconds))
-        storm = asyncio.run(run_clients(server.url, args.storm, args.seconds, probe_every=0.5))
+        storm = asyncio.run(run_clients(server.url, args.storm, args.seconds, probe_every=0.5,
+                                        fresh_connections=args.fresh_connections))
     waits = storm["waits"]
     print("fresh clients, s:", " ".join(f"{w:.2f}" for w in waits))
     rows.append({"clients": 8, "answers/s": polite["answers/s"], "503/s": polite["503/s"], "ratio": 1.0,
@@ -90,7 +106,8 @@ def main() -> None:
                  "ratio": storm["answers/s"] / polite["answers/s"],
                  "fresh client: median s": statistics.median(waits), "max s": max(waits),
                  "of which in the server: median s": statistics.median(storm["server_waits"])})
-    report(f"Retry storm: 16-token requests, retried 50 ms after a 503 (targets: ratio >= 0.8; a fresh "
+    how = ", each on a new connection" if args.fresh_connections else ""
+    report(f"Retry storm{how}: 16-token requests, retried 50 ms after a 503 (targets: ratio >= 0.8; a fresh "
            f"client answered within 2 s; {len(waits)} fresh clients)", rows)
 
 

@@ -127,7 +127,21 @@ def test_a_newcomer_goes_ahead_of_clients_just_served_and_batches_are_capped(min
     assert calls == [["newcomer", "regular 0", "regular 1", "regular 2"],
                      ["regular 3", "regular 4", "regular 5", "regular 6"], ["regular 7"]]
     assert results[-1] == ["[CLS]", "newcomer", "[SEP]"] and results[0][1] == "regular"
-    assert set(runner.answered_at) == {*regulars, ("127.0.0.1", 50000)}
+    assert set(runner.answered_at) == {*regulars, ("127.0.0.1", 50000), ("address", "127.0.0.1")}
+
+
+def test_a_newcomer_from_a_new_address_goes_ahead_of_new_connections_from_an_address_just_served(monkeypatch):
+    """Clients that open a new connection per request are each a new connection, but their address was just
+    answered: a newcomer from another address goes first, and the lead stays bounded (2 x newcomer_lead_s)."""
+    runner = ModelRunner(max_waiting=8, max_batch_tokens=1024, newcomer_lead_s=10.0)
+    now = 1000.0
+    monkeypatch.setattr(time, "monotonic", lambda: now)
+    runner.answered_at.update({("10.0.0.1", 40000): now - 1, ("address", "10.0.0.1"): now - 1})
+    assert runner.rank(("10.0.0.1", 40000)) == now  # its connection and address were just answered
+    assert runner.rank(("10.0.0.1", 40001)) == now - 10  # a new connection of that address
+    assert runner.rank(("10.0.0.2", 50000)) == now - 20  # a newcomer: new connection, new address
+    now += 11  # answered long ago: a newcomer again
+    assert runner.rank(("10.0.0.1", 40000)) == now - 20
 
 
 def test_the_lead_is_bounded_so_nobody_starves(monkeypatch):
