@@ -4,7 +4,7 @@
 Targets: useful throughput (200 answers per second) under 128 hammering clients >= 0.8x that of 8
 clients; a fresh client's short request answered (retries included) within 2 s. With --fresh-connections
 every storm client opens a new connection for each request (so each request is a new connection to the
-server). The fresh clients ask from another loopback address (127.0.0.2), as a newcomer from elsewhere would.
+server). Each fresh client asks from a loopback address of its own (127.0.1.N), as a newcomer from elsewhere would.
 """
 
 import argparse
@@ -21,7 +21,9 @@ from bench.common import ServerProcess, report
 TEXT = "client {k} asks request {i} : the model reads sixteen short tokens ok"  # 16 tokens, each one unique
 
 
-NEWCOMER_ADDRESS = "127.0.0.2"  # Linux routes all of 127.0.0.0/8 to the loopback
+def newcomer_address(n: int) -> str:
+    """The n-th fresh client's own address: Linux routes all of 127.0.0.0/8 to the loopback."""
+    return f"127.0.1.{n % 250 + 1}"
 
 
 async def run_clients(url: str, n_clients: int, seconds: float, probe_every: float | None = None,
@@ -71,7 +73,7 @@ async def run_clients(url: str, n_clients: int, seconds: float, probe_every: flo
             await asyncio.sleep(0.05)
         stop = time.perf_counter() + seconds
         while n == 0 or time.perf_counter() < stop - probe_every:
-            elsewhere = httpx.AsyncHTTPTransport(local_address=NEWCOMER_ADDRESS, limits=limits, verify=tls)
+            elsewhere = httpx.AsyncHTTPTransport(local_address=newcomer_address(n), limits=limits, verify=tls)
             async with httpx.AsyncClient(timeout=120, transport=elsewhere) as c:
                 started = time.perf_counter()
                 r = await ask(c, TEXT.format(k="fresh", i=n))
