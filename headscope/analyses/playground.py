@@ -4,7 +4,9 @@ checked against our own attention.
 `build(config)` makes the module and its random inputs by exactly the steps of `python_code(config)`
 (seed, construct, draw query, then keys and values), so the code a reader copies reproduces the
 numbers of the answer. `run(config)` runs PyTorch's module and a second implementation holding the
-same weights, and reports the largest difference:
+same weights; it reports the weights of every batch element, the shape of every parameter (from the
+module's `named_parameters()`) and of every step (from the textbook steps' tensors on the same inputs),
+and the largest difference:
   - our `headscope.models.attention.MultiHeadAttention` where it applies: kdim = vdim = embed_dim, no
     add_bias_kv, no add_zero_attn (keys and values then come from one tensor, as ours reads them);
   - otherwise `textbook_attention` below, the same steps written out with those options.

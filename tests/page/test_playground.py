@@ -219,7 +219,7 @@ def test_every_batch_element_is_drawn_and_the_padding_shows(page):
     ticks = page.locator(".pg-head .xtick text").all_text_contents()
     assert ticks == [f"{j} pad" if j >= lengths[padded] else str(j) for j in range(S)]
     expect(page.locator("#pg-batch-note")).to_contain_text(
-        f"batch {padded}: keys {', '.join(str(j) for j in range(lengths[padded], S))} padding")
+        f"batch {padded}: keys {', '.join(str(j) for j in range(lengths[padded], S))} are padding")
 
     page.uncheck("#pg-average_attn_weights")  # per head: the chosen element stays chosen
     wait_ready(page)

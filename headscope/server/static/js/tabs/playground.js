@@ -178,11 +178,11 @@ function showBatch(r) {
   const keys = padded(r, batch);
   const note = make('span', {
     className: 'hint',
-    text: keys.length ? `batch ${r.labels.batch[batch]}: key${keys.length > 1 ? 's' : ''} ${keys.join(', ')} `
+    text: keys.length ? `batch ${r.labels.batch[batch]}: key${keys.length > 1 ? 's' : ''} ${keys.join(', ')} ${keys.length > 1 ? 'are' : 'is'} `
       + 'padding (key_padding_mask): every query gives them weight 0.' : `batch ${r.labels.batch[batch]}: no padded keys.`,
     attrs: { id: 'pg-batch-note' },
   });
-  el.pgBatch.replaceChildren(make('span', { text: 'Draw:' }), ...buttons, note);
+  el.pgBatch.replaceChildren(make('span', { text: 'Batch element:' }), ...buttons, note);
 }
 
 async function drawHeads(r, mine) {
