@@ -229,6 +229,10 @@ def test_every_batch_element_is_drawn_and_the_padding_shows(page):
     assert (maps[:, :, lengths[padded]:] == 0).all()
 
 
+def brackets(xs) -> str:
+    return f"[{', '.join(map(str, xs))}]"
+
+
 def table_rows(page, table):
     return page.evaluate(f"[...document.querySelectorAll('#{table} tr')].slice(1).map(r => "
                          "[r.dataset.name, ...[...r.cells].slice(1, 3).map(c => c.textContent)])")
@@ -239,10 +243,9 @@ def test_parameter_and_step_shapes_come_from_the_answer(page, preset):
     open_playground(page)
     page.click(f'[data-preset="{preset.name}"]')
     expect(page.locator('#pg-shapes dd[data-name="query"]')).to_have_text(
-        str(list((preset.config.L, preset.config.N, preset.config.embed_dim))).replace(" ", ""))
+        str([preset.config.L, preset.config.N, preset.config.embed_dim]).replace(" ", ""))
     wait_ready(page)
     answer = api_answer(page, asdict(preset.config))
-    brackets = lambda xs: f"[{', '.join(map(str, xs))}]"  # noqa: E731
     assert table_rows(page, "pg-params") == [[p["name"], brackets(p["shape"]), brackets(p["symbols"])]
                                              for p in answer["parameters"]]
     assert table_rows(page, "pg-steps") == [[s["name"], brackets(s["shape"]), brackets(s["symbols"])]
@@ -259,7 +262,7 @@ def test_parameter_and_step_shapes_come_from_the_answer(page, preset):
     assert steps["z_concat"] == brackets([c.N, c.L, c.embed_dim])
     if c.kdim is None:
         assert shown["in_proj_weight"] == brackets([3 * c.embed_dim, c.embed_dim])
-        assert dict((n, s) for n, _, s in table_rows(page, "pg-params"))["in_proj_weight"] == "[3E, E]"
+        assert {n: s for n, _, s in table_rows(page, "pg-params")}["in_proj_weight"] == "[3E, E]"
 
 
 def js_exponential(x: float) -> str:
