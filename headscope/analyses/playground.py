@@ -4,7 +4,9 @@ checked against our own attention.
 `build(config)` makes the module and its random inputs by exactly the steps of `python_code(config)`
 (seed, construct, draw query, then keys and values), so the code a reader copies reproduces the
 numbers of the answer. `run(config)` runs PyTorch's module and a second implementation holding the
-same weights, and reports the largest difference:
+same weights; it reports the weights of every batch element, the shape of every parameter (from the
+module's `named_parameters()`) and of every step (from the textbook steps' tensors on the same inputs),
+and the largest difference:
   - our `headscope.models.attention.MultiHeadAttention` where it applies: kdim = vdim = embed_dim, no
     add_bias_kv, no add_zero_attn (keys and values then come from one tensor, as ours reads them);
   - otherwise `textbook_attention` below, the same steps written out with those options.
@@ -25,6 +27,36 @@ from headscope.models.attention import MultiHeadAttention
 
 OURS = "headscope.models.attention.MultiHeadAttention"
 TEXTBOOK = "headscope.analyses.playground.textbook_attention"
+# What each second implementation is, in words a student reads on the page (the technical name above is kept
+# in the answer's `compared_with`).
+IN_WORDS = {
+    OURS: "Our step-by-step attention (Headscope's own module, the one every other tab runs)",
+    TEXTBOOK: "Our step-by-step attention (the same steps written out with these options)",
+}
+
+# Each parameter of nn.MultiheadAttention and each step of the computation: its shape in the legend's symbols
+# (checked against the real tensors' shapes in tests/analyses/test_playground.py) and what it is.
+PARAMETERS = {
+    "in_proj_weight": (("3E", "E"), "W_Q, W_K and W_V stacked: rows [0, E) make Q, [E, 2E) K, [2E, 3E) V"),
+    "q_proj_weight": (("E", "E"), "W_Q (kdim or vdim differs from embed_dim: three matrices)"),
+    "k_proj_weight": (("E", "Ek"), "W_K: keys of width kdim into E"),
+    "v_proj_weight": (("E", "Ev"), "W_V: values of width vdim into E"),
+    "in_proj_bias": (("3E",), "the biases of Q, K and V stacked"),
+    "bias_k": (("1", "1", "E"), "add_bias_kv: the learned key appended to every sequence"),
+    "bias_v": (("1", "1", "E"), "add_bias_kv: the learned value appended to every sequence"),
+    "out_proj.weight": (("E", "E"), "W_O: the heads' concatenated outputs back to width E"),
+    "out_proj.bias": (("E",), "the bias of W_O"),
+}
+STEPS = (  # name, title, dims, symbols
+    ("q", "Q, per head", ("batch", "head", "query_pos", "head_dim"), ("N", "H", "L", "D")),
+    ("k", "K, per head", ("batch", "head", "key_pos", "head_dim"), ("N", "H", "S'", "D")),
+    ("v", "V, per head", ("batch", "head", "key_pos", "head_dim"), ("N", "H", "S'", "D")),
+    ("attn_scores", "scores Q·Kᵀ / √D", ("batch", "head", "query_pos", "key_pos"), ("N", "H", "L", "S'")),
+    ("pattern", "weights softmax(scores)", ("batch", "head", "query_pos", "key_pos"), ("N", "H", "L", "S'")),
+    ("z", "each head's output, weights · V", ("batch", "head", "query_pos", "head_dim"), ("N", "H", "L", "D")),
+    ("z_concat", "heads concatenated", ("batch", "query_pos", "embed"), ("N", "L", "E")),
+    ("output", "output, W_O · concatenated", ("batch", "query_pos", "embed"), ("N", "L", "E")),
+)
 
 
 @dataclass(frozen=True)
@@ -255,11 +287,13 @@ def python_code(config: MHAConfig) -> str:
 # ---- the second implementation --------------------------------------------------------------------
 
 
-def textbook_attention(mha: nn.MultiheadAttention, query, key, value, key_padding_mask=None, attn_mask=None):
+def textbook_attention(mha: nn.MultiheadAttention, query, key, value, key_padding_mask=None, attn_mask=None,
+                       steps: dict | None = None):
     """nn.MultiheadAttention's computation written out, batch first and without dropout.
 
     query (N, L, E), key (N, S, Ek), value (N, S, Ev); key_padding_mask (N, S) and attn_mask (L, S)
-    bool, True where attention is not allowed. Returns output (N, L, E) and pattern (N, H, L, S').
+    bool, True where attention is not allowed. Returns output (N, L, E) and pattern (N, H, L, S'); with
+    `steps` a dict, fills it with every intermediate tensor (STEPS' names).
     """
     N, L, E = query.shape
     S = key.shape[1]
@@ -298,8 +332,12 @@ def textbook_attention(mha: nn.MultiheadAttention, query, key, value, key_paddin
     attn_scores = q @ k.transpose(-2, -1) / math.sqrt(D)  # (N, H, L, S')
     attn_scores = attn_scores.masked_fill(blocked[:, None], float("-inf"))  # (N, H, L, S')
     pattern = torch.softmax(attn_scores, dim=-1)  # (N, H, L, S')
-    z = (pattern @ v).transpose(1, 2).reshape(N, L, E)  # (N, L, E), heads concatenated
-    return mha.out_proj(z), pattern  # (N, L, E), (N, H, L, S')
+    z = pattern @ v  # (N, H, L, D), one result per head
+    z_concat = z.transpose(1, 2).reshape(N, L, E)  # (N, L, E), heads concatenated
+    output = mha.out_proj(z_concat)  # (N, L, E)
+    if steps is not None:
+        steps.update(q=q, k=k, v=v, attn_scores=attn_scores, pattern=pattern, z=z, z_concat=z_concat, output=output)
+    return output, pattern  # (N, L, E), (N, H, L, S')
 
 
 def ours_applies(config: MHAConfig) -> bool:
@@ -320,34 +358,68 @@ def ours_from(mha: nn.MultiheadAttention) -> MultiHeadAttention:
 
 
 @torch.no_grad()
-def second_opinion(config: MHAConfig, mha, query, key, value, key_padding_mask, attn_mask):
-    """(output, pattern (N, H, L, S'), name) from ours where it applies, else the textbook; batch first."""
+def second_opinion(config: MHAConfig, mha, query, key, value, key_padding_mask, attn_mask,
+                   steps: dict | None = None):
+    """(output, pattern (N, H, L, S'), name) from ours where it applies, else the textbook; batch first. With
+    `steps` a dict, fills it with the textbook steps' intermediate tensors (run on their own when ours applies)."""
     if not config.batch_first:
         query, key, value = query.transpose(0, 1), key.transpose(0, 1), value.transpose(0, 1)  # (N, T, width)
     if ours_applies(config):
         output, pattern = ours_from(mha)(query, context=key, key_padding_mask=key_padding_mask, causal=config.causal)
         name = OURS
+        if steps is not None:
+            textbook_attention(mha, query, key, value, key_padding_mask, attn_mask, steps=steps)
     else:
-        output, pattern = textbook_attention(mha, query, key, value, key_padding_mask, attn_mask)
+        output, pattern = textbook_attention(mha, query, key, value, key_padding_mask, attn_mask, steps=steps)
         name = TEXTBOOK
     if not config.batch_first:
         output = output.transpose(0, 1)  # (L, N, E)
     return output, pattern, name
 
 
+def sizes(config: MHAConfig, mha: nn.MultiheadAttention) -> dict[str, int]:
+    """The legend's symbols for this configuration; D is the module's own head_dim."""
+    S_ = config.S + len(config.extra_keys)
+    return {"N": config.N, "L": config.L, "S": config.S, "S'": S_, "E": mha.embed_dim, "H": mha.num_heads,
+            "D": mha.head_dim, "Ek": mha.kdim, "Ev": mha.vdim}
+
+
+def parameters(mha: nn.MultiheadAttention) -> list[dict]:
+    """Every parameter of the module as torch holds it: name, shape, the shape in symbols, what it is."""
+    return [{"name": name, "shape": list(p.shape), "symbols": list(PARAMETERS[name][0]), "about": PARAMETERS[name][1]}
+            for name, p in mha.named_parameters()]
+
+
+def step_shapes(tensors: dict[str, torch.Tensor]) -> list[dict]:
+    """The shape of every intermediate tensor (STEPS, from second_opinion's `steps`), with its axes and symbols."""
+    return [{"name": name, "title": title, "shape": list(tensors[name].shape), "dims": list(dims),
+             "symbols": list(symbols)} for name, title, dims, symbols in STEPS]
+
+
+def key_padding(config: MHAConfig) -> list[list[bool]]:
+    """(N, S') True where a key is padding; the appended keys (bias_kv, zero_attn) never are."""
+    pad = padding(config)
+    pad = torch.zeros(config.N, config.S, dtype=torch.bool) if pad is None else pad  # (N, S)
+    return F.pad(pad, (0, len(config.extra_keys))).tolist()  # (N, S')
+
+
 @torch.no_grad()
 def run(config: MHAConfig) -> dict:
-    """PyTorch's answer for the configuration, the code, and the difference to the second implementation."""
+    """PyTorch's answer for the configuration, the code, the shapes of the parameters and of every step, and the
+    difference to the second implementation."""
     check(config)
     mha, query, key, value, key_padding_mask, attn_mask = build(config)
     output, weights = mha(query, key, value, key_padding_mask=key_padding_mask, need_weights=config.need_weights,
                           attn_mask=attn_mask, average_attn_weights=config.average_attn_weights)
-    other, pattern, name = second_opinion(config, mha, query, key, value, key_padding_mask, attn_mask)
+    tensors = {}
+    other, pattern, name = second_opinion(config, mha, query, key, value, key_padding_mask, attn_mask, tensors)
     diff = (output - other).abs().max()
     if weights is not None:
         mine = pattern.mean(dim=1) if config.average_attn_weights else pattern  # (N, L, S') or (N, H, L, S')
         diff = torch.maximum(diff, (weights - mine).abs().max())
     keys = [str(j) for j in range(config.S)] + config.extra_keys
+    weights_axes = None if weights is None else (
+        ["batch", "query_pos", "key_pos"] if config.average_attn_weights else ["batch", "head", "query_pos", "key_pos"])
     return {
         "config": asdict(replace(config, kdim=config.Ek, vdim=config.Ev)),
         "code": python_code(config),
@@ -358,10 +430,18 @@ def run(config: MHAConfig) -> dict:
         },
         "output_shape": list(output.shape),
         "weights_shape": None if weights is None else list(weights.shape),
-        "weights_axes": None if weights is None else (
-            ["batch", "query_pos", "key_pos"] if config.average_attn_weights else ["batch", "head", "query_pos", "key_pos"]),
-        "weights": None if weights is None else weights[0].tolist(),  # batch element 0: (L, S') or (H, L, S')
+        "weights_axes": weights_axes,
+        # (N, L, S') or (N, H, L, S'), every batch element; float32 numpy, which orjson writes fast and short
+        "weights": None if weights is None else weights.numpy(),
+        "key_padding": key_padding(config),  # (N, S')
+        "dims": {"weights": weights_axes, "key_padding": ["batch", "key_pos"]},
+        "labels": {"batch": [str(n) for n in range(config.N)], "head": [str(h) for h in range(config.num_heads)],
+                   "query_pos": [f"q{i}" for i in range(config.L)], "key_pos": keys},
         "key_labels": keys,
+        "sizes": sizes(config, mha),
+        "parameters": parameters(mha),
+        "steps": step_shapes(tensors),
         "max_abs_diff": float(diff),
         "compared_with": name,
+        "compared_with_words": IN_WORDS[name],
     }

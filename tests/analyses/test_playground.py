@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 import headscope.analyses.playground as mha_module
 from headscope.analyses.playground import (
+    IN_WORDS,
     LIMITS,
     OURS,
     PRESETS,
@@ -24,6 +25,7 @@ from headscope.analyses.playground import (
     MHAConfig,
     build,
     check,
+    module_kwargs,
     run,
     second_opinion,
 )
@@ -130,8 +132,8 @@ def test_a_wrong_implementation_is_caught(monkeypatch, config):
             ours.out_proj.weight[0, 0] += 0.01
         return ours
 
-    def off_textbook(*args):
-        output, pattern = real_textbook(*args)
+    def off_textbook(*args, **kwargs):
+        output, pattern = real_textbook(*args, **kwargs)
         return output, pattern * 1.001
 
     monkeypatch.setattr(mha_module, "ours_from", off_ours)
@@ -164,7 +166,7 @@ def test_the_code_runs_and_reproduces_the_answer(config):
         assert weights is None and lines[1] == "None" and answer["weights"] is None
     else:
         assert list(weights.shape) == answer["weights_shape"]
-        assert weights[0].tolist() == answer["weights"]  # same seed, same draws: the same numbers
+        assert torch.equal(weights, torch.from_numpy(answer["weights"]))  # same seed, same draws: every batch element
 
 
 # ---- refusals -----------------------------------------------------------------------------------------------------
@@ -228,3 +230,93 @@ def test_any_body_is_answered_200_or_422(client, body):
     assert r.status_code in (200, 422), r.text
     if r.status_code == 422:
         assert r.json()["error"] in ("invalid_config", "validation_error") and r.json()["detail"]
+
+
+# ---- every batch element, the parameters and the steps -------------------------------------------------------------
+
+
+def test_the_answer_holds_every_batch_element_and_its_padding(client):
+    """The padded preset through the API: weights of all N elements, a padded key weighs 0 in its own element only."""
+    config = next(p.config for p in PRESETS if p.config.key_padding_mask is not None)
+    answer = client.post("/api/mha", json=asdict(config)).json()
+    weights = torch.tensor(answer["weights"])  # (N, L, S')
+    assert list(weights.shape) == answer["weights_shape"] and answer["dims"]["weights"][0] == "batch"
+    assert answer["labels"]["batch"] == [str(n) for n in range(config.N)]
+    mha = torch.nn.MultiheadAttention(**module_kwargs(config))
+    lengths = config.key_padding_mask  # e.g. (7, 5, 3): keys at positions >= length are padding
+    assert answer["key_padding"] == [[j >= n for j in range(config.S)] for n in lengths]
+    assert answer["dims"]["key_padding"] == ["batch", "key_pos"]
+    for b, n in enumerate(lengths):
+        assert torch.all(weights[b, :, n:] == 0) and torch.all(weights[b, :, :n] > 0)
+    assert any(n < config.S for n in lengths[1:])  # the padding is in a batch element other than 0
+    assert mha.embed_dim == answer["sizes"]["E"]
+
+
+def shape_of(symbols, sizes):
+    """["3E", "E"] -> [3 * E, E] from the answer's sizes."""
+    out = []
+    for s in symbols:
+        factor, name = (int(s[0]), s[1:]) if s[0].isdigit() and len(s) > 1 else (1, s)
+        out.append(int(name) if name.isdigit() else factor * sizes[name])
+    return out
+
+
+PARAM_CASES = [p.config for p in PRESETS] + [
+    MHAConfig(embed_dim=12, num_heads=3, kdim=5, vdim=7, add_bias_kv=True, add_zero_attn=True, L=3, S=4, N=2),
+    MHAConfig(embed_dim=8, num_heads=2, bias=False, add_bias_kv=True, L=4, S=4, N=1),
+]
+
+
+@pytest.mark.parametrize("config", PARAM_CASES)
+def test_parameter_shapes_are_torch_own(client, config):
+    """Every parameter as a module built here (no seed, no playground code) names and shapes it; its symbols read
+    [3E, E], [E, E], ... with E, H, D = E / H of the module itself."""
+    answer = client.post("/api/mha", json=asdict(config)).json()
+    mha = torch.nn.MultiheadAttention(**module_kwargs(config))
+    assert [(p["name"], p["shape"]) for p in answer["parameters"]] == [
+        (name, list(p.shape)) for name, p in mha.named_parameters()]
+    sizes = answer["sizes"]
+    assert (sizes["E"], sizes["H"], sizes["D"]) == (mha.embed_dim, mha.num_heads, mha.head_dim)
+    assert sizes["D"] == config.embed_dim // config.num_heads
+    assert sizes["S'"] == config.S + config.add_bias_kv + config.add_zero_attn
+    for p in answer["parameters"]:
+        assert shape_of(p["symbols"], sizes) == p["shape"], p["name"]
+    by_name = {p["name"]: p["symbols"] for p in answer["parameters"]}
+    if config.Ek == config.Ev == config.embed_dim:
+        assert by_name["in_proj_weight"] == ["3E", "E"]
+    assert by_name["out_proj.weight"] == ["E", "E"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(configs())
+def test_the_steps_are_the_computation_and_their_shapes(config):
+    """The steps' tensors rebuild torch's own weights and output, and Q per head is the query through W_Q's rows
+    (computed here); each step's shape is its symbols read with the sizes."""
+    mha, query, key, value, padding, attn_mask = build(config)
+    with torch.no_grad():
+        output, weights = mha(query, key, value, key_padding_mask=padding, attn_mask=attn_mask, need_weights=True,
+                              average_attn_weights=False)  # (L, N, E) or (N, L, E); (N, H, L, S')
+        tensors = {}
+        second_opinion(config, mha, query, key, value, padding, attn_mask, tensors)
+        q_in = query if config.batch_first else query.transpose(0, 1)  # (N, L, E)
+        w_q = mha.in_proj_weight[:config.embed_dim] if mha.in_proj_weight is not None else mha.q_proj_weight
+        b_q = None if mha.in_proj_bias is None else mha.in_proj_bias[:config.embed_dim]
+        D = config.embed_dim // config.num_heads
+        q = torch.nn.functional.linear(q_in, w_q, b_q).view(config.N, config.L, config.num_heads, D).transpose(1, 2)
+    torch.testing.assert_close(tensors["pattern"], weights, atol=TOL, rtol=0)
+    torch.testing.assert_close(tensors["output"], output if config.batch_first else output.transpose(0, 1),
+                               atol=TOL, rtol=0)
+    torch.testing.assert_close(tensors["q"], q, atol=TOL, rtol=0)
+    answer = run(config)
+    sizes = answer["sizes"]
+    assert [s["name"] for s in answer["steps"]] == ["q", "k", "v", "attn_scores", "pattern", "z", "z_concat", "output"]
+    for step in answer["steps"]:
+        assert step["shape"] == list(tensors[step["name"]].shape) == shape_of(step["symbols"], sizes)
+        assert len(step["dims"]) == len(step["shape"])
+
+
+def test_the_comparison_is_named_in_words():
+    for p in PRESETS:
+        answer = run(p.config)
+        assert answer["compared_with_words"] == IN_WORDS[answer["compared_with"]]
+    assert all("step-by-step" in words and "." not in words.split("(")[0] for words in IN_WORDS.values())

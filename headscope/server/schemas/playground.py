@@ -52,6 +52,21 @@ class MHAInputShapes(BaseModel):
     attn_mask: list[int] | None
 
 
+class MHAParameter(BaseModel):
+    name: str = Field(description="As nn.MultiheadAttention.named_parameters() names it, e.g. in_proj_weight.")
+    shape: list[int] = Field(description="Its shape as torch holds it.")
+    symbols: list[str] = Field(description="The shape in the symbols of `sizes`, e.g. [\"3E\", \"E\"].")
+    about: str = Field(description="What it is.")
+
+
+class MHAStep(BaseModel):
+    name: str = Field(description="q, k, v, attn_scores, pattern, z, z_concat, output.")
+    title: str = Field(description="What the tensor is, in words.")
+    shape: list[int] = Field(description="Its shape in the run.")
+    dims: list[str] = Field(description="The names of its axes.")
+    symbols: list[str] = Field(description="The shape in the symbols of `sizes`.")
+
+
 class MHAResponse(BaseModel):
     config: MHARequest = Field(description="The configuration run, kdim and vdim filled in.")
     code: str = Field(description="The Python a user would write for it; running it prints output_shape and "
@@ -61,13 +76,24 @@ class MHAResponse(BaseModel):
     weights_shape: list[int] | None = Field(description="attn_weights.shape as torch reports it; null when "
                                             "need_weights is false.")
     weights_axes: list[str] | None = Field(description="Names of the axes of weights_shape.")
-    weights: list[list[float]] | list[list[list[float]]] | None = Field(
-        description="The weights of batch element 0 only (to keep the answer small): [L, S'] averaged over heads, "
-        "or [H, L, S'] per head, as average_attn_weights says. S' = S plus one per added key (key_labels)."
+    weights: list[list[list[float]]] | list[list[list[list[float]]]] | None = Field(
+        description="attn_weights of every batch element, as weights_shape and dims.weights say: [N, L, S'] averaged "
+        "over heads, or [N, H, L, S'] per head. S' = S plus one per added key (key_labels)."
     )
+    key_padding: list[list[bool]] = Field(description="[N, S'] (dims.key_padding): true where a key is padding "
+                                          "(key_padding_mask); the appended keys never are.")
+    dims: dict[str, list[str] | None] = Field(description="The axes of each array: weights (null without weights) "
+                                              "and key_padding.")
+    labels: dict[str, list[str]] = Field(description="A label per index of each axis: batch, head, query_pos, key_pos.")
     key_labels: list[str] = Field(description="A label per key column: 0..S-1, then bias_kv and/or zero_attn.")
+    sizes: dict[str, int] = Field(description="The symbols of the shapes: N, L, S, S' (S plus appended keys), E, H, "
+                                  "D (the module's head_dim = E / H), Ek (kdim), Ev (vdim).")
+    parameters: list[MHAParameter] = Field(description="Every parameter of the module, as named_parameters() lists it.")
+    steps: list[MHAStep] = Field(description="Every intermediate tensor of the computation (the textbook steps run "
+                                 "on the same inputs, batch first), in order.")
     max_abs_diff: float = Field(description="Largest |difference| of output and weights between torch and "
                                 "`compared_with`, over the whole batch.")
+    compared_with_words: str = Field(description="What compared_with is, in plain words (the page's line).")
     compared_with: str = Field(
         description=f"{MHA_OURS}, Headscope's own module, where it applies (kdim = vdim = embed_dim, no "
         f"add_bias_kv or add_zero_attn); else {MHA_TEXTBOOK}, the same steps written out with those options."
