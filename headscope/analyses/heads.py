@@ -48,20 +48,21 @@ def measured_sinks(analysis: Analysis, kind: str) -> list[int]:
     if layout.rows != layout.columns:
         return []
     special = torch.tensor(axis_special(analysis, layout.columns), dtype=torch.bool)  # (T,)
-    pattern = analysis.patterns[kind].float()  # (L, H, T, T)
+    pattern = analysis.patterns[kind]  # (L, H, T, T)
     T = pattern.shape[-1]
     later = torch.ones(T, T, dtype=torch.bool).tril(-1) & ~special[:, None]  # (Tq, Tk): text query i after key j
     counts = later.sum(0)  # (Tk,)
-    share = ((pattern * later).sum(-2) / counts.clamp(min=1)).mean((0, 1))  # (Tk,): mean weight on key j from those
-    #                                                                          queries, over every head of the kind
+    # the mean over every head of the kind of the weight on key j from those queries; the mean over heads first
+    # (it commutes with the masked sum): one pass over the weights, no (L, H, T, T) temporary
+    share = (pattern.float().mean((0, 1)) * later).sum(0) / counts.clamp(min=1)  # (Tk,)
     return [j for j in range(T) if not special[j] and counts[j] >= 2 and share[j] >= SINK_SHARE]
 
 
-def sink_flags(analysis: Analysis, kind: str, name: str) -> list[bool]:
+def sink_flags(analysis: Analysis, kind: str, name: str, sinks: list[int] | None = None) -> list[bool]:
     """The token list `name`'s flags of what the kind's metrics treat as sinks: special tokens, and for a
-    self-attention kind the measured sinks too."""
+    self-attention kind the measured sinks too (`sinks`: measured_sinks, when already known)."""
     flags = axis_special(analysis, name)
-    for j in measured_sinks(analysis, kind):
+    for j in measured_sinks(analysis, kind) if sinks is None else sinks:
         flags[j] = True
     return flags
 
@@ -76,9 +77,10 @@ def kind_metrics(analysis: Analysis, kind: str) -> dict[str, torch.Tensor]:
     pattern = analysis.patterns[kind]  # (L, H, Tq, Tk)
     layout = analysis.layout[kind]
     queries, keys = analysis.axis(layout.rows), analysis.axis(layout.columns)
+    sinks = measured_sinks(analysis, kind)  # once for both axes
     return head_metrics(pattern, queries, keys, causal=layout.causal, same_sequence=layout.rows == layout.columns,
-                        query_special=sink_flags(analysis, kind, layout.rows),
-                        key_special=sink_flags(analysis, kind, layout.columns))
+                        query_special=sink_flags(analysis, kind, layout.rows, sinks),
+                        key_special=sink_flags(analysis, kind, layout.columns, sinks))
 
 
 def kind_keys(analysis: Analysis, kind: str) -> int:
