@@ -70,7 +70,8 @@ def analyze_runs(page, tokens: int, runs: int, forward_ms) -> tuple[list[float],
 
 
 def shared_link_runs(browser, url: str, tokens: int, runs: int) -> tuple[list[float], list[float]]:
-    """Open /?text=… in a fresh tab, as a person following a link: server ms and ms to painted."""
+    """Open /?text=… in a fresh tab, as a person following a link: server ms and ms from navigation to every head
+    painted (the metrics that arrive after, POST /api/heads, not included)."""
     server, painted = [], []
     for i in range(runs + 1):
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -79,7 +80,7 @@ def shared_link_runs(browser, url: str, tokens: int, runs: int) -> tuple[list[fl
         page.wait_for_function("() => document.body.dataset.state === 'ready'", timeout=120_000)
         if i:
             server.append(page.evaluate(SERVER_TIME))
-            painted.append(page.evaluate("performance.now()"))
+            painted.append(float(page.evaluate("document.body.dataset.paintedAt")))  # not the metrics that follow
         page.close()
     return server, painted
 

@@ -268,6 +268,7 @@ async function analyze() {
   drawAll();
   const ms = performance.now() - started;
   document.body.dataset.paintMs = ms.toFixed(1); // Analyze to every head painted, for bench/page.py
+  document.body.dataset.paintedAt = performance.now().toFixed(1); // and since navigation (a shared link)
   const n = result.tokens.length;
   const first = Object.values(result.kinds)[0];
   const what = result.image ? `${n} positions (the class token and ${result.image.patch_grid.join(' × ')} patches)`
