@@ -347,4 +347,3 @@ def test_plotly_is_fetched_after_the_grid_is_shown_so_the_first_opened_head_does
     }""")
     assert order[1] >= order[0]  # after the grid's metrics: the grid never waits for it
     expect(page.locator("dialog#detail")).not_to_be_visible()
-
