@@ -1,5 +1,5 @@
-"""Your own ViT checkpoints (headscope/models/hf/vision.py): tiny random ViT, DeiT and BEiT folders saved offline with
-an image processor; attention equal to transformers' own output_attentions (a fresh eager load of the same folder)
+"""Your own ViT checkpoints (headscope/models/hf/vision.py): tiny random ViT, DeiT, BEiT and DINOv2 folders
+(tests/checkpoints.py), classifiers and a feature-only model, saved offline with an image processor; attention equal to transformers' own output_attentions (a fresh eager load of the same folder)
 to 1e-5, one head's ablation equal to an independent forward hook on transformers zeroing that head's slice of the
 input to the output projection, and clear errors for folders it cannot read."""
 
@@ -10,35 +10,15 @@ from headscope.models.hf.model import CheckpointError
 from headscope.models.hf.vision import HFVisionModel
 from headscope.models.interventions import Ablation
 from headscope.models.registry import load_model
+from tests.checkpoints import VISION_FAMILIES, build_vision, save_vision
 
 TOL = 1e-5
-FAMILIES = ("vit", "deit", "beit")
-
-
-def build(family: str):
-    """A tiny random image classifier of the family: 32 x 32 pictures, 8 x 8 patches (a 4 x 4 grid), 3 classes;
-    large random weights so that attention is far from uniform and one head's ablation shows."""
-    import transformers
-
-    common = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
-                  num_attention_heads=4, intermediate_size=64, num_labels=3, initializer_range=0.5,
-                  id2label={0: "cat", 1: "dog", 2: "<b>bird</b>"}, label2id={"cat": 0, "dog": 1, "<b>bird</b>": 2})
-    config, model = {"vit": (transformers.ViTConfig, transformers.ViTForImageClassification),
-                     "deit": (transformers.DeiTConfig, transformers.DeiTForImageClassification),
-                     "beit": (transformers.BeitConfig, transformers.BeitForImageClassification)}[family]
-    torch.manual_seed(0)
-    return model(config(**common)).eval()
+FAMILIES = VISION_FAMILIES
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def folder(request, tmp_path_factory):
-    from transformers import ViTImageProcessor
-
-    path = tmp_path_factory.mktemp(request.param)
-    build(request.param).save_pretrained(path)
-    ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5, 0.4, 0.3],
-                      image_std=[0.2, 0.25, 0.3]).save_pretrained(path)
-    return path
+    return save_vision(tmp_path_factory.mktemp(request.param), request.param)
 
 
 def eager(path):
@@ -102,7 +82,7 @@ def test_one_head_ablated_equals_a_hook_on_transformers(folder):
 
 
 def test_a_folder_without_an_image_processor_is_one_clear_error(tmp_path):
-    build("vit").save_pretrained(tmp_path)
+    build_vision("vit").save_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="no image processor"):
         load_model(f"mine={tmp_path}")
 
@@ -113,3 +93,23 @@ def test_a_text_is_not_a_picture(folder):
     model = load_model(f"mine={folder}")
     with pytest.raises(NotAnImage, match="takes an image"):
         model.prepare("a cat")
+
+
+@pytest.fixture(scope="module")
+def features(tmp_path_factory):
+    return save_vision(tmp_path_factory.mktemp("dinov2-features"), "dinov2", classifier=False)
+
+
+def test_a_feature_model_says_it_predicts_nothing_and_its_patterns_equal_transformers(features):
+    from transformers import AutoModel
+
+    model = load_model(f"mine={features}")
+    image = picture(3)
+    analysis = model.analyze_batch([image])[0]
+    reference = AutoModel.from_pretrained(features, attn_implementation="eager", local_files_only=True).eval()
+    with torch.no_grad():
+        expected = torch.stack(reference(pixel_values=model.pixels_of(model.processor, image),
+                                         output_attentions=True).attentions, 1)[0]
+    torch.testing.assert_close(analysis.patterns["encoder"], expected, atol=TOL, rtol=0)
+    assert analysis.image["classes"] == [] and analysis.image["prediction"] is None
+    assert analysis.image["probabilities"] is None and analysis.image["patch_grid"] == [4, 4]
