@@ -146,11 +146,11 @@ VISION_FAMILIES = ("vit", "deit", "beit", "dinov2")
 CLASSES = {0: "cat", 1: "dog", 2: "<b>bird</b>"}  # a label that is markup: shown literally
 
 
-def build_vision(family: str, classifier: bool = True):
-    """A tiny random Vision Transformer of the family: 32 x 32 pictures, 8 x 8 patches (a 4 x 4 grid), width 32,
-    2 layers x 4 heads; an image classifier of 3 classes, or (classifier False) the bare feature model. Large random
-    weights, so that attention is far from uniform and one head's ablation shows."""
-    size = dict(image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+def build_vision(family: str, classifier: bool = True, side: int = 32):
+    """A tiny random Vision Transformer of the family: side x side pictures (32: a 4 x 4 grid), 8 x 8 patches, width
+    32, 2 layers x 4 heads; an image classifier of 3 classes, or (classifier False) the bare feature model. Large
+    random weights, so that attention is far from uniform and one head's ablation shows."""
+    size = dict(image_size=side, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                 initializer_range=0.5, id2label=CLASSES, label2id={v: k for k, v in CLASSES.items()})
     if family == "dinov2":
         config = tf.Dinov2Config(mlp_ratio=2, **size)
@@ -163,9 +163,9 @@ def build_vision(family: str, classifier: bool = True):
     return (classes if classifier else features)[family](config).eval()
 
 
-def save_vision(directory: Path, family: str, classifier: bool = True) -> Path:
-    """The tiny model and an image processor of its own (its own mean and std, a 32 x 32 resize) in `directory`."""
-    build_vision(family, classifier).save_pretrained(directory)
-    tf.ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5, 0.4, 0.3],
+def save_vision(directory: Path, family: str, classifier: bool = True, side: int = 32) -> Path:
+    """The tiny model and an image processor of its own (its own mean and std, a side x side resize) in `directory`."""
+    build_vision(family, classifier, side).save_pretrained(directory)
+    tf.ViTImageProcessor(size={"height": side, "width": side}, image_mean=[0.5, 0.4, 0.3],
                          image_std=[0.2, 0.25, 0.3]).save_pretrained(directory)
     return directory

@@ -84,7 +84,7 @@ class DigitsModel(Adapter):
         G = config.grid
         self.image = ImageInfo(size=(config.image_size, config.image_size), channels=1,
                                patch_size=(config.patch_size, config.patch_size), patch_grid=(G, G), class_token=0,
-                               classes=tuple(str(k) for k in range(config.classes)))
+                               classes=tuple(str(k) for k in range(config.classes)), drawn=True)
         self.info = ModelInfo(
             name="digits",
             description=(

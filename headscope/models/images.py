@@ -51,6 +51,7 @@ class ImageInfo:
     patch_grid: tuple[int, int]  # (rows, cols) of patches
     class_token: int  # the position of the class token (patches follow, row by row)
     classes: tuple[str, ...]  # the label of each output class
+    drawn: bool = False  # whether a person can draw its input on a pad: a few grey pixels (digits), not a photograph
 
 
 def read_image(data: bytes, max_pixels: int) -> torch.Tensor:

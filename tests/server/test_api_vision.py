@@ -87,7 +87,7 @@ def test_a_picture_answers_transformers_own_attention_and_says_what_it_is(client
     else:
         assert image["classes"] == [] and image["prediction"] is None and image["probabilities"] is None
     models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
-    assert models[name]["takes"] == "image"
+    assert models[name]["takes"] == "image" and models[name]["image"]["drawn"] is False  # a photograph: uploads
 
 
 def test_a_heads_ablation_equals_a_hook_on_transformers(client, folders):

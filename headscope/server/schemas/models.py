@@ -32,6 +32,8 @@ class ImageInfoAnswer(BaseModel):
     patch_grid: tuple[int, int] = Field(description="[rows, cols] of patches.")
     class_token: int = Field(description="The class token's position; patches follow, row by row.")
     classes: tuple[str, ...] = Field(description="The label of each output class.")
+    drawn: bool = Field(description="Whether its input can be drawn on a pad (a few grey pixels, e.g. digits): the "
+                        "page offers the pad only then, and an upload always.")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ import { headName } from './lib/grid.js';
 import { drawHeatmap, loadPlotly } from './lib/heatmap.js';
 import { ABLATE_FIELDS, ablate, ablateFields, drawAblateError, drawEffect, readAblate, setupAblate, writeAblate } from './lib/ablate.js';
 import { registered } from './lib/registry.js';
-import { drawingForUrl, drawPrediction, imageSource, loadDrawing, setupImageInput, showInputFor, takesImage,
+import { drawingForUrl, drawPrediction, imageSource, loadDrawing, padShown, setupImageInput, showInputFor, takesImage,
   uploading } from './lib/imageinput.js';
 
 const DEFAULT_TAB = config.tabs[0].name;
@@ -241,7 +241,7 @@ async function analyze() {
   const generation = modelGeneration();
   state.gen = generation && el.gen.value !== '' && +el.gen.value !== generation.default ? +el.gen.value : null;
   if (takesImage(state.model) ? !image : !state.text.trim()) {
-    setStatus(takesImage(state.model) ? `Draw a digit on the pad or upload a picture first: ${state.model} takes an image.`
+    setStatus(takesImage(state.model) ? `${padShown() ? 'Draw on the pad or upload a picture' : 'Upload a picture'} first: ${state.model} takes an image.`
       : 'Type or paste some text first.', 'error');
     return;
   }

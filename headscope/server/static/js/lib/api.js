@@ -151,8 +151,9 @@ async function fetchBinary(request, signal) {
 // and newTokens (sent as the field that kind names); weights (one of the page config's `weights.kinds`) and
 // rollout (true: the answer's `rollout` per kind).
 export function fetchAttention(params, signal) {
+  // A picture's answer is never pooled: its overlays read each patch's own weight in every row (lib/overlay.js)
   return fetchBinary({ ...attentionRequest(params), format: 'compact', similarity: !!params.similarity,
-    pool_to: GRID_CELLS, metrics: false, ...(params.rollout ? { rollout: true } : {}) }, signal);
+    pool_to: params.image ? null : GRID_CELLS, metrics: false, ...(params.rollout ? { rollout: true } : {}) }, signal);
 }
 
 // Every head's metrics and roles for the same request as a grid's answer (POST /api/heads):

@@ -53,7 +53,11 @@ export async function showInputFor(name) {
     throw new Error(`GET /api/models does not say the image size of ${name}: the pad cannot be drawn`);
   }
   pad.resize(size);
-  own.padWhat.textContent = `Draw on the ${size[0]} × ${size[1]} pixels ${name} reads, bright on dark, then press Analyze.`;
+  const drawn = Boolean(info.image.drawn); // a pad only where the model says its input can be drawn
+  for (const part of [own.pad, own.padUndo, own.padClear]) part.hidden = !drawn;
+  if (!drawn) pad.clear();
+  own.padWhat.textContent = drawn ? `Draw on the ${size[0]} × ${size[1]} pixels ${name} reads, bright on dark, then press Analyze.`
+    : `Upload a picture: ${name} fits it to the ${size[0]} × ${size[1]} pixels it reads with its own image processor.`;
   return size;
 }
 
@@ -103,6 +107,9 @@ export function drawingForUrl() {
 }
 
 export const uploading = () => !!upload;
+
+// Whether the chosen image model's input can be drawn (the pad is shown): else it takes uploads only.
+export const padShown = () => !own.pad.hidden;
 
 // Redraw the pad from a link's `draw`: true when it fits the pad's size.
 export function loadDrawing(text) {
