@@ -195,15 +195,16 @@ def llama_cpp_permute(weights, heads: int):
             .swapaxes(1, 2).reshape(weights.shape))
 
 
-def write_gguf(path: Path, family: str) -> Path:
-    """Write the tiny model of `family` (build_causal) as a GGUF file at path, deterministically."""
+def write_gguf(path: Path, family: str, name: str | None = None) -> Path:
+    """Write the tiny model of `family` (build_causal) as a GGUF file at path, deterministically; `name` is its
+    general.name (by default the one llama.cpp would give such a file)."""
     import gguf
     from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
 
     tokenizer, model = build_causal(family)
     config, arch = model.config, GGUF_ARCH[family]
     writer = gguf.GGUFWriter(str(path), arch)
-    writer.add_name(GGUF_NAME.get(family, family))
+    writer.add_name(name or GGUF_NAME.get(family, family))
     for key, attribute in GGUF_CONFIG_MAPPING[arch].items():
         if key == "rope.freq_base":
             value = (getattr(config, "rope_parameters", None) or {}).get("rope_theta")
