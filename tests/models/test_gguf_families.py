@@ -174,3 +174,11 @@ def test_a_file_transformers_cannot_read_is_one_line_naming_the_file_and_the_rea
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
     assert lines[-1].startswith("headscope: error: ") and str(path) in lines[-1] and "mistral" in lines[-1], lines
+
+
+@pytest.mark.parametrize("family", GGUF_FAMILIES)
+def test_each_heads_output_projection_is_found_as_transformers_own(family, served):
+    model = served[family]  # value norms and the mechanism view read W_O through these
+    for layer in range(model.info.layers):
+        assert model.output_projections()[("decoder", layer)] is output_projection(model.net, layer)
+    assert len(model.hook_points()) > 0
