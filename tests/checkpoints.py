@@ -169,3 +169,127 @@ def save_vision(directory: Path, family: str, classifier: bool = True, side: int
     tf.ViTImageProcessor(size={"height": side, "width": side}, image_mean=[0.5, 0.4, 0.3],
                          image_std=[0.2, 0.25, 0.3]).save_pretrained(directory)
     return directory
+
+# --- tiny GGUF files (llama.cpp's format) of the architectures transformers reads from GGUF ---------------------
+#
+# Each file is one tiny random causal LM written with the `gguf` package's GGUFWriter as llama.cpp's converter
+# writes it, so that transformers' GGUF reader (transformers/modeling_gguf_pytorch_utils.py) rebuilds the same
+# model from the file alone:
+#   metadata   `{arch}.{key}` for every key of transformers' GGUF_CONFIG_MAPPING[arch] whose config attribute the
+#              model has (block_count, embedding_length, attention.head_count(_kv), …), general.architecture and
+#              general.name ("mistral" is a Llama-architecture file whose name is "mistral", as transformers reads it)
+#   tensors    the name gguf's own get_tensor_name_map gives each transformers parameter (blk.N.attn_q.weight …),
+#              float32, with the inverse of the reader's TensorProcessor: Llama/Mistral q and k rows permuted as
+#              llama.cpp permutes them, GPT-2's Conv1D weights transposed, `output.weight` only when untied
+#   tokenizer  tokenizer.ggml.model "gpt2" (byte-level BPE): tokens by id, merges "a b", token types (3 = control
+#              for the special token), bos/eos ids, so transformers builds a fast tokenizer from the file
+# The tiny models are the tiny checkpoints above (GPT-2, Llama) and three more causal families (Qwen2 with q/k/v
+# biases, Mistral, Phi-3 with fused qkv and gate_up projections), all with 2 key/value heads where the family has
+# grouped-query attention. GPT-2's file has 1024 positions (n_positions is not in its GGUF metadata).
+
+GGUF_FAMILIES = ("gpt2", "llama", "qwen2", "mistral", "phi3")
+GGUF_ARCH = {"gpt2": "gpt2", "llama": "llama", "qwen2": "qwen2", "mistral": "llama", "phi3": "phi3"}
+GGUF_NAME = {"mistral": "Mistral-7B-Instruct-v0.2"}  # as llama.cpp names a real Mistral file (read as Llama)
+GGUF_PRE = {"gpt2": "gpt-2", "qwen2": "qwen2"}  # tokenizer.ggml.pre: the split rule transformers applies
+GGUF_TOKEN_NORMAL, GGUF_TOKEN_CONTROL = 1, 3
+
+
+def build_causal(family: str):
+    """(tokenizer, model) of a causal family a GGUF file holds: the tiny checkpoints' GPT-2 and Llama, and Qwen2,
+    Mistral, Phi-3 of the same size with a byte-level BPE tokenizer."""
+    if family == "llama":
+        return build("llama")
+    torch.manual_seed(0)
+    vocab, merges = byte_level_bpe(["<|endoftext|>"])
+    tokenizer = tf.GPT2Tokenizer(vocab=vocab, merges=merges)
+    ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    grouped = dict(num_key_value_heads=2, max_position_embeddings=POSITIONS, vocab_size=len(tokenizer), **ids, **SIZE)
+    if family == "gpt2":
+        model = tf.GPT2LMHeadModel(tf.GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4,
+                                                 n_positions=1024, initializer_range=0.3, **ids))
+    elif family == "qwen2":
+        model = tf.Qwen2ForCausalLM(tf.Qwen2Config(tie_word_embeddings=False, **grouped))
+    elif family == "mistral":
+        model = tf.MistralForCausalLM(tf.MistralConfig(sliding_window=None, **grouped))
+    elif family == "phi3":
+        model = tf.Phi3ForCausalLM(tf.Phi3Config(pad_token_id=tokenizer.eos_token_id, **grouped))
+    else:
+        raise ValueError(family)
+    model.set_attn_implementation("eager")
+    return tokenizer, model.eval()
+
+
+def llama_cpp_permute(weights, heads: int):
+    """llama.cpp's row order for Llama's q and k projections (the inverse of transformers' reverse permute)."""
+    return (weights.reshape(heads, 2, weights.shape[0] // heads // 2, *weights.shape[1:])
+            .swapaxes(1, 2).reshape(weights.shape))
+
+
+def write_gguf(path: Path, family: str, name: str | None = None) -> Path:
+    """Write the tiny model of `family` (build_causal) as a GGUF file at path, deterministically; `name` is its
+    general.name (by default the one llama.cpp would give such a file)."""
+    import gguf
+    from transformers.integrations.ggml import GGUF_CONFIG_MAPPING
+
+    tokenizer, model = build_causal(family)
+    config, arch = model.config, GGUF_ARCH[family]
+    writer = gguf.GGUFWriter(str(path), arch)
+    writer.add_name(name or GGUF_NAME.get(family, family))
+    for key, attribute in GGUF_CONFIG_MAPPING[arch].items():
+        if key == "rope.freq_base":
+            value = (getattr(config, "rope_parameters", None) or {}).get("rope_theta")
+        elif key == "rope.dimension_count":
+            value = config.hidden_size // config.num_attention_heads if attribute else None
+        else:
+            value = getattr(config, attribute, None) if attribute else None
+        if isinstance(value, bool) or value is None:
+            continue
+        if isinstance(value, int):
+            writer.add_uint32(f"{arch}.{key}", value)
+        elif isinstance(value, float):
+            writer.add_float32(f"{arch}.{key}", value)
+    if family == "gpt2":
+        writer.add_uint32(f"{arch}.context_length", config.n_positions)
+
+    vocab = tokenizer.get_vocab()
+    tokens = sorted(vocab, key=vocab.get)
+    assert [vocab[t] for t in tokens] == list(range(len(tokens)))
+    writer.add_tokenizer_model("llama" if family == "llama" else "gpt2")  # Llama's tiny tokenizer is Metaspace BPE
+    writer.add_tokenizer_pre(GGUF_PRE.get(family, "default"))
+    writer.add_token_list(tokens)
+    specials = set(tokenizer.all_special_tokens)
+    writer.add_token_types([GGUF_TOKEN_CONTROL if t in specials else GGUF_TOKEN_NORMAL for t in tokens])
+    backend = json.loads(tokenizer.backend_tokenizer.to_str())["model"]["merges"]
+    writer.add_token_merges([m if isinstance(m, str) else " ".join(m) for m in backend])
+    writer.add_bos_token_id(config.bos_token_id)
+    writer.add_eos_token_id(config.eos_token_id)
+    if family == "llama":
+        writer.add_unk_token_id(tokenizer.unk_token_id)
+    if config.pad_token_id is not None:  # Phi-3's config would otherwise default to an id past the vocabulary
+        writer.add_pad_token_id(config.pad_token_id)
+
+    names = gguf.get_tensor_name_map(next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch),
+                                     config.num_hidden_layers)
+    tied = config.tie_word_embeddings
+    for hf_name, tensor in model.state_dict().items():
+        base, suffix = hf_name.rsplit(".", 1)
+        gguf_name = names.get_name(base)
+        if gguf_name is None:
+            if base.endswith("attn.bias") or base.endswith("masked_bias"):  # GPT-2's causal mask buffers
+                continue
+            raise ValueError(f"{family}: no GGUF name for {hf_name}")
+        if gguf_name == "output" and tied:
+            continue  # llama.cpp leaves the tied output projection out; the reader ties it back
+        weights = tensor.detach().to(torch.float32).numpy().copy()
+        if arch == "llama" and gguf_name.endswith((".attn_q", ".attn_k")) and suffix == "weight":
+            heads = config.num_attention_heads if gguf_name.endswith(".attn_q") else config.num_key_value_heads
+            weights = llama_cpp_permute(weights, heads)
+        if arch == "gpt2" and suffix == "weight" and gguf_name.endswith(
+                (".attn_qkv", ".ffn_down", ".ffn_up", ".attn_output")):
+            weights = weights.T.copy()  # Conv1D stores (in, out); GGUF stores (out, in)
+        writer.add_tensor(f"{gguf_name}.{suffix}", weights)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
