@@ -27,7 +27,7 @@ import { headName } from './lib/grid.js';
 import { drawHeatmap, loadPlotly } from './lib/heatmap.js';
 import { ABLATE_FIELDS, ablate, ablateFields, drawAblateError, drawEffect, readAblate, setupAblate, writeAblate } from './lib/ablate.js';
 import { registered } from './lib/registry.js';
-import { drawingForUrl, drawPrediction, imageSource, loadDrawing, setupImageInput, showInputFor, takesImage,
+import { drawingForUrl, drawnOnPad, drawPrediction, imageSource, loadDrawing, setupImageInput, showInputFor, takesImage,
   uploading } from './lib/imageinput.js';
 
 const DEFAULT_TAB = config.tabs[0].name;
@@ -241,7 +241,8 @@ async function analyze() {
   const generation = modelGeneration();
   state.gen = generation && el.gen.value !== '' && +el.gen.value !== generation.default ? +el.gen.value : null;
   if (takesImage(state.model) ? !image : !state.text.trim()) {
-    setStatus(takesImage(state.model) ? `Draw a digit on the pad or upload a picture first: ${state.model} takes an image.`
+    setStatus(takesImage(state.model) ? (drawnOnPad() ? `Draw a digit on the pad or upload a picture first: ${state.model} takes an image.`
+      : `Upload a picture first: ${state.model} takes an image.`)
       : 'Type or paste some text first.', 'error');
     return;
   }
@@ -642,7 +643,8 @@ async function start() {
   let drawn = false;
   if (shown && takesImage() && state.draw) {
     drawn = loadDrawing(state.draw);
-    if (!drawn) setStatus(`The link's drawing (draw=) is not ${state.model}'s image size: draw again.`, 'error');
+    if (!drawn) setStatus(drawnOnPad() ? `The link's drawing (draw=) is not ${state.model}'s image size: draw again.`
+      : `The link has a drawing (draw=), but ${state.model} is not drawn on a pad: upload a picture.`, 'error');
   }
   document.body.dataset.state = 'idle';
   document.body.dataset.readyMs = performance.now().toFixed(1); // page interactive, for bench/page.py
