@@ -21,7 +21,7 @@
 //   stepped(page, row)                 the generation step slider chose an output row
 import { config } from './lib/config.js';
 import { el, make } from './lib/dom.js';
-import { ApiError, fetchAttention, fetchHead, fetchHeads } from './lib/api.js';
+import { ApiError, fetchAttention, fetchFullAttention, fetchHead, fetchHeads } from './lib/api.js';
 import { codePoints, colourMax, isPooled, makeView, makeViews, sliceCodePoints } from './lib/views.js';
 import { headName } from './lib/grid.js';
 import { drawHeatmap, loadPlotly } from './lib/heatmap.js';
@@ -251,8 +251,13 @@ async function analyze() {
   document.body.dataset.state = 'loading';
   setStatus('Analyzing…');
   try {
-    result = await fetchAttention({ ...state, image: image?.image, generation: generation?.kind, newTokens: state.gen,
-      weights: state.weights, rollout: state.rollout, ...ablateFields() }, controller.signal);
+    const params = { ...state, image: image?.image, generation: generation?.kind, newTokens: state.gen,
+      weights: state.weights, rollout: state.rollout, ...ablateFields() };
+    result = await fetchAttention(params, controller.signal);
+    // an image answer max-pooled for the grid: the overlays over the picture read the full-resolution rows
+    if (result.image && Object.values(result.kinds).some((k) => k.pool[0] > 1 || k.pool[1] > 1)) {
+      result.full = await fetchFullAttention(params, controller.signal);
+    }
   } catch (e) {
     if (e.name === 'AbortError') return;
     clearResult(); // what was on screen belonged to the previous input

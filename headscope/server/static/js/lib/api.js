@@ -155,6 +155,14 @@ export function fetchAttention(params, signal) {
     pool_to: GRID_CELLS, metrics: false, ...(params.rollout ? { rollout: true } : {}) }, signal);
 }
 
+// An image answer at full resolution (no pool_to): what the overlays over the picture read when the grid's answer
+// is max-pooled (a ViT-B/16's 197 positions pooled to GRID_CELLS lose each patch's own weight), the same request
+// otherwise (weights, ablation, rollout).
+export function fetchFullAttention(params, signal) {
+  return fetchBinary({ ...attentionRequest(params), format: 'compact', metrics: false,
+    ...(params.rollout ? { rollout: true } : {}) }, signal);
+}
+
 // Every head's metrics and roles for the same request as a grid's answer (POST /api/heads):
 // {model, tokens, truncated, heads}.
 export async function fetchHeads(params, signal) {
