@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from headscope.analyses.mechanism import NotExplainable, OutOfRange
 from headscope.analyses.playground import InvalidConfig
 from headscope.models.analysis import TooManyCharacters, TooManyTokens
+from headscope.models.images import NotAnImage
 from headscope.models.interventions import BadAblation
 from headscope.models.metric_choice import BadMetric
 from headscope.server.encoding import json_response
@@ -165,6 +166,11 @@ async def on_invalid_config(request: Request, exc: InvalidConfig):
     return error_response(ErrorCode.invalid_config, str(exc), rule=exc.rule)
 
 
+async def on_not_an_image(request: Request, exc: NotAnImage):
+    """A picture the image model cannot fit (e.g. a grid other than its one patch grid): 422 bad_image."""
+    return error_response(ErrorCode.bad_image, str(exc), field="image")
+
+
 async def on_bad_ablation(request: Request, exc: BadAblation):
     return error_response(ErrorCode.bad_ablation, str(exc), field="ablate")
 
@@ -191,6 +197,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotExplainable, on_not_explainable)
     app.add_exception_handler(InvalidConfig, on_invalid_config)
     app.add_exception_handler(Busy, on_busy)
+    app.add_exception_handler(NotAnImage, on_not_an_image)
     app.add_exception_handler(TooManyJobs, on_too_many_jobs)
     app.add_exception_handler(BadAblation, on_bad_ablation)
     app.add_exception_handler(BadMetric, on_bad_metric)

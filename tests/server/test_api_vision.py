@@ -166,3 +166,17 @@ def test_register_tokens_and_a_grid_other_than_the_configs_are_said_and_equal_tr
     models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
     assert models["tiny-reg"]["image"]["not_patches"] == [0, 1, 2]
     assert models["tiny-reg"]["image"]["patch_grid"] == [6, 5] and models["tiny-reg"]["image"]["pad"] is False
+
+
+def test_a_processor_that_keeps_the_pictures_size_is_refused_per_picture_not_mislabelled(tmp_path):
+    """A processor without resize makes a grid of each picture's own size: one of another size than the load's
+    probe (32 x 32) is a 422 naming the problem, not a 5xx or a wrong grid."""
+    from transformers import ViTImageProcessor
+
+    folder = save_vision(tmp_path / "vit", "vit")
+    ViTImageProcessor(do_resize=False).save_pretrained(folder)
+    with TestClient(create_app(Settings(models=(ModelSpec("free", str(folder)),)))) as c:
+        r = c.post("/api/attention", json={"model": "free", "image": base64.b64encode(png()).decode()})
+        assert r.status_code == 422, r.text
+        assert r.json()["error"] == "bad_image" and r.json()["field"] == "image"
+        assert "aspect ratio" in r.json()["detail"] and "(40, 52)" in r.json()["detail"]
