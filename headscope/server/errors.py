@@ -57,7 +57,8 @@ class ErrorCode(str, Enum):
     no_such_head = "no_such_head", 422, "The layer or head is out of the model's range."
     out_of_range = "out_of_range", 422, "A kind, layer, head or query position the model or text does not have."
     wrong_input = "wrong_input", 422, "A text sent to a model that takes an image, or an image to one that takes text."
-    bad_image = "bad_image", 422, "The image is not a PNG or JPEG Headscope reads (broken, animated, CMYK, 16-bit ...)."
+    bad_image = ("bad_image", 422, "The image is not a PNG or JPEG Headscope reads (broken, animated, CMYK, 16-bit "
+                 "...), or one the model cannot fit to its one patch grid.")
     # sizes
     image_too_large = "image_too_large", 422, "The image has more bytes than max_image_bytes or pixels than max_image_pixels."
     too_many_characters = "too_many_characters", 422, "A text has more characters than the model's max_chars."
