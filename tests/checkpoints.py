@@ -154,19 +154,24 @@ def build_vision(family: str, classifier: bool = True, side: int = 32):
                 initializer_range=0.5, id2label=CLASSES, label2id={v: k for k, v in CLASSES.items()})
     if family == "dinov2":
         config = tf.Dinov2Config(mlp_ratio=2, **size)
+    elif family == "dinov2_with_registers":  # 2 register tokens after the class token
+        config = tf.Dinov2WithRegistersConfig(mlp_ratio=2, num_register_tokens=2, **size)
     else:
         config = {"vit": tf.ViTConfig, "deit": tf.DeiTConfig, "beit": tf.BeitConfig}[family](intermediate_size=64, **size)
     classes = {"vit": tf.ViTForImageClassification, "deit": tf.DeiTForImageClassification,
-               "beit": tf.BeitForImageClassification, "dinov2": tf.Dinov2ForImageClassification}
-    features = {"vit": tf.ViTModel, "deit": tf.DeiTModel, "beit": tf.BeitModel, "dinov2": tf.Dinov2Model}
+               "beit": tf.BeitForImageClassification, "dinov2": tf.Dinov2ForImageClassification,
+               "dinov2_with_registers": tf.Dinov2WithRegistersForImageClassification}
+    features = {"vit": tf.ViTModel, "deit": tf.DeiTModel, "beit": tf.BeitModel, "dinov2": tf.Dinov2Model,
+                "dinov2_with_registers": tf.Dinov2WithRegistersModel}
     torch.manual_seed(0)
     return (classes if classifier else features)[family](config).eval()
 
 
-def save_vision(directory: Path, family: str, classifier: bool = True, side: int = 32) -> Path:
-    """The tiny model and an image processor of its own (its own mean and std, a side x side resize) in `directory`."""
-    build_vision(family, classifier, side).save_pretrained(directory)
-    tf.ViTImageProcessor(size={"height": side, "width": side}, image_mean=[0.5, 0.4, 0.3],
+def save_vision(directory: Path, family: str, classifier: bool = True, size: tuple[int, int] = (32, 32)) -> Path:
+    """The tiny model and an image processor of its own (its own mean and std, a resize to `size` (height, width):
+    DINOv2 reads other sizes than its config's 32 x 32, its position embeddings interpolated) in `directory`."""
+    build_vision(family, classifier).save_pretrained(directory)
+    tf.ViTImageProcessor(size={"height": size[0], "width": size[1]}, image_mean=[0.5, 0.4, 0.3],
                          image_std=[0.2, 0.25, 0.3]).save_pretrained(directory)
     return directory
 

@@ -23,6 +23,7 @@ def attention(args: argparse.Namespace) -> None:
     """One text's POST /api/attention answer, written to a file: attention weights or value norms, and the
     rollout, with every field the API gives (headscope/server/answers.py)."""
     from headscope.models.analysis import TooManyCharacters, TooManyTokens, cut_to_chars
+    from headscope.models.images import NotAnImage
     from headscope.models.registry import load_model
     from headscope.server.answers import attention_body, check_weights_request
     from headscope.server.errors import ApiError
@@ -61,7 +62,7 @@ def attention(args: argparse.Namespace) -> None:
             text, cut = decode_image(data, settings.max_image_pixels), False  # (H, W, 3)
         analysis = model.analyze(text, req.truncate)
         body = attention_body(analysis, req, cut, None, settings.max_json_floats, model=model, text=text)
-    except (TooManyTokens, TooManyCharacters) as e:
+    except (TooManyTokens, TooManyCharacters, NotAnImage) as e:
         fail(e)
     except ApiError as e:
         fail(e.detail)
@@ -74,9 +75,13 @@ def attention(args: argparse.Namespace) -> None:
           f"{', rollout' if args.rollout else ''}", file=sys.stderr)
     if analysis.image is not None:
         image = analysis.image
+        grid = (f"{image['patch_grid'][0]} x {image['patch_grid'][1]} patches of {image['patch_size'][0]} x "
+                f"{image['patch_size'][1]} pixels")
+        if not image["predicts"]:
+            print(f"prediction: none, a feature model (no classifier head); {grid}", file=sys.stderr)
+            return
         p = image["probabilities"][image["classes"].index(image["prediction"])]
-        print(f"prediction: {image['prediction']} (probability {p:.4f}; {image['patch_grid'][0]} x "
-              f"{image['patch_grid'][1]} patches of {image['patch_size'][0]} x {image['patch_size'][1]} pixels"
+        print(f"prediction: {image['prediction']} (probability {p:.4f}; {grid}"
               f"{'; the picture was inverted: mostly bright' if image['inverted'] else ''})", file=sys.stderr)
 
 

@@ -24,7 +24,7 @@ import torch
 from headscope.data import WEIGHTS
 from headscope.models.adapter import Adapter, Outputs, Prepared
 from headscope.models.analysis import PATCH_SELF, ModelInfo
-from headscope.models.images import ImageInfo, NotAnImage, png_data_url
+from headscope.models.images import ImageInfo, NotAnImage, image_fields, png_data_url
 from headscope.models.nets.vit import ViT, ViTConfig, patchify
 
 DEFAULT_WEIGHTS = WEIGHTS / "digits.safetensors"
@@ -84,7 +84,7 @@ class DigitsModel(Adapter):
         G = config.grid
         self.image = ImageInfo(size=(config.image_size, config.image_size), channels=1,
                                patch_size=(config.patch_size, config.patch_size), patch_grid=(G, G), class_token=0,
-                               classes=tuple(str(k) for k in range(config.classes)), drawn=True)
+                               classes=tuple(str(k) for k in range(config.classes)), pad=True)
         self.info = ModelInfo(
             name="digits",
             description=(
@@ -179,11 +179,7 @@ class DigitsModel(Adapter):
 
     def image_fields(self, logits: torch.Tensor) -> dict:
         """logits (K,) -> the image fields of an Analysis."""
-        probs = logits.float().softmax(-1)  # (K,)
-        info = self.image
-        return {"size": list(info.size), "channels": info.channels, "patch_size": list(info.patch_size),
-                "patch_grid": list(info.patch_grid), "class_token": info.class_token, "classes": list(info.classes),
-                "prediction": info.classes[int(probs.argmax())], "probabilities": probs.tolist()}
+        return image_fields(self.image, logits)
 
     def analyze_image(self, image: torch.Tensor, ablation=None):
         """Run one picture ((H, W, 3) or (H, W) in [0, 1], fitted by `fit`): an Analysis over its patches."""

@@ -49,9 +49,24 @@ class ImageInfo:
     channels: int  # 1: grey, 3: RGB
     patch_size: tuple[int, int]  # (height, width) of a patch in pixels
     patch_grid: tuple[int, int]  # (rows, cols) of patches
-    class_token: int  # the position of the class token (patches follow, row by row)
-    classes: tuple[str, ...]  # the label of each output class
-    drawn: bool = False  # whether a person can draw its input on a pad: a few grey pixels (digits), not a photograph
+    class_token: int  # the position of the class token
+    classes: tuple[str, ...]  # the label of each output class; empty for a feature model (predicts nothing)
+    first_patch: int = 1  # patch (r, c) is position first_patch + r * cols + c
+    not_patches: tuple[int, ...] = (0,)  # the positions that are no patch: the class token, DeiT's [DIST], registers
+    predicts: bool = True  # False: a feature model (no classifier head): no classes, prediction, probabilities
+    pad: bool = False  # True: pictures a person draws at the model's own size (the page's pad); else upload only
+
+
+def image_fields(info: ImageInfo, logits: torch.Tensor | None) -> dict:
+    """logits (K,) (None for a feature model) -> the `image` fields of an Analysis that every image model shares."""
+    fields = {"size": list(info.size), "channels": info.channels, "patch_size": list(info.patch_size),
+              "patch_grid": list(info.patch_grid), "class_token": info.class_token, "first_patch": info.first_patch,
+              "not_patches": list(info.not_patches), "predicts": info.predicts, "pad": info.pad,
+              "classes": list(info.classes), "prediction": None, "probabilities": None}
+    if logits is not None:
+        probs = logits.float().softmax(-1)  # (K,)
+        fields.update(prediction=info.classes[int(probs.argmax())], probabilities=probs.tolist())
+    return fields
 
 
 def read_image(data: bytes, max_pixels: int) -> torch.Tensor:

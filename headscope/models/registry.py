@@ -56,8 +56,8 @@ BUILTINS: dict[str, Callable[[], AttentionModel]] = {"minilm": _minilm, "dates":
                                                      "smollm2": _smollm2, "digits": _digits}
 # built-ins that need a package installed apart: name -> why it cannot load here (None: it can)
 OPTIONAL: dict[str, Callable[[], str | None]] = {"smollm2": _smollm2_missing}
-# built-ins that read images, not text (ModelInfo.takes == "image"): served when named (`serve --model digits`), not
-# by `serve` without --model (whose text-only set the page and its tests are built on; docs/images.md)
+# built-ins that read images, not text (ModelInfo.takes == "image"); served by `serve` without --model beside the
+# text ones, after them, so that the default model (the first) still takes a text (docs/images.md)
 IMAGE_BUILTINS = frozenset({"digits"})
 
 
@@ -90,12 +90,11 @@ class ModelSpec:
 
 def present_builtins() -> tuple[ModelSpec, ...]:
     """Every built-in that can load here: what `serve` without --model serves."""
-    return tuple(ModelSpec(name) for name in BUILTINS
-                 if name not in IMAGE_BUILTINS and (name not in OPTIONAL or OPTIONAL[name]() is None))
+    return tuple(ModelSpec(name) for name in BUILTINS if name not in OPTIONAL or OPTIONAL[name]() is None)
 
 
-# the ones always here that the server serves
-DEFAULT_SPECS = tuple(ModelSpec(name) for name in BUILTINS if name not in OPTIONAL and name not in IMAGE_BUILTINS)
+# the ones always here that the server serves (digits, an image model, among them)
+DEFAULT_SPECS = tuple(ModelSpec(name) for name in BUILTINS if name not in OPTIONAL)
 
 
 def parse_specs(texts: list[str] | None) -> tuple[ModelSpec, ...]:

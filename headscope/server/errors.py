@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 from headscope.analyses.mechanism import NotExplainable, OutOfRange
 from headscope.analyses.playground import InvalidConfig
 from headscope.models.analysis import TooManyCharacters, TooManyTokens
+from headscope.models.images import NotAnImage
 from headscope.models.interventions import BadAblation
 from headscope.models.metric_choice import BadMetric
 from headscope.server.encoding import json_response
@@ -56,7 +57,8 @@ class ErrorCode(str, Enum):
     no_such_head = "no_such_head", 422, "The layer or head is out of the model's range."
     out_of_range = "out_of_range", 422, "A kind, layer, head or query position the model or text does not have."
     wrong_input = "wrong_input", 422, "A text sent to a model that takes an image, or an image to one that takes text."
-    bad_image = "bad_image", 422, "The image is not a PNG or JPEG Headscope reads (broken, animated, CMYK, 16-bit ...)."
+    bad_image = ("bad_image", 422, "The image is not a PNG or JPEG Headscope reads (broken, animated, CMYK, 16-bit "
+                 "...), or one the model cannot fit to its one patch grid.")
     # sizes
     image_too_large = "image_too_large", 422, "The image has more bytes than max_image_bytes or pixels than max_image_pixels."
     too_many_characters = "too_many_characters", 422, "A text has more characters than the model's max_chars."
@@ -165,6 +167,11 @@ async def on_invalid_config(request: Request, exc: InvalidConfig):
     return error_response(ErrorCode.invalid_config, str(exc), rule=exc.rule)
 
 
+async def on_not_an_image(request: Request, exc: NotAnImage):
+    """A picture the image model cannot fit (e.g. a grid other than its one patch grid): 422 bad_image."""
+    return error_response(ErrorCode.bad_image, str(exc), field="image")
+
+
 async def on_bad_ablation(request: Request, exc: BadAblation):
     return error_response(ErrorCode.bad_ablation, str(exc), field="ablate")
 
@@ -191,6 +198,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(NotExplainable, on_not_explainable)
     app.add_exception_handler(InvalidConfig, on_invalid_config)
     app.add_exception_handler(Busy, on_busy)
+    app.add_exception_handler(NotAnImage, on_not_an_image)
     app.add_exception_handler(TooManyJobs, on_too_many_jobs)
     app.add_exception_handler(BadAblation, on_bad_ablation)
     app.add_exception_handler(BadMetric, on_bad_metric)

@@ -87,7 +87,7 @@ def test_minilm_rollout_equals_numpy_from_transformers(minilm, hf_bert):
 
 
 def test_every_builtin_model_has_value_norms_of_its_patterns_shape(models):
-    for model in models.values():
+    for model in [m for m in models.values() if m.info.takes == "text"]:  # digits: tests/models/test_digits.py
         analysis, norms = value_norms(model, model.info.example)
         assert set(norms) == set(analysis.patterns)
         for kind, norm in norms.items():

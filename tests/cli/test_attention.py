@@ -104,3 +104,29 @@ def test_an_image_for_the_digits_model_writes_the_apis_answer_and_prints_the_pre
     Image.new("CMYK", (8, 8)).save(bad)
     r = run("--image", str(bad), "--model", "digits", "--out", str(tmp_path / "b.json"))
     assert r.returncode == 2 and "mode CMYK" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_feature_vit_checkpoint_writes_transformers_attention_and_says_it_predicts_nothing(tmp_path):
+    """`--image FILE --model mine=PATH` on a tiny DINOv2 feature folder (tests/checkpoints.py): the answer's attention
+    equals transformers' own output_attentions on the folder's processor's pixels (1e-5); no prediction, said."""
+    import torch
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModel
+
+    from tests.checkpoints import save_vision
+
+    folder = save_vision(tmp_path / "dino", "dinov2", classifier=False)
+    rng = np.random.default_rng(5)
+    picture, out = tmp_path / "photo.png", tmp_path / "a.safetensors"
+    Image.fromarray(rng.integers(0, 256, (30, 44, 3), dtype=np.uint8)).save(picture)
+    r = run("--image", str(picture), "--model", f"mine={folder}", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "prediction: none, a feature model (no classifier head); 4 x 4 patches of 8 x 8 pixels" in r.stderr
+    got = read_safetensors(out.read_bytes())
+    pixels = AutoImageProcessor.from_pretrained(folder)(images=Image.open(picture).convert("RGB"),
+                                                        return_tensors="pt")["pixel_values"]
+    net = AutoModel.from_pretrained(folder, attn_implementation="eager").eval()
+    with torch.no_grad():
+        want = torch.stack(net(pixel_values=pixels, output_attentions=True).attentions, 1)[0].numpy()
+    np.testing.assert_allclose(got["attention"]["encoder"], want, atol=1e-5, rtol=0)
+    assert got["image"]["predicts"] is False and got["image"]["prediction"] is None

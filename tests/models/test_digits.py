@@ -217,10 +217,13 @@ def test_text_analyses_run_on_patches(model, data):
     np.testing.assert_allclose(r.numpy(), want, atol=1e-6)
 
 
-def test_digits_is_a_builtin_the_server_does_not_serve_by_default():
+def test_digits_is_a_builtin_the_server_serves_by_default_after_the_text_models():
     assert "digits" in BUILTINS and "digits" in IMAGE_BUILTINS
-    assert "digits" not in [s.name for s in DEFAULT_SPECS] + [s.name for s in present_builtins()]
-    assert load_model("digits").info.takes == "image"
+    for specs in (DEFAULT_SPECS, present_builtins()):
+        names = [s.name for s in specs]
+        assert "digits" in names and names[0] not in IMAGE_BUILTINS  # the default model takes a text
+    model = load_model("digits")
+    assert model.info.takes == "image" and model.image.pad is True  # the page draws it on its pad
 
 
 def test_shift_augmentation_moves_pixels():

@@ -113,3 +113,4 @@ def test_a_feature_model_says_it_predicts_nothing_and_its_patterns_equal_transfo
     torch.testing.assert_close(analysis.patterns["encoder"], expected, atol=TOL, rtol=0)
     assert analysis.image["classes"] == [] and analysis.image["prediction"] is None
     assert analysis.image["probabilities"] is None and analysis.image["patch_grid"] == [4, 4]
+    assert analysis.image["predicts"] is False and analysis.image["not_patches"] == [0] and not model.image.pad

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 
 from headscope.analyses.heads import summarize_heads
 from headscope.models.analysis import CAUSAL_SELF, CROSS, DECODER_SELF, SELF
-from headscope.models.registry import BUILTINS, IMAGE_BUILTINS, ModelSpec, parse_specs
+from headscope.models.registry import BUILTINS, IMAGE_BUILTINS, OPTIONAL, ModelSpec, parse_specs
 from headscope.server.app import create_app
 from headscope.server.encoding import read_safetensors
 from headscope.server.settings import Settings
@@ -69,8 +69,10 @@ def test_no_code_decides_by_a_kinds_name():
 
 
 def test_specs_name_builtins_or_checkpoint_directories():
-    # every built-in but the image models, which the server does not take yet
-    assert parse_specs(None) == tuple(ModelSpec(name) for name in BUILTINS if name not in IMAGE_BUILTINS)
+    # every built-in, the image model digits among them (after the text ones: the default takes a text)
+    here = [name for name in BUILTINS if name not in OPTIONAL or OPTIONAL[name]() is None]  # smollm2: if installed
+    assert parse_specs(None) == tuple(ModelSpec(name) for name in here) and "digits" in here
+    assert parse_specs(None)[0].name not in IMAGE_BUILTINS
     assert parse_specs(["dates", "mine=/some/dir"]) == (ModelSpec("dates"), ModelSpec("mine", "/some/dir"))
     assert str(ModelSpec.parse("mine=/some/dir")) == "mine=/some/dir"
     with pytest.raises(ValueError, match="unknown model 'gpt2'.*NAME=PATH"):
@@ -101,7 +103,7 @@ def test_a_request_without_model_uses_the_servers_default(dates_only):
 
 
 def test_every_answer_carries_its_layout_json_and_compact(client):
-    models = client.get("/api/models").json()["models"]
+    models = [m for m in client.get("/api/models").json()["models"] if m["takes"] == "text"]  # digits: its own tests
     for info in models:
         text = "25 November 2026"
         body = client.post("/api/attention", json={"text": text, "model": info["name"]}).json()

@@ -201,7 +201,7 @@ def test_undo_and_clear(ipage):
     assert pad_pixels(page) == one
     page.click("#pad-clear")
     page.click("#analyze")  # an empty pad is refused in words, without a request
-    expect(page.locator("#status")).to_contain_text("Draw on the pad or upload a picture first")
+    expect(page.locator("#status")).to_contain_text("Draw a digit")
     assert page.sent == []
 
 
@@ -396,46 +396,3 @@ def test_compare_says_a_second_sentence_needs_a_text_model(ipage, image_server):
     expect(page.locator("#status")).to_contain_text("needs a text model: digits takes a picture")
     assert len(page.sent) == sent  # nothing asked of the server
 
-
-# ---- a ViT checkpoint (`--model NAME=PATH`): uploads only, and overlays on more positions than the grid pools to --
-
-@pytest.fixture(scope="module")
-def vit_server(tmp_path_factory):
-    """A tiny random ViT of 96 x 96 pictures: 12 x 12 patches and the class token, 145 positions, more than the
-    grid's pooled thumbnails (GRID_CELLS) hold, so the overlays need the answer unpooled."""
-    from tests.checkpoints import save_vision
-
-    folder = save_vision(tmp_path_factory.mktemp("vit96"), "vit", side=96)
-    app = create_app(Settings(models=(ModelSpec("tiny-vit", str(folder)),)))
-    with LiveServer(app) as server, TestClient(app) as client:
-        server.client = client
-        yield server
-
-
-def test_a_vit_checkpoint_takes_an_upload_and_overlays_every_patch_of_its_grid(browser, vit_server, tmp_path):
-    rng = np.random.default_rng(3)
-    path = tmp_path / "photo.png"
-    Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(path)
-    with watched_page(browser, vit_server) as page:
-        page.goto(f"{vit_server.url}/?model=tiny-vit")
-        expect(page.locator("#upload")).to_be_visible()
-        expect(page.locator("#pad")).to_be_hidden()  # a photograph is not drawn: /api/models says `drawn: false`
-        expect(page.locator("#pad-what")).to_contain_text("Upload a picture")
-        page.set_input_files("#upload", str(path))
-        page.click("#analyze")
-        wait_ready(page)
-        wait_overlays(page)
-        r = vit_server.client.post("/api/attention", json={"model": "tiny-vit",
-                                                           "image": base64.b64encode(path.read_bytes()).decode()})
-        answer = r.json()
-        rows, cols = answer["image"]["patch_grid"]
-        assert (rows, cols) == (12, 12) and len(answer["tokens"]) == 145
-        L, H = 2, 4
-        expect(page.locator('canvas.overlay[data-kind="encoder"]')).to_have_count(L * H)
-        for layer in range(L):
-            for head in range(H):
-                m = head_matrix(answer, "encoder", layer, head)
-                drawn = overlay(page, layer, head)
-                assert drawn["values"].shape == (rows * cols,)
-                np.testing.assert_allclose(drawn["values"], patch_row(answer, m, answer["image"]["class_token"]),
-                                           atol=m.max() / 255, rtol=0)

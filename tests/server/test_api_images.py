@@ -99,7 +99,8 @@ def test_models_lists_digits_with_what_it_takes_and_the_image_limits(client):
     info = {m["name"]: m for m in answer["models"]}
     assert info["digits"]["takes"] == "image" and info["minilm"]["takes"] == "text"
     assert info["digits"]["image"] == {"size": [8, 8], "channels": 1, "patch_size": [2, 2], "patch_grid": [4, 4],
-                                       "class_token": 0, "classes": [str(k) for k in range(10)], "drawn": True}
+                                       "class_token": 0, "classes": [str(k) for k in range(10)], "first_patch": 1,
+                                       "not_patches": [0], "predicts": True, "pad": True}
     assert info["minilm"]["image"] is None
     assert info["digits"]["kinds"] == {"encoder": {"rows": "patches", "columns": "patches", "causal": False}}
     assert answer["limits"]["max_image_bytes"] == SETTINGS.max_image_bytes

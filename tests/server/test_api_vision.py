@@ -27,7 +27,8 @@ TOL = 1e-5
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("vision")
     return {"tiny-vit": save_vision(root / "vit", "vit"),
-            "tiny-dino": save_vision(root / "dino", "dinov2", classifier=False)}
+            "tiny-dino": save_vision(root / "dino", "dinov2", classifier=False),
+            "tiny-reg": save_vision(root / "reg", "dinov2_with_registers", classifier=False, size=(48, 40))}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +51,7 @@ def pixel_values(folder, data: bytes) -> torch.Tensor:
 
     image = read_image(data, 2048 * 2048)  # (H, W, 3) floats in [0, 1]
     processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
-    return processor(images=image.numpy(), return_tensors="pt", do_rescale=False)["pixel_values"]  # (1, 3, 32, 32)
+    return processor(images=image.numpy(), return_tensors="pt", do_rescale=False)["pixel_values"]  # (1, 3, S, S')
 
 
 def reference(folder, classifier: bool):
@@ -77,17 +78,19 @@ def test_a_picture_answers_transformers_own_attention_and_says_what_it_is(client
     np.testing.assert_allclose(got["attention"]["encoder"], expected, atol=TOL, rtol=0)
     image = got["image"]
     assert image["patch_grid"] == [4, 4] and image["class_token"] == 0 and image["patch_size"] == [8, 8]
+    assert image["first_patch"] == 1 and image["not_patches"] == [0] and image["pad"] is False
     assert got["tokens"][0] == "[CLS]" and got["tokens"][1:] == [f"r{r}c{c}" for r in range(4) for c in range(4)]
     assert got["layout"]["encoder"]["rows"] == got["layout"]["encoder"]["columns"] == "patches"
     if classifier:
         probs = out.logits[0].softmax(-1)
         assert image["classes"] == [CLASSES[i] for i in range(3)]
         np.testing.assert_allclose(image["probabilities"], probs.numpy(), atol=TOL)
-        assert image["prediction"] == CLASSES[int(probs.argmax())]
+        assert image["prediction"] == CLASSES[int(probs.argmax())] and image["predicts"] is True
     else:
         assert image["classes"] == [] and image["prediction"] is None and image["probabilities"] is None
+        assert image["predicts"] is False
     models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
-    assert models[name]["takes"] == "image" and models[name]["image"]["drawn"] is False  # a photograph: uploads
+    assert models[name]["takes"] == "image" and models[name]["image"]["pad"] is False  # a photograph: uploads
 
 
 def test_a_heads_ablation_equals_a_hook_on_transformers(client, folders):
@@ -143,3 +146,37 @@ def test_value_norms_and_rollout_are_recomputed_from_transformers(client, folder
 def test_a_text_to_an_image_checkpoint_is_a_422_naming_what_it_takes(client):
     r = client.post("/api/attention", json={"model": "tiny-vit", "text": "a cat"})
     assert r.status_code == 422 and r.json()["error"] == "wrong_input" and "image" in r.json()["detail"]
+
+
+def test_register_tokens_and_a_grid_other_than_the_configs_are_said_and_equal_transformers(client, folders):
+    """DINOv2 with 2 registers, its processor making 48 x 40 pictures of a 32 x 32 config (position embeddings
+    interpolated): a 6 x 5 grid after [CLS], [REG0], [REG1]; the answer says which positions are no patch."""
+    data = png()
+    got = post(client, model="tiny-reg", image=base64.b64encode(data).decode())
+    net = reference(folders["tiny-reg"], False)
+    with torch.no_grad():
+        out = net(pixel_values=pixel_values(folders["tiny-reg"], data), output_attentions=True)
+    expected = torch.stack(out.attentions, 1)[0].numpy()  # (L, H, 3 + 30, 3 + 30)
+    assert expected.shape[-1] == 33
+    np.testing.assert_allclose(got["attention"]["encoder"], expected, atol=TOL, rtol=0)
+    image = got["image"]
+    assert image["patch_grid"] == [6, 5] and image["size"] == [48, 40] and image["first_patch"] == 3
+    assert image["not_patches"] == [0, 1, 2] and image["class_token"] == 0 and image["predicts"] is False
+    assert got["tokens"][:4] == ["[CLS]", "[REG0]", "[REG1]", "r0c0"] and got["tokens"][-1] == "r5c4"
+    models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
+    assert models["tiny-reg"]["image"]["not_patches"] == [0, 1, 2]
+    assert models["tiny-reg"]["image"]["patch_grid"] == [6, 5] and models["tiny-reg"]["image"]["pad"] is False
+
+
+def test_a_processor_that_keeps_the_pictures_size_is_refused_per_picture_not_mislabelled(tmp_path):
+    """A processor without resize makes a grid of each picture's own size: one of another size than the load's
+    probe (32 x 32) is a 422 naming the problem, not a 5xx or a wrong grid."""
+    from transformers import ViTImageProcessor
+
+    folder = save_vision(tmp_path / "vit", "vit")
+    ViTImageProcessor(do_resize=False).save_pretrained(folder)
+    with TestClient(create_app(Settings(models=(ModelSpec("free", str(folder)),)))) as c:
+        r = c.post("/api/attention", json={"model": "free", "image": base64.b64encode(png()).decode()})
+        assert r.status_code == 422, r.text
+        assert r.json()["error"] == "bad_image" and r.json()["field"] == "image"
+        assert "aspect ratio" in r.json()["detail"] and "(40, 52)" in r.json()["detail"]

@@ -10,7 +10,9 @@ computes; heads are reached through the same attention interface as text checkpo
 attention.py), so ablation, value norms and the mechanism view work as they do for those.
 
 A classification checkpoint says the prediction and every class's probability (`id2label` names the classes); a
-feature checkpoint (AutoModel) predicts nothing: `prediction` is null and `classes` empty.
+feature checkpoint (AutoModel) predicts nothing and says so: `predicts` false, `prediction` null, `classes` empty.
+The patch grid is cut from the pixels the processor makes (not the config's image_size); the positions that are
+not patches (class, distillation and register tokens) are said as `not_patches`, the first patch as `first_patch`.
 """
 
 import os
@@ -31,9 +33,10 @@ from headscope.models.hf.model import (
     one_line,
     weight_files,
 )
-from headscope.models.images import ImageInfo, NotAnImage, png_data_url
+from headscope.models.images import ImageInfo, NotAnImage, image_fields, png_data_url
 
-FAMILIES = ("vit", "deit", "beit", "dinov2")  # one class token (+ DeiT's distillation token), then every patch
+# a class token (+ DeiT's distillation token, + DINOv2's register tokens), then every patch
+FAMILIES = ("vit", "deit", "beit", "dinov2", "dinov2_with_registers")
 PREFIX_NAMES = {"deit": ("[CLS]", "[DIST]")}
 
 
@@ -58,21 +61,28 @@ def prefix_names(model_type: str, count: int) -> list[str]:
 class HFVisionModel(Adapter):
     """Adapter: a picture -> Analysis of every layer and head's self-attention over the checkpoint's positions."""
 
-    def __init__(self, name: str, net, processor, description: str, layers: int, heads: int, positions: int):
+    def __init__(self, name: str, net, processor, description: str, layers: int, heads: int, positions: int,
+                 size: tuple[int, int]):
+        """`size`: (height, width) of the processor's pixel_values, the picture the network reads: the patch grid
+        is cut from it (DINOv2 reads other sizes than its config's image_size, its position embeddings
+        interpolated)."""
         self.net = net.eval()
         self.processor = processor
         config = net.config
-        side = config.image_size if isinstance(config.image_size, int) else config.image_size[0]
         patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
-        grid = side // patch
-        self.prefix = positions - grid * grid
+        rows, cols = size[0] // patch, size[1] // patch
+        self.prefix = positions - rows * cols
+        if self.prefix < 1:
+            raise CheckpointError(f"{name}: {positions} positions for a {rows} x {cols} patch grid: not a class token "
+                                  "and the patches")
         labels = getattr(config, "id2label", None) or {}
         self.classifies = hasattr(net, "classifier")
         classes = tuple(labels[i] for i in sorted(labels)) if self.classifies else ()
-        self.image = ImageInfo(size=(side, side), channels=3, patch_size=(patch, patch), patch_grid=(grid, grid),
-                               class_token=0, classes=classes)
-        self.tokens = prefix_names(config.model_type, self.prefix) + [f"r{r}c{c}" for r in range(grid)
-                                                                      for c in range(grid)]
+        self.image = ImageInfo(size=tuple(size), channels=3, patch_size=(patch, patch), patch_grid=(rows, cols),
+                               class_token=0, classes=classes, first_patch=self.prefix,
+                               not_patches=tuple(range(self.prefix)), predicts=self.classifies, pad=False)
+        self.tokens = prefix_names(config.model_type, self.prefix) + [f"r{r}c{c}" for r in range(rows)
+                                                                      for c in range(cols)]
         self.info = ModelInfo(name=name, description=description, layers=layers, heads=heads, max_tokens=positions,
                               kinds={"encoder": PATCH_SELF}, example="", takes="image")
         self.modules = self.out_projs = self.points = self.mlps = None
@@ -126,7 +136,7 @@ class HFVisionModel(Adapter):
         arch_name = (config.architectures or [type(net).__name__])[0]
         description = (f"{arch_name} ({params:,} parameters) from the folder {path.name}, run by transformers; it "
                        "takes an image, fitted by the folder's image processor")
-        model = cls(name, net, processor, description, layers, heads, positions)
+        model = cls(name, net, processor, description, layers, heads, positions, tuple(pixels.shape[-2:]))
 
         def run():
             with torch.no_grad():
@@ -171,6 +181,10 @@ class HFVisionModel(Adapter):
         if image.ndim != 3 or image.shape[2] != 3 or min(image.shape[:2]) < 1:
             raise NotAnImage(f"{name} takes an (H, W, 3) RGB or (H, W) grey picture; got shape {tuple(image.shape)}")
         pixels = self.pixels_of(self.processor, image)[0]  # (3, S, S)
+        if tuple(pixels.shape[-2:]) != self.image.size:  # a processor that keeps each picture's aspect ratio
+            raise NotAnImage(f"{name}'s image processor made {tuple(pixels.shape[-2:])} pixels of this picture, not "
+                             f"the {self.image.size} it makes of others: Headscope reads one patch grid per model; "
+                             "crop the picture to the processor's aspect ratio")
         n = len(self.tokens)
         fields = {"tokens": list(self.tokens), "offsets": [None] * n,
                   "special": [True] * self.prefix + [False] * (n - self.prefix),
@@ -200,11 +214,5 @@ class HFVisionModel(Adapter):
         return a
 
     def image_fields(self, logits: torch.Tensor | None) -> dict:
-        info = self.image
-        fields = {"size": list(info.size), "channels": info.channels, "patch_size": list(info.patch_size),
-                  "patch_grid": list(info.patch_grid), "class_token": info.class_token, "classes": list(info.classes),
-                  "prediction": None, "probabilities": None}
-        if logits is not None:
-            probs = logits[0].float().softmax(-1)  # (K,)
-            fields.update(prediction=info.classes[int(probs.argmax())], probabilities=probs.tolist())
-        return fields
+        """logits (1, K) or None (a feature model) -> the `image` fields of an Analysis."""
+        return image_fields(self.image, None if logits is None else logits[0])

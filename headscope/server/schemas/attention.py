@@ -216,18 +216,28 @@ class OutputCheck(BaseModel):
 
 class ImageAnswer(BaseModel):
     """What an image model read and predicted (`image` of an answer; null for text models). The positions (rows and
-    columns of every kind whose layout says `patches`) are the class token, then the patches row by row; `tokens`
-    names them ("[CLS]", "r0c0", ...)."""
+    columns of every kind whose layout says `patches`) are the ones that are no patch (`not_patches`: the class
+    token, DeiT's distillation token, DINOv2's registers), then the patches row by row from `first_patch`; `tokens`
+    names them ("[CLS]", "[REG0]", "r0c0", ...)."""
 
     size: list[int] = Field(description="[height, width] in pixels of the picture the network read (`seen`).")
     channels: int = Field(description="1: grey; 3: RGB.")
     patch_size: list[int] = Field(description="[height, width] of a patch in pixels.")
     patch_grid: list[int] = Field(description="[rows, cols] of patches; patch (r, c) is position "
-                                  "class_token + 1 + r * cols + c.")
+                                  "first_patch + r * cols + c.")
     class_token: int = Field(description="The position of the class token.")
+    first_patch: int = Field(description="The position of patch r0c0.")
+    not_patches: list[int] = Field(description="The positions that are no patch (class, distillation, register "
+                                   "tokens).")
+    predicts: bool = Field(description="False for a feature model (no classifier head): `classes` is empty, "
+                           "`prediction` and `probabilities` null.")
+    pad: bool = Field(description="True when the model reads drawings a person makes at its own size (the page's "
+                      "pad); false: upload a picture.")
     classes: list[str] = Field(description="The label of each class, in the order of `probabilities`.")
-    prediction: str = Field(description="The class with the highest probability (un-ablated).")
-    probabilities: list[float] = Field(description="[class] softmax of the logits (un-ablated).")
+    prediction: str | None = Field(description="The class with the highest probability (un-ablated); null when "
+                                   "`predicts` is false.")
+    probabilities: list[float] | None = Field(description="[class] softmax of the logits (un-ablated); null when "
+                                              "`predicts` is false.")
     inverted: bool = Field(description="True when the picture was inverted to fit the model (digits: mostly "
                            "bright paper made dark, ink bright).")
     seen: str = Field(description="A `data:image/png;base64,...` PNG of exactly the pixels the network read "

@@ -30,10 +30,14 @@ class ImageInfoAnswer(BaseModel):
     channels: int = Field(description="1: grey; 3: RGB.")
     patch_size: tuple[int, int] = Field(description="[height, width] of a patch in pixels.")
     patch_grid: tuple[int, int] = Field(description="[rows, cols] of patches.")
-    class_token: int = Field(description="The class token's position; patches follow, row by row.")
-    classes: tuple[str, ...] = Field(description="The label of each output class.")
-    drawn: bool = Field(description="Whether its input can be drawn on a pad (a few grey pixels, e.g. digits): the "
-                        "page offers the pad only then, and an upload always.")
+    class_token: int = Field(description="The class token's position.")
+    classes: tuple[str, ...] = Field(description="The label of each output class; empty when `predicts` is false.")
+    first_patch: int = Field(description="The position of patch r0c0; patch (r, c) is first_patch + r * cols + c.")
+    not_patches: tuple[int, ...] = Field(description="The positions that are no patch (class, distillation, "
+                                         "register tokens).")
+    predicts: bool = Field(description="False for a feature model (no classifier head): no classes, no prediction.")
+    pad: bool = Field(description="True when the model reads drawings a person makes at its own size (the page's "
+                      "digit pad); false: the page offers upload only.")
 
 
 @dataclass(frozen=True)

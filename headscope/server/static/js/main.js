@@ -21,13 +21,13 @@
 //   stepped(page, row)                 the generation step slider chose an output row
 import { config } from './lib/config.js';
 import { el, make } from './lib/dom.js';
-import { ApiError, fetchAttention, fetchHead, fetchHeads } from './lib/api.js';
+import { ApiError, fetchAttention, fetchFullAttention, fetchHead, fetchHeads } from './lib/api.js';
 import { codePoints, colourMax, isPooled, makeView, makeViews, sliceCodePoints } from './lib/views.js';
 import { headName } from './lib/grid.js';
 import { drawHeatmap, loadPlotly } from './lib/heatmap.js';
 import { ABLATE_FIELDS, ablate, ablateFields, drawAblateError, drawEffect, readAblate, setupAblate, writeAblate } from './lib/ablate.js';
 import { registered } from './lib/registry.js';
-import { drawingForUrl, drawPrediction, imageSource, loadDrawing, padShown, setupImageInput, showInputFor, takesImage,
+import { drawingForUrl, drawnOnPad, drawPrediction, imageSource, loadDrawing, setupImageInput, showInputFor, takesImage,
   uploading } from './lib/imageinput.js';
 
 const DEFAULT_TAB = config.tabs[0].name;
@@ -241,7 +241,8 @@ async function analyze() {
   const generation = modelGeneration();
   state.gen = generation && el.gen.value !== '' && +el.gen.value !== generation.default ? +el.gen.value : null;
   if (takesImage(state.model) ? !image : !state.text.trim()) {
-    setStatus(takesImage(state.model) ? `${padShown() ? 'Draw on the pad or upload a picture' : 'Upload a picture'} first: ${state.model} takes an image.`
+    setStatus(takesImage(state.model) ? (drawnOnPad() ? `Draw a digit on the pad or upload a picture first: ${state.model} takes an image.`
+      : `Upload a picture first: ${state.model} takes an image.`)
       : 'Type or paste some text first.', 'error');
     return;
   }
@@ -250,8 +251,13 @@ async function analyze() {
   document.body.dataset.state = 'loading';
   setStatus('Analyzing…');
   try {
-    result = await fetchAttention({ ...state, image: image?.image, generation: generation?.kind, newTokens: state.gen,
-      weights: state.weights, rollout: state.rollout, ...ablateFields() }, controller.signal);
+    const params = { ...state, image: image?.image, generation: generation?.kind, newTokens: state.gen,
+      weights: state.weights, rollout: state.rollout, ...ablateFields() };
+    result = await fetchAttention(params, controller.signal);
+    // an image answer max-pooled for the grid: the overlays over the picture read the full-resolution rows
+    if (result.image && Object.values(result.kinds).some((k) => k.pool[0] > 1 || k.pool[1] > 1)) {
+      result.full = await fetchFullAttention(params, controller.signal);
+    }
   } catch (e) {
     if (e.name === 'AbortError') return;
     clearResult(); // what was on screen belonged to the previous input
@@ -642,7 +648,8 @@ async function start() {
   let drawn = false;
   if (shown && takesImage() && state.draw) {
     drawn = loadDrawing(state.draw);
-    if (!drawn) setStatus(`The link's drawing (draw=) is not ${state.model}'s image size: draw again.`, 'error');
+    if (!drawn) setStatus(drawnOnPad() ? `The link's drawing (draw=) is not ${state.model}'s image size: draw again.`
+      : `The link has a drawing (draw=), but ${state.model} is not drawn on a pad: upload a picture.`, 'error');
   }
   document.body.dataset.state = 'idle';
   document.body.dataset.readyMs = performance.now().toFixed(1); // page interactive, for bench/page.py

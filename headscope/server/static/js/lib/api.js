@@ -151,9 +151,16 @@ async function fetchBinary(request, signal) {
 // and newTokens (sent as the field that kind names); weights (one of the page config's `weights.kinds`) and
 // rollout (true: the answer's `rollout` per kind).
 export function fetchAttention(params, signal) {
-  // A picture's answer is never pooled: its overlays read each patch's own weight in every row (lib/overlay.js)
   return fetchBinary({ ...attentionRequest(params), format: 'compact', similarity: !!params.similarity,
-    pool_to: params.image ? null : GRID_CELLS, metrics: false, ...(params.rollout ? { rollout: true } : {}) }, signal);
+    pool_to: GRID_CELLS, metrics: false, ...(params.rollout ? { rollout: true } : {}) }, signal);
+}
+
+// An image answer at full resolution (no pool_to): what the overlays over the picture read when the grid's answer
+// is max-pooled (a ViT-B/16's 197 positions pooled to GRID_CELLS lose each patch's own weight), the same request
+// otherwise (weights, ablation, rollout).
+export function fetchFullAttention(params, signal) {
+  return fetchBinary({ ...attentionRequest(params), format: 'compact', metrics: false,
+    ...(params.rollout ? { rollout: true } : {}) }, signal);
 }
 
 // Every head's metrics and roles for the same request as a grid's answer (POST /api/heads):

@@ -14,8 +14,11 @@ export function drawImageGrids(container, result, { onOpen, onHover }) {
   const image = result.image;
   if (!image) return;
   container.append(seenFigure(result));
-  for (const [kind, kd] of Object.entries(result.kinds)) {
-    const section = make('section', { className: 'overlay-grid', attrs: { 'data-kind': kind, 'data-state': 'loading' } });
+  const full = result.full ?? result; // the full-resolution answer when the grid's is max-pooled (main.js)
+  for (const kind of Object.keys(result.kinds)) {
+    const kd = full.kinds[kind];
+    const section = make('section', { className: 'overlay-grid', attrs: { 'data-kind': kind, 'data-state': 'loading',
+      'data-pool': kd.pool.join('x') } });
     section.append(make('h3', { text: `${kind}: what the class token reads, over the picture` }));
     const map = patchMap(image, kd);
     if (map.why) {
@@ -77,7 +80,7 @@ function seenFigure(result) {
   figure.append(canvas, make('figcaption', { className: 'hint', text: `What the model saw: ${h} × ${w} pixels`
     + `${image.inverted ? ' (inverted: the picture was mostly bright, and the model reads bright ink on dark)' : ''}, `
     + `cut into ${rows} × ${cols} patches of ${image.patch_size.join(' × ')} pixels, read row by row after the class token.` }));
-  const kd = Object.values(result.kinds)[0];
+  const kd = Object.values((result.full ?? result).kinds)[0];
   const map = kd ? patchMap(image, kd) : { why: 'no kind' };
   picture(image).then((img) => drawSeen(canvas, img, map.why ? { rows, cols } : map), () => {});
   return figure;
@@ -85,9 +88,10 @@ function seenFigure(result) {
 
 // The rollout's class-token row over the picture, per kind that has a rollout (the answer's `rollout`).
 export function drawRolloutOverlay(container, result) {
-  if (!result.image || !result.rollout) return;
-  for (const [kind, r] of Object.entries(result.rollout)) {
-    const kd = result.kinds[kind];
+  const full = result.full ?? result; // full resolution, as the overlays of drawImageGrids
+  if (!result.image || !full.rollout) return;
+  for (const [kind, r] of Object.entries(full.rollout)) {
+    const kd = full.kinds[kind];
     const map = kd && patchMap(result.image, { ...kd, Tk: r.Tk, pool: [1, 1] });
     const section = make('section', { className: 'rollout-image', attrs: { 'data-kind': kind } });
     section.append(make('h4', { text: `${kind}: the rollout's class-token row over the picture` }));

@@ -14,6 +14,7 @@ const own = elements(['text-input', 'image-input', 'pad', 'pad-undo', 'pad-clear
 const MAX_CLASSES_SHOWN = 10; // the most probable classes listed (a real ViT has a thousand)
 
 let pad = null;
+let padShown = true; // whether the chosen image model is drawn on the pad (its /api/models image.pad)
 let upload = null; // {name, base64, url} of the picture uploaded, while it is what Analyze sends
 let models = null; // promise of GET /api/models' `models`, fetched when an image model is first chosen
 
@@ -39,8 +40,10 @@ export function setupImageInput(onChange) {
   });
 }
 
-// Show the input the chosen model takes; for an image model, size the pad to its image. Resolves to the model's
-// image size [height, width] (null for a text model); throws when the server does not say it.
+// Show the input the chosen model takes: for an image model whose /api/models `image.pad` is true (it reads
+// drawings a person makes at its own size), the pad sized to its image and an upload; for any other image model
+// (a ViT checkpoint) the upload only. Resolves to the model's image size [height, width] (null for a text model);
+// throws when the server does not say it.
 export async function showInputFor(name) {
   const image = takesImage(name);
   own.textInput.hidden = image;
@@ -49,15 +52,17 @@ export async function showInputFor(name) {
   if (!image) return null;
   const info = await modelInfo(name);
   const size = info?.image?.size;
-  if (!Array.isArray(size) || size.length !== 2) {
-    throw new Error(`GET /api/models does not say the image size of ${name}: the pad cannot be drawn`);
+  if (!Array.isArray(size) || size.length !== 2 || typeof info.image.pad !== 'boolean') {
+    throw new Error(`GET /api/models does not say the image size of ${name} and whether it is drawn on a pad`);
   }
-  pad.resize(size);
-  const drawn = Boolean(info.image.drawn); // a pad only where the model says its input can be drawn
-  for (const part of [own.pad, own.padUndo, own.padClear]) part.hidden = !drawn;
-  if (!drawn) pad.clear();
-  own.padWhat.textContent = drawn ? `Draw on the ${size[0]} × ${size[1]} pixels ${name} reads, bright on dark, then press Analyze.`
-    : `Upload a picture: ${name} fits it to the ${size[0]} × ${size[1]} pixels it reads with its own image processor.`;
+  padShown = info.image.pad;
+  for (const node of [own.pad, own.padUndo, own.padClear]) node.hidden = !padShown;
+  if (padShown) {
+    pad.resize(size);
+    own.padWhat.textContent = `Draw on the ${size[0]} × ${size[1]} pixels ${name} reads, bright on dark, then press Analyze.`;
+  } else {
+    own.padWhat.textContent = `Upload a picture: ${name} reads ${size[0]} × ${size[1]} pixels, and its own image processor fits any picture to them.`;
+  }
   return size;
 }
 
@@ -90,30 +95,29 @@ async function readUpload(onChange) {
   own.uploadPreview.src = url;
   own.uploadPreview.hidden = false;
   own.pad.classList.add('inactive');
-  own.padNote.textContent = `Analyze sends ${file.name} (shown beside the pad); draw, undo or clear to use the pad again.`;
+  own.padNote.textContent = padShown ? `Analyze sends ${file.name} (shown beside the pad); draw, undo or clear to use the pad again.`
+    : `Analyze sends ${file.name} (shown here).`;
   onChange();
 }
 
 // What Analyze sends: {image: base64, from: 'upload' | 'draw'}, or null when there is nothing to send.
 export function imageSource() {
   if (upload) return { image: upload.base64, from: 'upload', name: upload.name };
-  if (!pad || pad.empty) return null;
+  if (!padShown || !pad || pad.empty) return null;
   return { image: pad.png(), from: 'draw' };
 }
 
 // The URL's `draw`: the drawing (none for an empty pad or an upload).
 export function drawingForUrl() {
-  return upload || !pad || pad.empty ? null : pad.encode();
+  return upload || !padShown || !pad || pad.empty ? null : pad.encode();
 }
 
 export const uploading = () => !!upload;
+export const drawnOnPad = () => padShown;
 
-// Whether the chosen image model's input can be drawn (the pad is shown): else it takes uploads only.
-export const padShown = () => !own.pad.hidden;
-
-// Redraw the pad from a link's `draw`: true when it fits the pad's size.
+// Redraw the pad from a link's `draw`: true when the model is drawn on a pad and the drawing fits its size.
 export function loadDrawing(text) {
-  return pad.decode(text);
+  return padShown && pad.decode(text);
 }
 
 // The prediction and each class's probability (the answer's `image`); with heads ablated, the ablated run's
@@ -122,6 +126,13 @@ export function drawPrediction(result) {
   const image = result?.image;
   own.prediction.hidden = !image;
   if (!image) { own.probabilities.replaceChildren(); return; }
+  if (!image.predicts) { // a feature model: no classifier head, nothing to predict
+    own.predictionText.textContent = 'none: this is a feature model (no classifier head), it predicts no class';
+    own.predictionText.dataset.class = '';
+    own.predictionAblated.hidden = true;
+    own.probabilities.replaceChildren();
+    return;
+  }
   const probs = image.probabilities;
   const best = image.classes.indexOf(image.prediction);
   own.predictionText.textContent = `${image.prediction} (p = ${probs[best].toFixed(3)})`;

@@ -1,6 +1,7 @@
 // Attention laid over the picture an image model saw. An image answer's `image` says how its positions map to the
-// picture: `class_token` is the class token's position, the patches follow it row by row on a `patch_grid` of
-// [rows, cols], and `seen` is a PNG (a data: URL) of the pixels the network read. A row of a head's matrix (one
+// picture: `class_token` is the class token's position, `not_patches` every position that is no patch (the class
+// token, a distillation token, register tokens), patch (r, c) is position `first_patch` + r * cols + c on a
+// `patch_grid` of [rows, cols], and `seen` is a PNG (a data: URL) of the pixels the network read. A row of a head's matrix (one
 // query), without the class token's own column, reshaped to the patch grid, is a heat map of what that query reads
 // from each patch; it is drawn as a semi-transparent colour over the picture, shaded to the row's own maximum.
 // Nothing here knows a model by its name.
@@ -17,7 +18,7 @@ export function patchMap(image, kd) {
   const [rows, cols] = image.patch_grid;
   const cls = image.class_token;
   const positions = [];
-  for (let p = 0; p < kd.Tk; p++) if (p !== cls) positions.push(p); // the patches, row by row
+  for (let p = image.first_patch; p < kd.Tk; p++) if (!image.not_patches.includes(p)) positions.push(p); // row by row
   if (kd.layout.rows !== 'patches' || kd.layout.columns !== 'patches') return { why: 'its rows and columns are not the patches' };
   if (kd.pool[0] > 1 || kd.pool[1] > 1) return { why: `this answer is max-pooled (${kd.pool.join(' × ')} positions a cell): the overlay needs each patch's own weight; open a head for its full matrix` };
   if (positions.length !== rows * cols) return { why: `${positions.length} patch positions do not fill a ${rows} × ${cols} grid` };

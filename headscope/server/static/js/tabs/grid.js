@@ -7,7 +7,7 @@ import { drawRollout } from '../lib/rollout.js';
 import { ablate, markGrid, toggleHead } from '../lib/ablate.js';
 import { register } from '../lib/registry.js';
 import { drawImageGrids, drawRolloutOverlay } from '../lib/imagegrid.js';
-import { padShown, takesImage } from '../lib/imageinput.js';
+import { drawnOnPad, takesImage } from '../lib/imageinput.js';
 
 const own = elements(['grids', 'hover-name', 'rollout', 'intro', 'intro-example', 'intro-text', 'image-grids',
   'layer-range-controls', 'layer-from', 'layer-to', 'layer-all', 'layer-range-note']);
@@ -89,7 +89,7 @@ function showIntro(page) {
   const example = el.model.selectedOptions[0]?.dataset.example || '';
   own.introExample.hidden = !example;
   own.introText.textContent = example ? `“${example}” on ${el.model.value}`
-    : takesImage() ? `${el.model.value} takes a picture: ${padShown() ? 'draw on the pad above (or upload one)' : 'upload one above'} and press Analyze. `
+    : takesImage() ? `${el.model.value} takes a picture: ${drawnOnPad() ? 'draw on the pad above (or upload one)' : 'upload one above'} and press Analyze. `
       + 'Every head then shows here as its patch × patch matrix, and over the picture as what the class token reads.'
       : '';
 }
