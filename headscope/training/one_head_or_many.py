@@ -25,6 +25,7 @@ import argparse
 import json
 import random
 import statistics
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -53,6 +54,7 @@ STEPS = 400  # headscope/training/dates.py runs 1800; shortened alike for all fo
 FINAL_SIZE = 1000  # held-out and training examples scored at the end
 LOG_EVERY = 10
 EVAL_EVERY = 100
+PROGRESS_EVERY = 25  # a progress line on stderr every this many steps (a run of 400 steps takes minutes)
 EVAL_SIZE = 300  # held-out examples scored at every evaluation along the way
 ROLE_TEXTS = 150
 DEFAULT_OUT = ONE_HEAD_OR_MANY  # the committed results
@@ -134,6 +136,9 @@ def run(heads: int, steps: int, seed: int, device: str, weights: Path | None, fi
         if (step + 1) % EVAL_EVERY == 0:
             curve.append([step + 1, exact_match(net.cpu(), heldout[:EVAL_SIZE])])
             net.to(device)
+        if (step + 1) % PROGRESS_EVERY == 0 or step == steps - 1:
+            print(f"{heads} head{'s' if heads > 1 else ''}: step {step + 1}/{steps}, loss {loss.item():.4f}, "
+                  f"{time.perf_counter() - started:.0f} s", file=sys.stderr, flush=True)
     seconds = time.perf_counter() - started
     net = net.cpu().eval()
     train_sample = next(training_stream(seed + 1, final_size))  # one batch of fresh examples of training dates

@@ -34,3 +34,15 @@ def test_the_committed_results_compare_like_with_like():
 def test_the_api_serves_them(client):
     r = client.get("/api/one-head-or-many")
     assert r.status_code == 200 and r.json()["runs"][0]["heads"] == 1
+
+
+def test_the_script_says_its_progress_on_stderr_as_it_goes(tmp_path, capsys):
+    from headscope.training.one_head_or_many import PROGRESS_EVERY, main
+
+    steps = PROGRESS_EVERY + 2
+    main(["--out", str(tmp_path / "out.json"), "--steps", str(steps), "--heads", "1", "2"])
+    err = capsys.readouterr().err.splitlines()
+    for heads in (1, 2):
+        lines = [line for line in err if line.startswith(f"{heads} head")]
+        assert [line.split("step ")[1].split(",")[0] for line in lines] == [f"{PROGRESS_EVERY}/{steps}", f"{steps}/{steps}"]
+    assert json.loads((tmp_path / "out.json").read_text())["recipe"]["steps"] == steps
