@@ -42,7 +42,7 @@ TABS: tuple[Tab, ...] = (
         "texts, and an image model reads pictures"),
     Tab("mechanism", "Mechanism"),
     Tab("playground", "Playground"),
-    Tab("heads-experiment", "One head or many?"),
+    Tab("heads-experiment", "One head or many?", docs="one-head-or-many"),
     Tab("probes", "Probes", docs="probes", not_for_images="a probe scores heads on pairs of words in sentences; an "
         "image model has patches, not words"),
     Tab("importance", "Importance", docs="importance", not_for_images="it measures what the model loses on a set of "

@@ -319,7 +319,48 @@ def test_one_head_or_many_shows_the_measures_and_two_models_side_by_side(page):
             expect(grid.locator(f'canvas.head[data-kind="{kind}"]')).to_have_count(len(pattern) * int(heads))
 
 
-@pytest.mark.parametrize("name", ["metrics", "ablation", "importance", "probes"])
+def test_one_head_or_many_is_readable_side_by_side_with_tokens_and_says_its_conclusions(page, client):
+    import json
+
+    from headscope.training.one_head_or_many import DEFAULT_OUT
+
+    record = json.loads(DEFAULT_OUT.read_text())
+    api = client.get("/api/one-head-or-many").json()
+    assert api["conclusions_from"] == "docs/one-head-or-many.md" and len(api["conclusions"]) >= 4
+    page.set_viewport_size({"width": 1280, "height": 900})
+    open_page(page, tab="heads-experiment")
+    page.wait_for_function("() => document.getElementById('ohm-grids').dataset.state === 'ready'", timeout=60_000)
+    # the conclusions, as the document says them
+    items = page.locator("#ohm-conclusions li").all_text_contents()
+    assert items == [f"{c['claim']}: {c['text']}" if c["claim"] else c["text"] for c in api["conclusions"]]
+    # small multiples, not stretched: every thumbnail a bounded square, the tab of a reasonable height
+    sizes = page.evaluate("() => [...document.querySelectorAll('#ohm-grids canvas.head')].map((c) => "
+                          "[c.getBoundingClientRect().width, c.getBoundingClientRect().height])")
+    assert sizes and all(w <= 64 and h <= 64 for w, h in sizes)
+    tall = page.evaluate("() => document.getElementById('tab-heads-experiment').getBoundingClientRect().height")
+    assert tall < 4000  # it was 7,289 px with one head's squares stretched to the width
+    boxes = page.locator(".ohm-grid").evaluate_all("b => b.map((x) => x.getBoundingClientRect().top)")
+    assert len(boxes) == 2 and abs(boxes[0] - boxes[1]) < 1  # side by side
+    # each model's head drawn large with the example's own tokens on its axes; a click draws another head
+    for heads, example in record["examples"].items():
+        box = page.locator(f'.ohm-grid[data-heads="{heads}"]')
+        matrix = box.locator("canvas.ohm-matrix")
+        kind = matrix.get_attribute("data-kind")
+        layout = example["layout"][kind]
+        shown = lambda tokens: ["␣" if t == " " else t for t in tokens]  # noqa: E731 - a space token, made visible
+        names = {"tokens": shown(example["tokens"]), "output_tokens": shown(example["output_tokens"])}
+        assert json.loads(matrix.get_attribute("data-rows")) == names[layout["rows"]]
+        assert json.loads(matrix.get_attribute("data-cols")) == names[layout["columns"]]
+        last = int(heads) - 1
+        box.locator(f'canvas.head[data-kind="cross"][data-layer="1"][data-head="{last}"]').click()
+        expect(box.locator("canvas.ohm-matrix")).to_have_attribute("data-head", str(last))
+        assert box.locator("canvas.ohm-matrix").get_attribute("data-kind") == "cross"
+        assert json.loads(box.locator("canvas.ohm-matrix").get_attribute("data-cols")) == names["tokens"]
+    page.set_viewport_size({"width": 390, "height": 800})  # a phone: nothing scrolls sideways
+    assert page.evaluate("() => document.scrollingElement.scrollWidth") <= 390
+
+
+@pytest.mark.parametrize("name", ["metrics", "ablation", "importance", "probes", "one-head-or-many"])
 def test_the_documents_the_page_links_to_are_served_as_markdown(client, name):
     r = client.get(f"/docs/{name}.md")
     assert r.status_code == 200 and r.headers["content-type"] == "text/markdown; charset=utf-8"

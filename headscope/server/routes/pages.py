@@ -107,6 +107,7 @@ LINKED_DOCS = {
     "probes": "the probes' file format and formulas",
     "patching": "activation patching and direct logit attribution: the method, the metrics, the normalisation",
     "detect": "how previous-token, duplicate-token and induction heads are found, on which inputs",
+    "one-head-or-many": "the one head or many study: method, numbers, and what they do and do not support",
 }
 
 

@@ -4,11 +4,15 @@
 // table of every number, and the grids of the 1-head and the best multi-head model side by side.
 import { elements, make } from '../lib/dom.js';
 import { axis } from '../lib/api.js';
-import { drawGrids } from '../lib/grid.js';
+import { drawMatrix } from '../lib/canvasmap.js';
+import { drawGrids, headName } from '../lib/grid.js';
+import { colourMax, makeView } from '../lib/views.js';
 import { loadPlotly } from '../lib/heatmap.js';
 import { register } from '../lib/registry.js';
 
-const el = elements(['ohm-recipe', 'ohm-table', 'ohm-exact', 'ohm-loss', 'ohm-spread', 'ohm-grids']);
+const el = elements(['ohm-recipe', 'ohm-table', 'ohm-exact', 'ohm-loss', 'ohm-spread', 'ohm-grids', 'ohm-conclusions',
+  'ohm-conclusions-from']);
+const THUMB_PX = 44; // a thumbnail's side: small multiples, readable side by side (not stretched to the width)
 
 let data = null; // the record, fetched once
 
@@ -57,6 +61,7 @@ async function draw({ setStatus }) {
   }
   const runs = data.runs;
   const names = runs.map(label);
+  drawConclusions(data);
   el.ohmRecipe.textContent = `Same recipe for all: ${data.recipe.steps} steps, seed ${data.recipe.seed}, batch `
     + `${data.recipe.batch_size}, width ${data.recipe.width}, ${runs[0].parameters.toLocaleString()} parameters each.`;
   drawTable(runs);
@@ -78,11 +83,48 @@ async function draw({ setStatus }) {
     const box = make('div', { className: 'ohm-grid', attrs: { 'data-heads': heads } });
     box.append(make('h3', { text: `${heads} head${heads === '1' ? '' : 's'}: "${example.output_text}"` }));
     const grids = make('div');
-    box.append(grids);
+    const detail = make('figure', { className: 'ohm-detail' });
+    box.append(grids, detail);
     el.ohmGrids.append(box);
-    drawGrids(grids, exampleResult(example), {}, { onOpen: () => {}, onHover: () => {}, roles: () => [] });
+    const result = exampleResult(example);
+    const open = (kind, layer, head) => drawDetail(detail, result, kind, layer, head);
+    drawGrids(grids, result, {}, { onOpen: open, onHover: () => {}, roles: () => [] });
+    for (const [kind, kd] of Object.entries(result.kinds)) { // fixed-size columns: one head must not fill the width
+      const grid = grids.querySelector(`section[data-kind="${CSS.escape(kind)}"] .grid`);
+      if (grid) grid.style.gridTemplateColumns = `auto repeat(${kd.H}, ${THUMB_PX}px)`;
+    }
+    const [first] = Object.keys(result.kinds);
+    open(first, 0, 0);
   }
   el.ohmGrids.dataset.state = 'ready';
+}
+
+// The clicked head, large, with the example's tokens on both axes (the layout names which: rows are queries).
+function drawDetail(figure, result, kind, layer, head) {
+  const view = makeView(result.kinds[kind], result);
+  const matrix = view.matrix(layer, head);
+  const canvas = make('canvas', { className: 'ohm-matrix', attrs: { 'data-kind': kind, 'data-layer': layer,
+    'data-head': head, 'aria-label': `${kind} ${headName(layer, head)} with its tokens` } });
+  canvas.dataset.rows = JSON.stringify(view.rows);
+  canvas.dataset.cols = JSON.stringify(view.cols);
+  drawMatrix(canvas, { matrix, rows: view.rows, cols: view.cols, zmax: colourMax(view, matrix).max });
+  canvas.style.maxWidth = '100%'; // a phone's width: scaled down, never scrolled sideways
+  canvas.style.height = 'auto';
+  const caption = make('figcaption', { className: 'hint', text: `${kind} ${headName(layer, head)}: rows are the `
+    + `queries (${result.kinds[kind].layout.rows}), columns the keys (${result.kinds[kind].layout.columns}). `
+    + 'Click another square to draw it here.' });
+  figure.replaceChildren(canvas, caption);
+}
+
+// What the numbers support, as the study's document says it (the answer's `conclusions`, from `conclusions_from`).
+function drawConclusions(record) {
+  el.ohmConclusions.replaceChildren(...(record.conclusions || []).map(({ claim, text }) => {
+    const item = make('li');
+    if (claim) item.append(make('strong', { text: `${claim}: ` }));
+    item.append(text);
+    return item;
+  }));
+  el.ohmConclusionsFrom.textContent = record.conclusions_from ? `From ${record.conclusions_from}, beside the table.` : '';
 }
 
 register(import.meta.url, { draw });
