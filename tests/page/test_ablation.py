@@ -146,3 +146,13 @@ def test_the_metric_choice_is_offered_only_for_models_that_take_one(page):
     wait_effect(page)  # an encoder's effect, with no metric sent (an encoder has none)
     expect(page.locator('#effect [data-measure="metric"]')).to_have_count(0)
     expect(page.locator('#effect [data-measure="embedding_cosine"]')).to_have_count(1)
+
+
+def test_the_effect_panel_scrolls_inside_itself_at_phone_width(page):
+    page.set_viewport_size({"width": 390, "height": 800})
+    query = {"text": INDUCTION, "model": "induction", "ablate": "decoder:1:1", "ab_metric": "logit_diff",
+             "ab_answer": "b", "ab_wrong": "Y"}
+    page.goto(f"{page.base_url}/?{urlencode(query)}")
+    wait_effect(page)
+    assert page.evaluate("() => document.scrollingElement.scrollWidth") <= 390
+    assert page.evaluate("() => document.querySelector('#effect .effect-scroll').getBoundingClientRect().right") <= 390
