@@ -10,6 +10,7 @@
 import { config } from './config.js';
 import { el, make } from './dom.js';
 import { headName } from './grid.js';
+import { metricFields, showMetricInputs } from './metricchoice.js';
 
 // heads: ["kind:layer:head", ...]; metric: {name ('' for none), span: [start, end] or null, answer, wrong}
 export const ABLATE_FIELDS = ['ablate', 'ablation', 'metric', 'span', 'answer', 'wrong']; // what an error may name
@@ -42,33 +43,14 @@ export function writeAblate(q) {
   if (m.name === 'logit_diff' && m.wrong) q.set('ab_wrong', m.wrong);
 }
 
-// Whether the chosen model takes a metric: its <option>'s data-generation (from GET /api/models) is one that
-// config.metric_choice.generations lists.
-function metricApplies() {
-  const o = [...el.model.options].find((option) => option.value === el.model.value);
-  return Boolean(o && config.metric_choice.generations.includes(o.dataset.generation));
-}
+// The ablate controls' metric inputs (lib/metricchoice.js); a choice still missing a box is not sent yet.
+const BOXES = { controls: el.ablateMetricControls, metric: el.ablateMetric, spanStart: el.ablateSpanStart,
+  spanEnd: el.ablateSpanEnd, answer: el.ablateAnswer, wrong: el.ablateWrong };
+const showMetricControls = () => showMetricInputs(BOXES);
 
-// The request's metric fields for the chosen model ({} when it takes none or none is chosen).
-function metricFields() {
-  const m = ablate.metric;
-  if (!m.name || !metricApplies()) return {};
-  const fields = { metric: m.name };
-  if (m.name === 'loss' && m.span) fields.span = m.span;
-  if (m.name !== 'loss' && !m.answer) return {}; // not yet typed: nothing to score
-  if (m.name === 'logit_diff' && !m.wrong) return {};
-  if (m.name !== 'loss') fields.answer = m.answer;
-  if (m.name === 'logit_diff') fields.wrong = m.wrong;
-  return fields;
-}
-
-// Show the metric's inputs for a model that takes one, and of them the ones the chosen metric reads.
-export function showMetricControls() {
-  el.ablateMetricControls.hidden = !metricApplies();
-  const name = el.ablateMetric.value;
-  el.ablateSpanStart.parentElement.hidden = el.ablateSpanEnd.parentElement.hidden = name !== 'loss';
-  el.ablateAnswer.parentElement.hidden = !(name === 'logit_diff' || name === 'prob');
-  el.ablateWrong.parentElement.hidden = name !== 'logit_diff';
+function chosenMetric() {
+  const fields = metricFields(BOXES);
+  return typeof fields === 'string' ? {} : fields;
 }
 
 // The request's fields: {ablate: [{kind, layer, head}], ablation}, or nothing when no head is off.
@@ -80,7 +62,7 @@ export function ablateFields() {
       return { kind, layer: +layer, head: +head };
     }),
     ablation: ablate.ablation,
-    ...metricFields(),
+    ...chosenMetric(),
   };
 }
 

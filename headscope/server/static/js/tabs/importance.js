@@ -7,6 +7,7 @@ import { fetchStream } from '../lib/api.js';
 import { DIVERGING } from '../lib/colors.js';
 import { byRows } from '../lib/dims.js';
 import { escapeLabel, loadPlotly } from '../lib/heatmap.js';
+import { metricApplies, metricFields, showMetricInputs } from '../lib/metricchoice.js';
 import { register } from '../lib/registry.js';
 
 const el = { model: shell.model, ...elements(['imp-ablation', 'imp-texts', 'imp-run', 'imp-cancel', 'imp-progress', 'imp-status',
@@ -18,33 +19,9 @@ const METRIC_FIELDS = { imp_metric: 'impMetric', imp_start: 'impSpanStart', imp_
   imp_wrong: 'impWrong' };
 let page = null;
 
-function metricApplies() {
-  const o = [...el.model.options].find((option) => option.value === el.model.value);
-  return Boolean(o && page.config.metric_choice.generations.includes(o.dataset.generation));
-}
-
-// Which inputs the chosen metric reads: span for loss, answer for logit_diff and prob, wrong for logit_diff.
-function showMetricControls() {
-  el.impMetricControls.hidden = !metricApplies();
-  const m = el.impMetric.value;
-  el.impSpanStart.parentElement.hidden = el.impSpanEnd.parentElement.hidden = m !== 'loss';
-  el.impAnswer.parentElement.hidden = !(m === 'logit_diff' || m === 'prob');
-  el.impWrong.parentElement.hidden = m !== 'logit_diff';
-}
-
-// The metric fields of the request, or a message saying what is missing.
-function metricFields() {
-  const m = el.impMetric.value;
-  if (!metricApplies() || !m) return {};
-  const fields = { metric: m };
-  if (m === 'loss' && (el.impSpanStart.value !== '' || el.impSpanEnd.value !== '')) {
-    if (el.impSpanStart.value === '' || el.impSpanEnd.value === '') return 'Give both ends of the span, or neither.';
-    fields.span = [+el.impSpanStart.value, +el.impSpanEnd.value];
-  }
-  if (m !== 'loss') fields.answer = el.impAnswer.value;
-  if (m === 'logit_diff') fields.wrong = el.impWrong.value;
-  return fields;
-}
+const BOXES = { controls: el.impMetricControls, metric: el.impMetric, spanStart: el.impSpanStart, spanEnd: el.impSpanEnd,
+  answer: el.impAnswer, wrong: el.impWrong }; // lib/metricchoice.js
+const showMetricControls = () => showMetricInputs(BOXES);
 
 const results = new Map(); // model name -> its last importance answer
 let controller = null;
@@ -127,7 +104,7 @@ async function run(page) {
   const texts = el.impTexts.value.split(/\r?\n/).map((t) => t.trim()).filter(Boolean);
   const most = page.config.limits.importance_max_texts;
   if (texts.length > most) return showStatus(`${texts.length} texts: the limit is ${most} per run.`, 'error');
-  const metric = metricFields();
+  const metric = metricFields(BOXES);
   if (typeof metric === 'string') return showStatus(metric, 'error');
   const request = { model: el.model.value, ablation: el.impAblation.value, stream: true, ...metric };
   if (texts.length) request.texts = texts;
