@@ -58,8 +58,10 @@ def new_tokens(model: AttentionModel, req: TextRequest) -> int | None:
 
 
 def selected_patterns(analysis: Analysis, req: AttentionRequest, arrays: dict | None = None) -> dict:
-    """kind -> (L, H, Tq, Tk) patterns to send: every kind, or the one head the request names, pooled
-    as it asks. `arrays`: what to send instead of the patterns, of the same shapes (value norms)."""
+    """kind -> ((L, H, Tq, Tk) patterns to send, the pooling block, (L, H) compact scales): every kind, or the one
+    head the request names, pooled as it asks. `arrays`: what to send instead of the patterns, of the same shapes
+    (value norms). The scales are over the rows that have a choice (encoding.choice_scale), taken before pooling: a
+    pooled cell holding a causal first row's 1 is an overflow, not the scale."""
     patterns = analysis.patterns if arrays is None else arrays
     if req.head is not None:
         kind, layer, head = req.head.kind, req.head.layer, req.head.head
@@ -68,17 +70,8 @@ def selected_patterns(analysis: Analysis, req: AttentionRequest, arrays: dict | 
             raise ApiError(ErrorCode.no_such_head, f"{kind} has layers 0..{L - 1} and heads 0..{H - 1}; "
                            f"asked for layer {layer}, head {head}")
         patterns = {kind: patterns[kind][layer : layer + 1, head : head + 1]}  # (1, 1, Tq, Tk)
-    return {kind: max_pool(pattern, req.pool_to) for kind, pattern in patterns.items()}
-
-
-def selected_scales(analysis: Analysis, req: AttentionRequest, arrays: dict | None = None) -> dict:
-    """kind -> (L, H) compact scales of the selected heads, over the rows that have a choice (encoding.choice_scale),
-    taken before pooling: a pooled cell holding a causal first row's 1 is an overflow, not the scale."""
-    patterns = analysis.patterns if arrays is None else arrays
-    if req.head is not None:
-        patterns = {req.head.kind: patterns[req.head.kind][req.head.layer : req.head.layer + 1,
-                                                           req.head.head : req.head.head + 1]}
-    return {kind: choice_scale(pattern, analysis.layout[kind].causal) for kind, pattern in patterns.items()}
+    return {kind: (*max_pool(pattern, req.pool_to), choice_scale(pattern, analysis.layout[kind].causal))
+            for kind, pattern in patterns.items()}
 
 
 def attention_fields(analysis: Analysis, fmt: str, pool: dict, selection: dict | None = None,
@@ -120,7 +113,7 @@ def attention_body(analysis: Analysis, req: AttentionRequest, cut: bool, encodin
     """The answer's bytes, compressed for the client; runs on the model's worker thread."""
     arrays = chosen_weights(analysis, req.weights, model, text, req.truncate, generate, ablation)
     selected = selected_patterns(analysis, req, arrays)
-    patterns = {kind: pattern for kind, (pattern, _) in selected.items()}
+    patterns = {kind: pattern for kind, (pattern, _, _) in selected.items()}
     rollout, rollout_about = rollout_fields(analysis, req.rollout, req.pool_to)
     floats = sum(pattern.numel() for pattern in [*patterns.values(), *(rollout or {}).values()])  # L*H*Tq*Tk per kind
     if req.format == "json" and floats > max_json_floats:  # ~13 bytes of JSON each: refuse before building
@@ -128,13 +121,13 @@ def attention_body(analysis: Analysis, req: AttentionRequest, cut: bool, encodin
                        f"most {max_json_floats} (max_json_floats in GET /api/models limits). Send format: "
                        "safetensors (exact float32) or compact (8-bit), or a shorter text", count=floats,
                        limit=max_json_floats)
-    pool = {kind: block for kind, (_, block) in selected.items()}
+    pool = {kind: block for kind, (_, block, _) in selected.items()}
     fields = attention_fields(analysis, req.format, pool, req.head.model_dump() if req.head else None,
                               req.similarity, cut, req.metrics)
     fields.update(weights=weights_about(req.weights, patterns), rollout_about=rollout_about)
     fields.update(ablation_fields(analysis, req))
     if req.format in ("compact", "safetensors"):
-        scales = selected_scales(analysis, req, arrays) if req.format == "compact" else None
+        scales = {kind: scale for kind, (_, _, scale) in selected.items()}
         return compress(safetensors_body(patterns, fields, exact=req.format == "safetensors", rollout=rollout,
                                          scales=scales), encoding)
     attention = {kind: pattern.numpy() for kind, pattern in patterns.items()}
