@@ -34,9 +34,12 @@ function fillBoxes() {
   own.layerTo.value = layers ? layers[1] : '';
 }
 
-// The note says the range against the answer's own layer count (the deepest kind's).
+// The answer's own layer count: the deepest kind's (null before an answer).
+const depth = (page) => (page.result ? Math.max(...Object.values(page.result.kinds).map((k) => k.L)) : null);
+
+// The note says the range against that count.
 function showRange(page) {
-  const most = page.result ? Math.max(...Object.values(page.result.kinds).map((k) => k.L)) : null;
+  const most = depth(page);
   if (most !== null) { own.layerFrom.max = own.layerTo.max = most - 1; }
   own.layerAll.disabled = !layers;
   own.layerRangeNote.textContent = most === null ? '' : layers
@@ -45,7 +48,7 @@ function showRange(page) {
 
 function rangeChanged(page) {
   const [a, b] = [own.layerFrom.value, own.layerTo.value];
-  const most = page.result ? Math.max(...Object.values(page.result.kinds).map((k) => k.L)) - 1 : Infinity;
+  const most = page.result ? depth(page) - 1 : Infinity; // the last layer
   layers = a === '' && b === '' ? null : [Math.max(0, a === '' ? 0 : +a), Math.min(most, b === '' ? most : +b)];
   if (layers && layers[0] > layers[1]) layers = [layers[1], layers[0]];
   if (layers && layers[0] === 0 && layers[1] === most) layers = null; // every layer: no range
