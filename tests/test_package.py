@@ -189,10 +189,12 @@ def test_the_installed_package_serves_the_whole_page(fresh, stranger):
             for imported_path in re.findall(r"""(?:from|import)\s*\(?\s*['"]((?:\.\.?)?/[^'"]+)['"]""", body.decode()):
                 scripts.append(urljoin(url, imported_path))
         assert len(seen) > 5  # main.js and the modules it imports
-        docs = set(re.findall(r'href="(/docs/[\w-]+\.md)"', page))
+        docs = set(re.findall(r'href="/docs/([\w-]+)\.html"', page))
         assert docs
-        for doc in docs:
-            status, kind, body = fetch(base + doc)
+        for doc in docs:  # each document as a page, and its Markdown twin, from the installed package
+            status, kind, body = fetch(f"{base}/docs/{doc}.html")
+            assert status == 200 and "text/html" in kind and b'<main class="doc"' in body, doc
+            status, kind, body = fetch(f"{base}/docs/{doc}.md")
             assert status == 200 and "markdown" in kind and body.startswith(b"#"), doc
         status, _, body = fetch(base + "/vendor/plotly.min.js")
         assert status == 200 and len(body) > 1_000_000

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 class Tab:
     name: str  # ?tab=NAME, the nav button's data-tab, the section's id "tab-NAME"
     label: str  # the nav button's words
-    docs: str | None = None  # the document that explains it: /docs/NAME.md (one of routes/pages.py LINKED_DOCS)
+    docs: str | None = None  # the document that explains it: /docs/NAME.html (one of server/documents.py LINKED_DOCS)
     template: str = ""  # the section's content, under templates/ (default: tabs/NAME.html)
     script: str = ""  # its ES module, under static/ (default: js/tabs/NAME.js)
     # Why the tab does not apply to a model that takes an image (ModelInfo.takes), in words; "" where it does. The

@@ -3,7 +3,7 @@ analyze from the text box, the 72-head grid, the detail heatmap, URL state, host
 long inputs, and nothing loaded from another origin."""
 
 from pathlib import Path
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlparse
 
 import numpy as np
 import pytest
@@ -230,7 +230,7 @@ def test_metric_definitions_and_links_are_on_the_page(page, client):
     wait_ready(page)
     page.click("#glossary summary")
     expect(page.locator("#glossary dt", has_text="entropy_normalized")).to_be_visible()
-    assert client.get(page.locator('#glossary a[href="/docs/metrics.md"]').get_attribute("href")).status_code == 200
+    assert client.get(page.locator('#glossary a[href="/docs/metrics.html"]').get_attribute("href")).status_code == 200
     assert page.locator('#glossary a[href="/docs"]').count() == 1
 
 
@@ -367,7 +367,30 @@ def test_the_documents_the_page_links_to_are_served_as_markdown(client, name):
     assert r.text == (Path(__file__).parents[2] / "docs" / f"{name}.md").read_text()
 
 
-@pytest.mark.parametrize("path", ["/docs/README.md", "/docs/dates.png.md", "/docs/%2E%2E%2Fpyproject.md"])
+def test_a_tab_links_to_its_document_as_a_readable_page_with_its_markdown_twin(page):
+    open_page(page, text=SENTENCE, tab="table")
+    wait_ready(page)
+    page.locator("#tab-table .tab-docs a").click()
+    page.wait_for_load_state()
+    assert urlparse(page.url).path == "/docs/metrics.html"
+    markdown = (Path(__file__).parents[2] / "docs" / "metrics.md").read_text()
+    title = markdown.splitlines()[0].removeprefix("# ")
+    expect(page.locator("#doc h1")).to_have_text(title)  # rendered, not shown as Markdown source
+    assert page.locator("#doc h2").count() == markdown.count("\n## ")
+    assert page.locator("#doc table").count() >= 1 and page.locator("#doc pre code").count() >= 1
+    assert "# " + title not in page.locator("#doc").inner_text()
+    page.set_viewport_size({"width": 390, "height": 800})  # a phone: formulas and tables scroll in their boxes
+    assert page.evaluate("() => document.scrollingElement.scrollWidth") <= 390
+    page.locator(".doc-others a", has_text="ablation").click()
+    page.wait_for_load_state()
+    assert urlparse(page.url).path == "/docs/ablation.html"
+    page.click("#doc-markdown")
+    page.wait_for_load_state()
+    assert page.locator("body").inner_text().startswith("# Head ablation")
+
+
+@pytest.mark.parametrize("path", ["/docs/README.md", "/docs/dates.png.md", "/docs/%2E%2E%2Fpyproject.md",
+                                  "/docs/README.html", "/docs/%2E%2E%2Fpyproject.html", "/docs/dates.md.html"])
 def test_no_other_file_is_served_from_docs(client, path):
     r = client.get(path)
     assert r.status_code == 404 and r.json()["error"] == "not_found"

@@ -11,7 +11,7 @@ from jinja2 import ChoiceLoader, DictLoader
 
 from headscope.analyses.metrics import METRICS_ABOUT
 from headscope.models.interventions import MODES
-from headscope.server import tabs
+from headscope.server import documents, tabs
 from headscope.server.answers import WEIGHTS
 from headscope.server.errors import ErrorCode
 from headscope.server.routes import pages
@@ -94,7 +94,8 @@ def test_the_nav_the_sections_and_the_scripts_are_the_registrys(client):
 def test_every_tab_document_is_served(client):
     for tab in tabs.TABS:
         if tab.docs:
-            assert tab.docs in pages.LINKED_DOCS and client.get(f"/docs/{tab.docs}.md").status_code == 200
+            assert tab.docs in documents.LINKED_DOCS
+            assert client.get(f"/docs/{tab.docs}.md").status_code == client.get(f"/docs/{tab.docs}.html").status_code == 200
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import FileResponse, HTMLResponse, Response
 from fastapi.templating import Jinja2Templates
 
 from headscope.analyses.metrics import METRICS_ABOUT
@@ -21,11 +21,11 @@ from headscope.analyses.patching import MODES as PATCH_MODES
 from headscope.analyses.roles import ROLE_RULES
 from headscope.models.interventions import MODES
 from headscope.models.metric_choice import METRIC_ABOUT, METRIC_GENERATIONS, METRIC_NAMES
-from headscope.server import tabs
+from headscope.server import documents, tabs
 from headscope.server.answers import WEIGHTS, weights_about
 from headscope.server.deps import ModelsDep, SettingsDep
 from headscope.server.errors import ErrorCode
-from headscope.server.files import TEMPLATES, docs_dir
+from headscope.server.files import TEMPLATES
 from headscope.server.schemas.attention import AblationRequest, AttentionRequest
 from headscope.server.schemas.detect import DetectRequest
 from headscope.server.schemas.patching import PatchRequest
@@ -99,25 +99,37 @@ def index(request: Request, models: ModelsDep, settings: SettingsDep, tab: str |
     })
 
 
-# The documents the page links to, served as Markdown from docs/: NAME -> what it holds.
-LINKED_DOCS = {
-    "metrics": "the formulas of every metric and role",
-    "ablation": "what zero and mean ablation do, and each effect measure",
-    "importance": "the measures and formulas of head importance",
-    "probes": "the probes' file format and formulas",
-    "patching": "activation patching and direct logit attribution: the method, the metrics, the normalisation",
-    "detect": "how previous-token, duplicate-token and induction heads are found, on which inputs",
-    "one-head-or-many": "the one head or many study: method, numbers, and what they do and do not support",
-}
+def unknown_doc(name: str, suffix: str) -> HTTPException:
+    return HTTPException(404, f"no document /docs/{name}{suffix}; the page links to "
+                         f"{', '.join(documents.html_path(n) for n in documents.LINKED_DOCS)} "
+                         "(each also as its Markdown source, /docs/NAME.md)")
 
 
 @router.get("/docs/{name}.md")
 def linked_doc(name: str):
-    """docs/NAME.md, one of the documents the page links to (LINKED_DOCS); any other name is a 404."""
-    if name not in LINKED_DOCS:
-        raise HTTPException(404, f"no document /docs/{name}.md; the page links to "
-                            f"{', '.join(f'/docs/{n}.md' for n in LINKED_DOCS)}")
-    return FileResponse(docs_dir() / f"{name}.md", media_type="text/markdown; charset=utf-8")
+    """docs/NAME.md, the Markdown source of one of the documents the page links to (documents.LINKED_DOCS)."""
+    if name not in documents.LINKED_DOCS:
+        raise unknown_doc(name, ".md")
+    return FileResponse(documents.source(name), media_type="text/markdown; charset=utf-8")
+
+
+@router.get("/docs/{name}.html", response_class=HTMLResponse)
+def linked_doc_page(request: Request, name: str):
+    """docs/NAME.md as a page: the document rendered, the other documents, and its Markdown twin."""
+    if name not in documents.LINKED_DOCS:
+        raise unknown_doc(name, ".html")
+    title, body = documents.rendered(name)
+    return templates.TemplateResponse(request, "doc.html", {
+        "name": name, "title": title, "body": body, "markdown": documents.markdown_path(name),
+        "others": [(documents.html_path(n), n, about) for n, about in documents.LINKED_DOCS.items() if n != name],
+    })
+
+
+@router.get("/favicon.ico")
+def favicon():
+    """No icon (the pages say `rel="icon" href="data:,"`), but a browser showing a raw answer or a document's
+    Markdown asks for one: say so without an error in its console."""
+    return Response(status_code=204)
 
 
 @router.get("/vendor/plotly.min.js")
