@@ -10,12 +10,10 @@ codes (headscope/server/errors.py) and what each metric is computed on (headscop
 
 from dataclasses import asdict
 from pathlib import Path
-from urllib.parse import quote_plus
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.templating import Jinja2Templates
-from starlette.datastructures import QueryParams
 
 from headscope.analyses.metrics import METRICS_ABOUT
 from headscope.analyses.patching import DIRECTION_ABOUT, DIRECTIONS as PATCH_DIRECTIONS, METRICS as PATCH_METRICS
@@ -45,67 +43,13 @@ def plotly_path() -> Path:
     return Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
 
-# The grid asks for every head max-pooled to at most this many cells a side (static/js/lib/api.js reads it here).
-GRID_CELLS = 128
-
-
-def link_budget(settings: Settings) -> int:
-    """The longest URL a link keeps a text in: a link's URL travels twice in every request the page makes (the
-    request line, and the Referer of its scripts and API calls), and the server refuses request lines and headers
-    over max_header_bytes, so a quarter of that (static/js/main.js reads it here)."""
-    return settings.max_header_bytes // 4
-
-
-def form_encode(params: list[tuple[str, str]]) -> str:
-    """A query string as the page's URLSearchParams writes it (the WHATWG urlencoded serializer): space as +, and
-    every byte but ASCII letters, digits and *-._ percent-encoded (Python's quote_plus keeps ~ and encodes *)."""
-    return "&".join(f"{quote_plus(k, safe='*')}={quote_plus(v, safe='*')}".replace("~", "%7E") for k, v in params)
-
-
-def first_answer_url(query: QueryParams, info, settings: Settings) -> str | None:
-    """The GET twin (routes/attention.py) of the grid's first request when the page opens a shared link of a text:
-    the page names it in a <link rel="preload" as="fetch">, so that the server computes the answer while the
-    browser loads the page's modules, and the page's own fetch of the same URL takes the preloaded answer
-    (static/js/lib/api.js twinUrl builds the same URL from the page's request and uses it only when the two are
-    equal). Read as static/js/main.js readState reads the URL; None when the page will not analyze a text at
-    once, or asks more than the twin says the same way (heads knocked out, an image model), or the URL would be
-    longer than a link may be."""
-    def first(name: str) -> str | None:  # URLSearchParams.get: the first of repeated parameters
-        values = query.getlist(name)
-        return values[0] if values else None
-
-    text = first("text") or ""
-    if info.takes != "text" or not text.strip() or first("ablate"):
-        return None
-    params = [("text", text), ("model", info.name)]
-    if first("truncate") == "1":
-        params.append(("truncate", "1"))
-    gen = first("gen")
-    if info.generation and gen and gen.isascii() and gen.isdigit():
-        if not 0 < int(gen) <= info.max_new_tokens:  # 0 is not sent; more is refused
-            return None
-        if int(gen) != info.default_new_tokens:  # the default is not sent
-            params.append(("gen", str(int(gen))))
-    weights = first("weights")
-    params.append(("weights", weights if weights in WEIGHTS else AttentionRequest.model_fields["weights"].default))
-    if first("rollout") == "1":
-        params.append(("rollout", "1"))
-    params += [("format", "compact"), ("metrics", "0"), ("pool_to", str(GRID_CELLS))]
-    url = "/api/attention?" + form_encode(params)
-    return url if len(url) <= link_budget(settings) else None
-
-
-def page_config(request: Request, settings: Settings, tab: tabs.Tab, model: str, first_answer: str | None = None) -> dict:
+def page_config(request: Request, settings: Settings, tab: tabs.Tab, model: str) -> dict:
     """What the page's scripts read instead of copies (static/js/lib/config.js): the tab and model the URL
     asked for (checked here), every tab with its script's URL, the ablation modes, the `weights` kinds, the
-    limits, the error codes, each metric's basis and the patching modes, directions and metrics, the detectors' defaults;
-    the grid's cell count, the longest URL a link keeps a text in, and the URL of a shared link's preloaded answer."""
+    limits, the error codes, each metric's basis and the patching modes, directions and metrics, the detectors' defaults."""
     return {
         "tab": tab.name,
         "model": model,
-        "grid_cells": GRID_CELLS,
-        "link_budget": link_budget(settings),
-        "first_answer": first_answer,
         "tabs": [{"name": t.name, "label": t.label, "docs": t.docs, "not_for_images": t.not_for_images,
                   "script": request.url_for("static", path=t.script).path} for t in tabs.TABS],
         "ablation": {"modes": list(MODES), "default": AblationRequest.model_fields["ablation"].default},
@@ -141,8 +85,7 @@ def index(request: Request, models: ModelsDep, settings: SettingsDep, tab: str |
     names = [info["name"] for info in infos]
     active = tabs.tab_named(tab) or tabs.TABS[0]
     chosen = model if model in names else names[0]
-    first_answer = first_answer_url(request.query_params, models[chosen].info, settings)
-    config = page_config(request, settings, active, chosen, first_answer)
+    config = page_config(request, settings, active, chosen)
     return templates.TemplateResponse(request, "index.html", {
         "models": infos,
         "default_model": chosen,
@@ -150,7 +93,6 @@ def index(request: Request, models: ModelsDep, settings: SettingsDep, tab: str |
         "tabs": tabs.TABS,
         "active_tab": active.name,
         "notices": notices(tab, model, names),
-        "first_answer": first_answer,  # preloaded (see first_answer_url)
         "config": config,  # the controls that offer modes and weights kinds are rendered from it too
         "metrics": METRICS_ABOUT,
         "roles": {name: rule.description for name, rule in ROLE_RULES.items()},

@@ -41,11 +41,10 @@ let views = {}; // kind -> view of the answer (after the word / special-token op
 let controller = null;
 let summary = ''; // the status line of the result on screen, shown again after other messages
 let linkText = null; // the text the URL keeps when it is not state.text: the part read of a cut text, '' for none
-// A link holds a text only while its URL stays this short (the server says why: routes/pages.py link_budget).
-const URL_BUDGET = config.link_budget;
-// A shared link's first answer, which the page preloaded (routes/pages.py first_answer_url): the first analysis takes
-// it when it asks for the same; null once used.
-let preloaded = config.first_answer;
+// A link's URL travels twice in every request the page makes (the request line, and the Referer of its scripts and
+// API calls), and the server refuses request lines and headers over max_header_bytes: a link holds a text only
+// while its URL stays under a quarter of that.
+const URL_BUDGET = Math.floor(config.limits.max_header_bytes / 4);
 const LOW_PROB = 0.9; // output tokens the model gave less than this probability are marked unsure
 
 // What every tab hook gets: the answer on screen, the state, and what the page can do.
@@ -254,9 +253,7 @@ async function analyze() {
   try {
     const params = { ...state, image: image?.image, generation: generation?.kind, newTokens: state.gen,
       weights: state.weights, rollout: state.rollout, ...ablateFields() };
-    const link = preloaded;
-    preloaded = null;
-    result = await fetchAttention(params, controller.signal, link);
+    result = await fetchAttention(params, controller.signal);
     // an image answer max-pooled for the grid: the overlays over the picture read the full-resolution rows
     if (result.image && Object.values(result.kinds).some((k) => k.pool[0] > 1 || k.pool[1] > 1)) {
       result.full = await fetchFullAttention(params, controller.signal);

@@ -7,8 +7,9 @@
 // out the per-head metrics (metrics: false), so it comes sooner; fetchHeads gets them next, computed
 // by the server meanwhile from the same forward pass.
 
-import { config } from './config.js';
 import { sizes, strides } from './dims.js';
+
+export const GRID_CELLS = 128; // the grid asks for heads max-pooled to at most this many cells a side
 
 // An error answer: `message` says it in words; `body` is the API's JSON error ({error, detail, ...}).
 export class ApiError extends Error {
@@ -18,12 +19,10 @@ export class ApiError extends Error {
   }
 }
 
-// POST `body` as JSON to `path`; without a body, GET `path` (a URL the page preloaded: fetch's defaults, mode cors and
-// credentials same-origin, are what the <link rel="preload" as="fetch" crossorigin> asked with).
 async function post(path, body, signal) {
   let response;
   try {
-    response = await fetch(path, body === null ? { signal } : {
+    response = await fetch(path, {
       method: 'POST',
       headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify(body),
@@ -139,46 +138,25 @@ export function decodeAnswer(buffer) {
   return fields;
 }
 
-// `twin`: the URL of the request's GET twin to fetch instead of POSTing it (see twinUrl).
-async function fetchBinary(request, signal, twin = null) {
-  const response = twin ? await post(twin, null, signal) : await post('/api/attention', request, signal);
+async function fetchBinary(request, signal) {
+  const response = await post('/api/attention', request, signal);
   const answer = decodeAnswer(await response.arrayBuffer());
   answer.text = request.text; // offsets index into it: word labels are cut from it
   answer.imageSent = request.image; // an image model's input, sent again to fetch one head or the metrics
   return answer;
 }
 
-// The grid's answer: every head, pooled to the page config's grid_cells, without metrics (`heads` is null: see
+// The grid's answer: every head, pooled to GRID_CELLS, without metrics (`heads` is null: see
 // fetchHeads). `params`: text, model, truncate, and for a model that generates, generation (its kind)
 // and newTokens (sent as the field that kind names); weights (one of the page config's `weights.kinds`) and
 // rollout (true: the answer's `rollout` per kind).
-// `preloaded`: the URL of an answer the page preloaded (the page config's first_answer), fetched instead when it is
-// this request's twin.
-export function fetchAttention(params, signal, preloaded = null) {
-  const request = { ...attentionRequest(params), format: 'compact', similarity: !!params.similarity,
-    pool_to: config.grid_cells, metrics: false, ...(params.rollout ? { rollout: true } : {}) };
-  return fetchBinary(request, signal, preloaded && twinUrl(request) === preloaded ? preloaded : null);
-}
-
-// A grid request of a text as its GET twin's URL (/api/attention?…, routes/attention.py), its parameters in the order
-// headscope/server/routes/pages.py first_answer_url writes them, so that the two can be compared as strings; null
-// for one the twin does not say the same way (heads knocked out, an image, head similarity).
-export function twinUrl(request) {
-  if (request.image || request.ablate || request.similarity) return null;
-  const q = new URLSearchParams({ text: request.text, model: request.model });
-  if (request.truncate) q.set('truncate', '1');
-  const gen = request.generate ?? request.max_new_tokens;
-  if (gen) q.set('gen', gen);
-  if (request.weights) q.set('weights', request.weights);
-  if (request.rollout) q.set('rollout', '1');
-  q.set('format', request.format);
-  q.set('metrics', request.metrics ? '1' : '0');
-  q.set('pool_to', request.pool_to);
-  return `/api/attention?${q}`;
+export function fetchAttention(params, signal) {
+  return fetchBinary({ ...attentionRequest(params), format: 'compact', similarity: !!params.similarity,
+    pool_to: GRID_CELLS, metrics: false, ...(params.rollout ? { rollout: true } : {}) }, signal);
 }
 
 // An image answer at full resolution (no pool_to): what the overlays over the picture read when the grid's answer
-// is max-pooled (a ViT-B/16's 197 positions pooled to grid_cells lose each patch's own weight), the same request
+// is max-pooled (a ViT-B/16's 197 positions pooled to GRID_CELLS lose each patch's own weight), the same request
 // otherwise (weights, ablation, rollout).
 export function fetchFullAttention(params, signal) {
   return fetchBinary({ ...attentionRequest(params), format: 'compact', metrics: false,
