@@ -23,7 +23,7 @@ from bench.common import ServerProcess, report, text_of
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-ATTENTION = "performance.getEntriesByType('resource').filter(e => e.name.endsWith('/api/attention'))[0]"
+ATTENTION = "performance.getEntriesByType('resource').filter(e => new URL(e.name).pathname === '/api/attention')[0]"
 SERVER_TIME = f"{ATTENTION}.serverTiming.find(t => t.name === 'app').duration"
 
 
