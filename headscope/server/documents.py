@@ -31,6 +31,13 @@ def html_path(name: str) -> str:
     return f"/docs/{name}.html"
 
 
+def linked(name: str) -> str:
+    """The page's link to linked document NAME; a name that is not one is an error when the page is rendered."""
+    if name not in LINKED_DOCS:
+        raise KeyError(f"{name!r} is not a linked document (documents.LINKED_DOCS)")
+    return html_path(name)
+
+
 def markdown_path(name: str) -> str:
     return f"/docs/{name}.md"
 

@@ -1,6 +1,8 @@
 """The documents the page links to, rendered (headscope/server/documents.py): what the Markdown keeps and changes."""
 
-from headscope.server.documents import render_markdown
+import pytest
+
+from headscope.server.documents import linked, render_markdown
 
 
 def test_a_document_page_shows_raw_html_as_text_and_links_to_its_siblings_pages():
@@ -11,3 +13,9 @@ def test_a_document_page_shows_raw_html_as_text_and_links_to_its_siblings_pages(
     assert 'href="../README.md"' in html and 'href="https://example.org/x.md"' in html
     assert "<img" not in html and "a figure" in html and "docs/grid.png" in html
 
+
+
+def test_the_page_can_link_only_to_a_document_it_serves():
+    assert linked("metrics") == "/docs/metrics.html"
+    with pytest.raises(KeyError, match="not a linked document"):
+        linked("README")  # a template's typo fails when the page is rendered, not as a 404 a user finds

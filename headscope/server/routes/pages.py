@@ -32,6 +32,7 @@ from headscope.server.schemas.patching import PatchRequest
 from headscope.server.settings import Settings, public_limits
 
 templates = Jinja2Templates(directory=TEMPLATES)
+templates.env.globals["doc_url"] = documents.linked  # every link to a document: {{ doc_url("metrics") }}
 
 router = APIRouter(include_in_schema=False)
 
@@ -120,7 +121,7 @@ def linked_doc_page(request: Request, name: str):
         raise unknown_doc(name, ".html")
     title, body = documents.rendered(name)
     return templates.TemplateResponse(request, "doc.html", {
-        "name": name, "title": title, "body": body, "markdown": documents.markdown_path(name),
+        "title": title, "body": body, "markdown": documents.markdown_path(name),
         "others": [(documents.html_path(n), n, about) for n, about in documents.LINKED_DOCS.items() if n != name],
     })
 
