@@ -143,6 +143,26 @@ def test_the_second_load_reads_the_cache_without_dequantizing(family, files, ser
                        torch.as_tensor(served[family].analyze(TEXT).patterns["decoder"]))
 
 
+@pytest.mark.parametrize("family", GGUF_FAMILIES)
+def test_the_cache_holds_the_weights_save_pretrained_writes(family, files, served, cache, tmp_path):
+    """The cached weights file holds the tensors, under the names, that transformers' own save_pretrained writes
+    for the same model (tied weights once, under the source's name, so a start from the cache initializes none),
+    each equal to the bit to what transformers reads from the GGUF file."""
+    from safetensors import safe_open
+
+    _, net = reference(files[family])
+    net.config.architectures = [type(net).__name__]
+    plain = type(net)(net.config)  # a model of the same class that save_pretrained accepts (not read from GGUF)
+    plain.load_state_dict(net.state_dict())
+    plain.save_pretrained(tmp_path)
+    entry = cache / "gguf" / gguf.content_hash(files[family])
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as expected, \
+            safe_open(str(entry / "model.safetensors"), framework="pt") as cached:
+        assert sorted(cached.keys()) == sorted(expected.keys())
+        state = net.state_dict()
+        assert all(torch.equal(cached.get_tensor(k), state[k]) for k in cached.keys())
+
+
 def test_serve_with_model_name_equals_file_answers_attention_equal_to_transformers(files, served, cache):
     settings = Settings(models=parse_specs([f"tiny-{family}={path}" for family, path in files.items()]))
     with TestClient(create_app(settings)) as client:

@@ -97,7 +97,7 @@ def dequantize(path: Path, out: Path) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
     import transformers
-    from safetensors.torch import save_model
+    from safetensors.torch import save_file, save_model
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     where = dict(gguf_file=path.name, local_files_only=True, trust_remote_code=False)
@@ -114,8 +114,18 @@ def dequantize(path: Path, out: Path) -> None:
         raise CheckpointError(f"{path}: transformers cannot read it as a GGUF model: {one_line(e)}") from None
     finally:
         transformers.logging.set_verbosity(verbosity)
-    # save_pretrained refuses a model loaded from GGUF ("not serializable"); its weights are plain float32 now
-    save_model(net, str(out / "model.safetensors"))  # tied embeddings written once
+    # save_pretrained refuses a model loaded from GGUF ("not serializable"); its weights are plain float32 now.
+    # Tied weights are written once, under the name save_pretrained keeps (the source: Llama's embed_tokens, not
+    # lm_head), so that a start from the cache reads every weight and initializes none only to tie it over.
+    state = net.state_dict()
+    for target, source in (getattr(net, "all_tied_weights_keys", None) or {}).items():
+        if target in state and source in state and state[target].data_ptr() == state[source].data_ptr():
+            del state[target]  # transformers ties it back from the source at load
+    try:
+        save_file({k: v.contiguous() for k, v in state.items()}, str(out / "model.safetensors"),
+                  metadata={"format": "pt"})
+    except RuntimeError:  # tensors still shared some other way: safetensors' own choice of one name each
+        save_model(net, str(out / "model.safetensors"))
     config.architectures = [type(net).__name__]
     config.save_pretrained(out)
     tokenizer.save_pretrained(out)

@@ -5,7 +5,7 @@ Our own nets call their HookPoints in their forward passes (headscope/models/net
 so the same HookPoint objects (headscope/models/interventions.py) are called from forward hooks registered once at
 load. Each hook costs an attribute check when no `editing` or `capturing` block is open.
 
-What is found, from the attention modules (headscope/models/hf/attention.py) and one probe run:
+What is found, from the attention modules and the Trace of the one probe pass (headscope/models/hf/attention.py):
   blocks        each layer's block: the element of the outermost nn.ModuleList that holds the layer's
                 self-attention module (GPT-2 `h.0`, Llama `layers.0`, BERT `layer.0`, T5 `block.0`; an
                 encoder–decoder's decoder block also holds its cross-attention)
@@ -23,7 +23,7 @@ Legend: B batch, T positions, C width.
 import torch
 from torch import nn
 
-from headscope.models.hf.attention import is_linear, linear_weight
+from headscope.models.hf.attention import Trace, is_linear, is_norm, linear_weight
 from headscope.models.interventions import HookPoint
 
 STACKS = ("encoder", "decoder")  # a block belongs to the stack of its self-attention's kind
@@ -49,25 +49,15 @@ def find_blocks(net: nn.Module, modules: dict) -> dict[tuple[str, int], nn.Modul
     return blocks
 
 
-def find_mlp_projections(blocks: dict, out_projs: dict, run_probe) -> dict[tuple[str, int], nn.Module]:
+def find_mlp_projections(blocks: dict, out_projs: dict, trace: Trace) -> dict[tuple[str, int], nn.Module]:
     """(stack, layer) -> the last linear layer the block calls that is no attention module's W_O, and writes the
     stream's width; ValueError for a block that calls none."""
     w_o = {id(m) for m in out_projs.values()}
-    calls: dict[tuple[str, int], list[tuple[nn.Module, int]]] = {key: [] for key in blocks}
-    hooks = []
-    for key, block in blocks.items():
-        for m in block.modules():
-            if is_linear(m) and id(m) not in w_o:
-                hooks.append(m.register_forward_hook(
-                    lambda m, args, out, key=key: calls[key].append((m, out.shape[-1]))))
-    try:
-        run_probe()
-    finally:
-        for hook in hooks:
-            hook.remove()
     width = linear_weight(next(iter(out_projs.values())))[0].shape[0]  # C: what any W_O writes
     found = {}
-    for key, seen in calls.items():
+    for key, block in blocks.items():
+        inside = {id(m) for m in block.modules() if is_linear(m) and id(m) not in w_o}
+        seen = [(m, out) for m, out in trace.linear_out if id(m) in inside]  # the block's calls, in order
         last = next((m for m, out in reversed(seen) if out == width), None)
         if last is None:
             raise ValueError(f"{key[0]} layer {key[1]}: no MLP output layer found")
@@ -75,28 +65,19 @@ def find_mlp_projections(blocks: dict, out_projs: dict, run_probe) -> dict[tuple
     return found
 
 
-def find_final_norm(net: nn.Module, blocks: dict, run_probe) -> nn.Module | None:
+def find_final_norm(net: nn.Module, blocks: dict, trace: Trace) -> nn.Module | None:
     """The norm module outside every block whose input is the last decoder block's output; None if there is none."""
     decoder = [key for key in blocks if key[0] == "decoder"]
     if not decoder:
         return None
     last = blocks[max(decoder, key=lambda key: key[1])]
     inside = {id(m) for block in blocks.values() for m in block.modules()}
-    norms = [m for m in net.modules() if "norm" in type(m).__name__.lower() and id(m) not in inside
-             and getattr(m, "weight", None) is not None]
-    seen: list[tuple[nn.Module, torch.Tensor]] = []
-    outputs: list[torch.Tensor] = []
-    hooks = [m.register_forward_pre_hook(lambda m, args: seen.append((m, args[0]))) for m in norms]
-    hooks.append(last.register_forward_hook(lambda m, args, out: outputs.append(out[0] if isinstance(out, tuple) else out)))
-    try:
-        run_probe()
-    finally:
-        for hook in hooks:
-            hook.remove()
-    if not outputs:
+    norms = {id(m) for m in net.modules() if is_norm(m) and id(m) not in inside}
+    output = trace.outputs.get(id(last))
+    if output is None:
         return None
-    found = [m for m, x in seen if isinstance(x, torch.Tensor) and x.shape == outputs[-1].shape
-             and torch.equal(x, outputs[-1])]
+    found = [m for m, x in trace.norm_in if id(m) in norms and isinstance(x, torch.Tensor)
+             and x.shape == output.shape and torch.equal(x, output)]
     return found[-1] if found else None
 
 

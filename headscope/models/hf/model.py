@@ -41,7 +41,8 @@ time bounded on a CPU; a config without positions (T5: relative positions) gets 
 Anything Headscope cannot serve raises CheckpointError with one line: the problem and what to do.
 
 Heads one by one: `attention_modules()` (headscope/models/hf/attention.py's attention function, for ablation and
-capture) and `output_projections()`, each module's W_O, found at load by what it reads (value norms,
+capture) and `output_projections()`, each module's W_O, found at load, in the same single probe pass that checks
+the patterns, by what it reads (value norms,
 headscope/analyses/value_norm.py; the mechanism view, headscope/analyses/mechanism.py). The residual stream,
 attention and MLP outputs: `hook_points()`, driven by forward hooks (headscope/models/hf/hooks.py), and for models
 that predict tokens `readout()`, the final norm found there and `get_output_embeddings()`.
@@ -254,26 +255,40 @@ def check_patterns(path: Path, arch: str, kinds: dict, attentions: dict, shapes:
                                   "Headscope cannot say which tokens its rows see")
 
 
-def headscope_modules(net, run, arch: str, layers: dict[str, int]) -> dict | None:
-    """Switch `net` to headscope/models/hf/attention.py's attention and return (kind, layer) -> module; None (and
-    eager attention kept) for a family whose modules do not run through transformers' attention interface.
+def traced_probe(net, run):
+    """(run()'s result, its Trace): the one probe pass at load, with headscope/models/hf/attention.py's attention
+    (which calls the family's own eager attention, so the patterns are eager's to the bit) and every discovery's
+    hooks. A family that refuses that attention, or whose pass fails with it, keeps eager attention: (the result
+    of an eager pass, None), and its heads cannot be reached one by one.
     run(): one short probe pass of `net` (a text's, or an image model's)."""
     hf_attention.register()
     try:
         net.set_attn_implementation(hf_attention.NAME)
-        return hf_attention.attention_modules(net, arch, run, layers)
+        return hf_attention.traced(net, run)
     except Exception:  # noqa: BLE001 - any family that does not fit: patterns still come from eager
+        net.set_attn_implementation("eager")
+        return run(), None
+
+
+def headscope_modules(net, trace, arch: str, layers: dict[str, int]) -> dict | None:
+    """(kind, layer) -> attention module, from the probe's trace; None (and eager attention set back) for a family
+    whose modules do not all run through transformers' attention interface."""
+    if trace is None:
+        return None
+    try:
+        return hf_attention.attention_modules(trace, arch, layers)
+    except ValueError:
         net.set_attn_implementation("eager")
         return None
 
 
-def find_output_projections(net, run, modules: dict | None) -> dict | None:
+def find_output_projections(trace, modules: dict | None) -> dict | None:
     """(kind, layer) -> output projection W_O of each attention module (headscope/models/hf/attention.py); None where
     the modules are not reachable or some module's W_O cannot be told apart."""
     if modules is None:
         return None
     try:
-        return hf_attention.output_projections(net, modules, run)
+        return hf_attention.output_projections(modules, trace)
     except ValueError:
         return None
 
@@ -289,15 +304,15 @@ def has_custom_code(path: Path) -> bool:
     return False
 
 
-def find_hook_points(net, run, arch: str, modules: dict | None, out_projs: dict | None):
+def find_hook_points(net, trace, arch: str, modules: dict | None, out_projs: dict | None):
     """(hook points, MLP projections, final norm) of headscope/models/hf/hooks.py, the hooks registered; (None, None,
     None) where the blocks or MLPs cannot be told apart."""
     if modules is None or out_projs is None:
         return None, None, None
     try:
         blocks = hf_hooks.find_blocks(net, modules)
-        mlps = hf_hooks.find_mlp_projections(blocks, out_projs, run)
-        norm = hf_hooks.find_final_norm(net, blocks, run) if arch != "encoder" else None
+        mlps = hf_hooks.find_mlp_projections(blocks, out_projs, trace)
+        norm = hf_hooks.find_final_norm(net, blocks, trace) if arch != "encoder" else None
     except (ValueError, KeyError):
         return None, None, None
     return hf_hooks.attach(blocks, out_projs, mlps, norm), mlps, norm
@@ -392,7 +407,8 @@ class HFModel(Adapter):
                                   f"{', '.join(wrong[:3])}{' ...' if len(wrong) > 3 else ''}; they would be random")
 
         arch_name = (config.architectures or [type(net).__name__])[0]
-        attentions, shapes = probe(net, tokenizer, arch)
+        # the one probe pass: attention patterns to check, and the trace every discovery below reads
+        (attentions, shapes), trace = traced_probe(net, lambda: probe(net, tokenizer, arch))
         check_patterns(path, arch_name, KINDS[arch], attentions, shapes)
         layers = max(len(a) for a in attentions.values())
         heads = max(a[0].shape[1] for a in attentions.values())
@@ -400,10 +416,9 @@ class HFModel(Adapter):
         description = (f"{arch_name} ({arch}, {params:,} parameters) from {source or f'the folder {path.name}'}, "
                        "run by transformers")
         model = cls(name, net, tokenizer, arch, description, layers, heads)
-        run = lambda: probe(net, tokenizer, arch)  # noqa: E731
-        model.modules = headscope_modules(net, run, arch, {kind: len(a) for kind, a in attentions.items()})
-        model.out_projs = find_output_projections(net, run, model.modules)
-        model.points, model.mlps, model.final_norm = find_hook_points(net, run, arch, model.modules,
+        model.modules = headscope_modules(net, trace, arch, {kind: len(a) for kind, a in attentions.items()})
+        model.out_projs = find_output_projections(trace, model.modules)
+        model.points, model.mlps, model.final_norm = find_hook_points(net, trace, arch, model.modules,
                                                                       model.out_projs)
         return model
 

@@ -31,6 +31,7 @@ from headscope.models.hf.model import (
     find_output_projections,
     headscope_modules,
     one_line,
+    traced_probe,
     weight_files,
 )
 from headscope.models.images import ImageInfo, NotAnImage, image_fields, png_data_url
@@ -129,22 +130,21 @@ class HFVisionModel(Adapter):
             transformers.logging.set_verbosity(verbosity)
         probe_image = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(0))  # (H, W, 3)
         pixels = cls.pixels_of(processor, probe_image)
-        with torch.no_grad():
-            attentions = net(pixel_values=pixels, output_attentions=True).attentions
+
+        def run():
+            with torch.no_grad():
+                return net(pixel_values=pixels, output_attentions=True).attentions
+
+        attentions, trace = traced_probe(net, run)  # the one probe pass (headscope/models/hf/model.py)
         layers, heads, positions = len(attentions), attentions[0].shape[1], attentions[0].shape[-1]
         params = sum(p.numel() for p in net.parameters())
         arch_name = (config.architectures or [type(net).__name__])[0]
         description = (f"{arch_name} ({params:,} parameters) from the folder {path.name}, run by transformers; it "
                        "takes an image, fitted by the folder's image processor")
         model = cls(name, net, processor, description, layers, heads, positions, tuple(pixels.shape[-2:]))
-
-        def run():
-            with torch.no_grad():
-                net(pixel_values=pixels, output_attentions=True)
-
-        model.modules = headscope_modules(net, run, "encoder", {"encoder": layers})
-        model.out_projs = find_output_projections(net, run, model.modules)
-        model.points, model.mlps, _ = find_hook_points(net, run, "encoder", model.modules, model.out_projs)
+        model.modules = headscope_modules(net, trace, "encoder", {"encoder": layers})
+        model.out_projs = find_output_projections(trace, model.modules)
+        model.points, model.mlps, _ = find_hook_points(net, trace, "encoder", model.modules, model.out_projs)
         return model
 
     @staticmethod
